@@ -1,0 +1,1 @@
+"""qexp: run and compare LLM weight-quantization studies."""

@@ -1,0 +1,185 @@
+"""lm-eval behind one function: evaluate a checkpoint on lm-eval's official tasks.
+
+When `eval.data_dir` is set, every requested task whose `dataset_path` (a hub id such
+as `cais/mmlu`) exists as a folder under it reads its data from there. The task
+definitions stay lm-eval's own: qexp writes, per mirrored task, a two-line YAML that
+`include:`s the installed task file and replaces only `dataset_path`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError, config_error
+from .fixtures import FIXTURES_DIR
+
+__all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "default_task_manager"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskPlan:
+    """Which leaf tasks run, and where each one's data comes from."""
+
+    tasks: list[str]  # as requested (groups allowed)
+    leaves: dict[str, str]  # leaf task -> hub dataset id
+    local: dict[str, Path] = field(default_factory=dict)  # leaf task -> mirror folder
+    data_dir: Path | None = None
+
+    @property
+    def eval_data(self) -> str:
+        """`hub`, `local`, `fixtures` or `mixed`: the honest label for the MLflow tag."""
+        if not self.local:
+            return "hub"
+        if len(self.local) < len(self.leaves):
+            return "mixed"
+        if self.data_dir and self.data_dir.resolve() == FIXTURES_DIR.resolve():
+            return "fixtures"
+        return "local"
+
+
+@dataclass
+class EvalResult:
+    results: dict[str, Any]  # lm-eval's output minus samples, JSON-safe
+    samples: dict[str, list[dict]]  # leaf task -> per-document records
+    plan: TaskPlan
+
+
+@functools.cache
+def default_task_manager():
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+@functools.cache
+def _task_manager(include_path: str):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include_path)
+
+
+def _leaves(index: dict, name: str) -> list[str]:
+    from lm_eval.tasks._index import Kind
+
+    entry = index[name]
+    if entry.kind == Kind.TAG:
+        return sorted(t for child in entry.tags for t in _leaves(index, child))
+    if entry.kind == Kind.GROUP:
+        children = entry.cfg.get("task") or []
+        names = [c if isinstance(c, str) else c.get("task") or c.get("group") for c in children]
+        return [t for child in names if child in index for t in _leaves(index, child)]
+    return [name]
+
+
+def plan_tasks(tasks: list[str], data_dir: str | Path | None) -> TaskPlan:
+    """Check task names and find each leaf task's dataset, without loading any data."""
+    index = default_task_manager().task_index
+    unknown = [t for t in tasks if t not in index]
+    if unknown:
+        raise config_error("eval.tasks", unknown, "Unknown lm-eval task",
+                           "Use names from `lm-eval ls tasks`, e.g. arc_easy, arc_challenge, hellaswag, mmlu.")
+    leaves: dict[str, str] = {}
+    for task in tasks:
+        for leaf in _leaves(index, task):
+            leaves[leaf] = (index[leaf].cfg or {}).get("dataset_path") or ""
+    plan = TaskPlan(tasks=list(tasks), leaves=leaves)
+    if data_dir is None:
+        return plan
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise config_error("eval.data_dir", str(data_dir), "Evaluation data folder does not exist",
+                           "Point eval.data_dir at a folder of hub-style dataset mirrors "
+                           "(<data_dir>/cais/mmlu/...), use eval=fixtures, or set eval.data_dir=null "
+                           "to read from the hub.")
+    plan.data_dir = root.resolve()
+    for leaf, dataset in leaves.items():
+        mirror = root / dataset
+        if dataset and (mirror / "README.md").is_file():
+            plan.local[leaf] = mirror.resolve()
+    if not plan.local:
+        raise config_error("eval.data_dir", str(data_dir), "No requested task's dataset is mirrored there",
+                           f"Expected folders such as {sorted({d for d in leaves.values()})[:4]} under it, "
+                           "each with a README.md whose front matter lists `configs:`.")
+    return plan
+
+
+def _override_dir(plan: TaskPlan, cache_dir: Path) -> Path:
+    """Write one YAML per mirrored task; the folder name hashes its content, so it is reused."""
+    index = default_task_manager().task_index
+    files = {}
+    for leaf, mirror in sorted(plan.local.items()):
+        files[f"{leaf}.yaml"] = (
+            f"include: {json.dumps(str(index[leaf].yaml_path))}\n"
+            f"task: {leaf}\n"
+            f"dataset_path: {json.dumps(str(mirror))}\n"
+            # no tags: the built-in tag entries already name this task, and a partial
+            # tag entry here would replace them
+            "tag: []\n"
+        )
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
+    out = cache_dir / "lm_eval_tasks" / digest
+    if not out.is_dir():
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        tmp.rename(out)
+    return out
+
+
+def _json_safe(obj: Any) -> Any:
+    from lm_eval.utils import handle_non_serializable
+
+    return json.loads(json.dumps(obj, default=handle_non_serializable))
+
+
+def evaluate(
+    model_path: str | Path,
+    plan: TaskPlan,
+    *,
+    dtype: str,
+    device: str,
+    num_fewshot: int,
+    limit: int | None,
+    batch_size: int | str,
+    seed: int,
+    cache_dir: Path,
+) -> EvalResult:
+    """Run lm-eval's `simple_evaluate` on a saved checkpoint and keep per-document samples."""
+    import lm_eval
+
+    tm = _task_manager(str(_override_dir(plan, cache_dir))) if plan.local else default_task_manager()
+    try:
+        out = lm_eval.simple_evaluate(
+            model="hf",
+            model_args={"pretrained": str(model_path), "dtype": dtype},
+            tasks=list(plan.tasks),
+            num_fewshot=num_fewshot,
+            limit=limit,
+            batch_size=batch_size,
+            device=device,
+            log_samples=True,
+            task_manager=tm,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    except (KeyError, FileNotFoundError, ValueError) as err:
+        if plan.local:
+            raise DataError(
+                f"lm-eval could not read the local dataset mirrors <eval.data_dir={str(plan.data_dir)!r}>: "
+                f"{type(err).__name__}: {err}. Check that every task's split files exist and are listed "
+                "in the mirror's README.md `configs:` front matter."
+            ) from err
+        raise
+    samples = out.pop("samples", {}) or {}
+    return EvalResult(results=_json_safe(out), samples=_json_safe(samples), plan=plan)

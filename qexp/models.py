@@ -1,0 +1,216 @@
+"""Where a model comes from: a hub id, a local checkpoint, or a model qexp builds itself.
+
+`model.path` accepts three forms:
+- `qexp:<name>`: a model qexp builds (or converts) once and caches under `<cache_dir>/models/`;
+- a local directory holding a transformers checkpoint (`config.json` plus weights);
+- a hub id such as `Qwen/Qwen3-4B`, which must be downloadable or already in the local HF cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from .errors import QexpError, config_error
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "resolve_model",
+    "model_fingerprint",
+    "linear_input_widths",
+    "build_tiny_qwen3",
+    "build_byte_tokenizer",
+    "default_cache_dir",
+]
+
+BUILTIN_PREFIX = "qexp:"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+# A chatml template like Qwen's, without the tool and thinking branches.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Changing any value here changes the tiny model, so its cache folder name hashes them.
+TINY_QWEN3 = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=32,
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+    seed=0,
+)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("QEXP_CACHE_DIR") or Path.home() / ".cache" / "qexp")
+
+
+def build_byte_tokenizer():
+    """A byte-level tokenizer with chatml special tokens: no training, no download, deterministic."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+        model_max_length=TINY_QWEN3["max_position_embeddings"],
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_qwen3(out: Path) -> None:
+    """A 2-layer random-weight Qwen3: every code path of a real Qwen3, none of its quality."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = build_byte_tokenizer()
+    spec = {k: v for k, v in TINY_QWEN3.items() if k != "seed"}
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        **spec,
+    )
+    torch.manual_seed(TINY_QWEN3["seed"])
+    model = Qwen3ForCausalLM(config).to(torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+BUILTIN_MODELS: dict[str, tuple[Callable[[Path], None], dict]] = {
+    "tiny-qwen3": (build_tiny_qwen3, TINY_QWEN3),
+}
+
+
+def _atomic_build(builder: Callable[[Path], None], final: Path) -> None:
+    """Build into a temporary sibling and rename, so a half-built model is never reused."""
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    builder(tmp)
+    try:
+        tmp.rename(final)
+    except OSError:  # another process finished first; keep theirs
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_model(path: str, cache_dir: Path | None = None) -> str:
+    """Return something `from_pretrained` can load: a local directory or a hub id."""
+    if path.startswith(BUILTIN_PREFIX):
+        name = path[len(BUILTIN_PREFIX):]
+        builder, spec = BUILTIN_MODELS[name]
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+        final = Path(cache_dir or default_cache_dir()) / "models" / f"{name}-{digest}"
+        if not (final / "config.json").exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_build(builder, final)
+        return str(final)
+    return path
+
+
+def _hub_config(repo_id: str) -> Path | None:
+    """The hub model's config.json, from the local HF cache or (when online) the hub."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(hf_hub_download(repo_id, "config.json", local_files_only=True))
+    except HFValidationError:
+        return None
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return None
+    try:
+        return Path(hf_hub_download(repo_id, "config.json", etag_timeout=5))
+    except Exception:
+        return None
+
+
+def check_model_path(path: str, key: str = "model.path") -> None:
+    """Fail early, before any weights are read, when the model cannot be found."""
+    if not path:
+        raise config_error(key, path, "No model given",
+                           "Choose a preset (model=tiny, model=qwen3_4b) or set model.path=<dir or hub id>.")
+    if path.startswith(BUILTIN_PREFIX):
+        name = path[len(BUILTIN_PREFIX):]
+        if name not in BUILTIN_MODELS:
+            raise config_error(key, path, "Unknown built-in model",
+                               f"Use one of {[BUILTIN_PREFIX + n for n in BUILTIN_MODELS]}.")
+        return
+    local = Path(path).expanduser()
+    looks_local = local.is_absolute() or path.startswith((".", "~")) or local.exists()
+    if looks_local:
+        if not local.is_dir():
+            raise config_error(key, path, "Model folder does not exist",
+                               "Point model.path at a folder holding config.json and the weights.")
+        if not (local / "config.json").is_file():
+            raise config_error(key, path, "Model folder has no config.json",
+                               "Point model.path at a transformers checkpoint (save_pretrained output).")
+        if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in local.iterdir()):
+            raise config_error(key, path, "Model folder has no weight files (*.safetensors, *.bin)",
+                               "Point model.path at a complete checkpoint; a partial download or "
+                               "an interrupted save leaves only config files.")
+        return
+    if _hub_config(path) is None:
+        raise config_error(key, path, "Model is neither a local folder nor available from the hub "
+                           "(not in the local Hugging Face cache, and the hub cannot be reached)",
+                           "Download it first (`huggingface-cli download <id>`), point model.path at a "
+                           "local checkpoint, or use model=tiny offline.")
+
+
+def _config_path(resolved: str) -> Path:
+    local = Path(resolved).expanduser()
+    if (local / "config.json").is_file():
+        return local / "config.json"
+    found = _hub_config(resolved)
+    if found is None:
+        raise QexpError(f"Cannot read the config of model <model.path={resolved!r}>.")
+    return found
+
+
+def linear_input_widths(resolved: str) -> dict[str, int]:
+    """Input width of every nn.Linear, from the model's config alone (meta device, no weights)."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(_config_path(resolved).parent))
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config)
+    return {name: m.in_features for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def model_fingerprint(path: str, resolved: str) -> dict:
+    """What identifies the weights, for the config hash: builtin spec, local files, or hub id."""
+    if path.startswith(BUILTIN_PREFIX):
+        name = path[len(BUILTIN_PREFIX):]
+        return {"builtin": name, "spec": BUILTIN_MODELS[name][1]}
+    local = Path(resolved).expanduser()
+    if local.is_dir():
+        files = sorted(
+            (p.name, p.stat().st_size) for p in local.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+        )
+        config = hashlib.sha256((local / "config.json").read_bytes()).hexdigest()
+        return {"local": str(local.resolve()), "config_sha256": config, "weights": files}
+    return {"hub": path}
