@@ -1,0 +1,43 @@
+"""Every test runs against temporary stores: no test touches ~/.cache/qexp, ./mlruns or the hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+import qexp.config  # noqa: F401  (registers the ${qexp_fixtures:} resolver)
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One qexp cache per test session, so the tiny model is built once."""
+    return tmp_path_factory.mktemp("qexp-cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("QEXP_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache_dir / "hf-datasets"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def compose_config(*overrides: str, root: Path | None = None) -> DictConfig:
+    """The real config tree, composed as `python -m qexp <overrides>` would, outputs under `root`."""
+    root = Path(root or os.getcwd())
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    given = {o.split("=", 1)[0] for o in overrides}
+    with open_dict(cfg):
+        if "paths.output_dir" not in given:
+            cfg.paths.output_dir = str(root / "out")
+        if "tracking.uri" not in given:
+            cfg.tracking.uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    return cfg

@@ -1,0 +1,87 @@
+"""The offline study end to end: quantize, evaluate, log, reload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qexp.evaluation import evaluate, plan_tasks
+from qexp.fixtures import FIXTURES_DIR
+from qexp.tracking import results_metrics
+from tests.e2e.conftest import SWEEP, qexp_cli
+
+pytestmark = pytest.mark.e2e
+
+NAMES = {"baseline", "gptq-8", "gptq-16", "awq-8", "awq-16"}
+
+
+def test_sweep_logs_baseline_and_four_quantized_runs(sweep):
+    runs = sweep.runs()
+    assert set(runs) == NAMES
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    assert len({r.data.tags["qexp.sweep_id"] for r in runs.values()}) == 1
+    assert len({r.data.tags["qexp.config_hash"] for r in runs.values()}) == 5
+    for name, run in runs.items():
+        tags = run.data.tags
+        method, _, n = name.partition("-")
+        assert tags["qexp.quant"] == ("none" if name == "baseline" else method)
+        assert tags["qexp.calib_n"] == (n or "0")
+        assert tags["qexp.model"] == "tiny-qwen3"
+        assert tags["qexp.eval_data"] == "fixtures"
+        assert "FIXTURE" in tags["mlflow.note.content"]
+        assert run.data.params["quant.name"] == tags["qexp.quant"]
+        assert run.data.params["eval.limit"] == "50"
+    assert "summary" not in sweep.proc.stderr.lower() or "0 failed" in sweep.proc.stdout
+
+
+def test_metrics_cover_tasks_groups_and_subjects_and_equal_results_json(sweep):
+    for run in sweep.runs().values():
+        metrics = run.data.metrics
+        for task in ("arc_challenge", "arc_easy", "hellaswag"):
+            assert {f"{task}/acc", f"{task}/acc_norm", f"{task}/acc_stderr"} <= set(metrics)
+        for group in ("mmlu", "mmlu_humanities", "mmlu_other", "mmlu_social_sciences", "mmlu_stem"):
+            assert f"{group}/acc" in metrics
+        assert len([m for m in metrics if m.startswith("mmlu_") and m.endswith("/acc")]) == 57 + 4
+        results = sweep.artifact_json(run, "lm_eval/results.json")
+        expected = results_metrics(results)
+        assert {k: metrics[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+
+
+def test_artifacts_and_nested_shared_calibration(sweep):
+    runs = sweep.runs()
+    ids = {name: sweep.artifact_json(run, "calibration/sample_ids.json") for name, run in runs.items()
+           if name != "baseline"}
+    assert len(ids["gptq-16"]) == 16 and ids["gptq-8"] == ids["gptq-16"][:8]
+    assert ids["awq-8"] == ids["gptq-8"] and ids["awq-16"] == ids["gptq-16"]
+    for name, run in runs.items():
+        config = sweep.artifact(run, "config.yaml").read_text()
+        assert "quant:" in config
+        samples = sweep.artifact(run, "lm_eval/samples")
+        files = sorted(p.name for p in samples.iterdir())
+        assert len(files) == 3 + 57 and "mmlu_anatomy.jsonl" in files
+        records = [json.loads(line) for line in (samples / "arc_easy.jsonl").read_text().splitlines()]
+        assert len(records) == 10 and all("doc_hash" in r and r["acc"] in (0.0, 1.0) for r in records)
+        if name != "baseline":
+            assert "GPTQModifier" in sweep.artifact(run, "recipe.yaml").read_text() or name.startswith("awq")
+
+
+def test_checkpoint_artifact_reloads_and_reproduces_the_scores(sweep, cache_dir):
+    run = sweep.runs()["gptq-16"]
+    checkpoint = sweep.artifact(run, "checkpoint")
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+    plan = plan_tasks(["arc_challenge", "arc_easy", "hellaswag", "mmlu"], FIXTURES_DIR)
+    again = evaluate(checkpoint, plan, dtype="float32", device="cpu", num_fewshot=0, limit=50,
+                     batch_size=8, seed=0, cache_dir=cache_dir)
+    logged = {k: v for k, v in run.data.metrics.items() if not k.startswith("perf/")}
+    assert results_metrics(again.results) == pytest.approx(logged, abs=1e-9)
+
+
+def test_second_pass_reuses_every_finished_run(sweep, cache_dir):
+    before = {r.info.run_id for r in sweep.runs().values()}
+    proc = qexp_cli(*SWEEP, cwd=sweep.root, cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {r.info.run_id for r in sweep.runs().values()} == before
+    assert proc.stdout.count("SKIPPED") == 4

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+
+from qexp.errors import ConfigError
+from qexp.tracking import check_uri, connect, ensure_experiment, find_runs, metric_name, results_metrics
+
+
+@pytest.mark.parametrize("task,key,name", [
+    ("arc_easy", "acc,none", "arc_easy/acc"),
+    ("arc_easy", "acc_stderr,none", "arc_easy/acc_stderr"),
+    ("mmlu_humanities", "acc,none", "mmlu_humanities/acc"),
+    ("gsm8k", "exact_match,strict-match", "gsm8k/exact_match/strict-match"),
+    ("arc_easy", "alias", None),
+    ("arc_easy", "sample_len", None),
+])
+def test_metric_name(task, key, name):
+    assert metric_name(task, key) == name
+
+
+def test_results_metrics_keeps_numbers_only():
+    results = {"results": {
+        "arc_easy": {"alias": "arc_easy", "name": "arc_easy", "sample_len": 10, "acc,none": 0.4,
+                     "acc_stderr,none": 0.16, "acc_norm,none": 0.0, "acc_norm_stderr,none": "N/A"},
+        "mmlu": {"alias": "mmlu", "acc,none": 0.25, "acc_stderr,none": 0.03, "sample_len": 114},
+    }}
+    assert results_metrics(results) == {
+        "arc_easy/acc": 0.4, "arc_easy/acc_stderr": 0.16, "arc_easy/acc_norm": 0.0, "arc_easy/n_samples": 10.0,
+        "mmlu/acc": 0.25, "mmlu/acc_stderr": 0.03, "mmlu/n_samples": 114.0,
+    }
+
+
+@pytest.mark.parametrize("uri", ["mlruns", "./mlruns", "file:///tmp/mlruns", "ftp://x/y", "sqlite://", ""])
+def test_unusable_uris_are_refused(uri):
+    with pytest.raises(ConfigError, match="tracking.uri"):
+        check_uri(uri)
+
+
+def test_sqlite_store_roundtrip(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    check_uri(uri)
+    client = connect(uri)
+    experiment_id = ensure_experiment(client, "qexp")
+    assert ensure_experiment(client, "qexp") == experiment_id
+    assert client.get_experiment(experiment_id).artifact_location == (tmp_path / "mlruns" / "artifacts").as_uri()
+    run = client.create_run(experiment_id, tags={"qexp.config_hash": "abc"})
+    assert find_runs(client, experiment_id, {"qexp.config_hash": "abc"}) == []  # still RUNNING
+    client.set_terminated(run.info.run_id, "FINISHED")
+    assert [r.info.run_id for r in find_runs(client, experiment_id, {"qexp.config_hash": "abc"})] == [run.info.run_id]

@@ -1,0 +1,87 @@
+"""Every wrong value is refused before any model is loaded, with key, value and fix."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import open_dict
+
+from qexp.config import prepare
+from qexp.errors import ConfigError
+from tests.conftest import compose_config
+
+
+def _error(*overrides: str, edit=None) -> str:
+    cfg = compose_config("model=tiny", "eval=fixtures", *overrides)
+    if edit:
+        with open_dict(cfg):
+            edit(cfg)
+    with pytest.raises(ConfigError) as info:
+        prepare(cfg)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["calib.n=0"], "calib.n"),
+    (["calib.n=-5"], "calib.n"),
+    (["calib.n=abc"], "calib.n"),
+    (["calib.n=1.5"], "calib.n"),
+    (["calib.n=100000000"], "calib.n"),
+    (["calib.seed=-1"], "calib.seed"),
+    (["calib.max_seq_length=0"], "calib.max_seq_length"),
+    (["calib.source=ftp"], "calib.source"),
+    (["calib.source=file"], "calib.path"),
+    (["calib.source=file", "calib.path=/nonexistent/sharegpt.json"], "calib.path"),
+    (["quant.group_size=96"], "quant.group_size"),
+    (["quant.group_size=0"], "quant.group_size"),
+    (["quant.scheme=W9A99"], "quant.scheme"),
+    (["quant.dampening_frac=2"], "quant.dampening_frac"),
+    (["quant.block_size=zero"], "quant.block_size"),
+    (["quant=awq", "quant.duo_scaling=sometimes"], "quant.duo_scaling"),
+    (["eval.limit=-1"], "eval.limit"),
+    (["eval.limit=0"], "eval.limit"),
+    (["eval.num_fewshot=-2"], "eval.num_fewshot"),
+    (["eval.batch_size=0"], "eval.batch_size"),
+    (["eval.tasks=[arc_easy,not_a_task]"], "eval.tasks"),
+    (["eval.tasks=[]"], "eval.tasks"),
+    (["eval.data_dir=/nonexistent/mirrors"], "eval.data_dir"),
+    (["model.path=/nonexistent/model"], "model.path"),
+    (["model.path=qexp:no-such-model"], "model.path"),
+    (["model.path=Qwen/Qwen3-4B"], "model.path"),  # HF_HUB_OFFLINE=1 and not cached
+    (["model.dtype=float8"], "model.dtype"),
+    (["device=tpu"], "device"),
+    (["seed=-3"], "seed"),
+    (["force=maybe"], "force"),
+    (["tracking.log_checkpoint=perhaps"], "tracking.log_checkpoint"),
+    (["tracking.uri=./mlruns"], "tracking.uri"),
+    (["tracking.uri=ftp://host/store"], "tracking.uri"),
+    (["tracking.experiment="], "tracking.experiment"),
+])
+def test_bad_value_names_key_and_fix(overrides, key):
+    message = _error(*overrides)
+    assert f"<{key}=" in message
+    assert message.rstrip().endswith(".")  # ends with the fix sentence
+    assert len(message.splitlines()) == 1
+
+
+def test_unknown_quantizer():
+    assert "<quant.name='int3'>" in _error(edit=lambda c: c.quant.__setattr__("name", "int3"))
+
+
+def test_missing_model_path():
+    assert "<model.path=None>" in _error("model.path=null")
+
+
+def test_model_folder_without_weights(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert "no weight files" in _error(f"model.path={tmp_path / 'm'}")
+
+
+def test_group_size_error_suggests_sizes_that_work():
+    message = _error("quant.group_size=96")
+    assert "<quant.group_size=96>" in message and "[16, 32, 64, 128]" in message and "q_proj: 128" in message
+
+
+def test_baseline_needs_no_calibration_settings():
+    spec = prepare(compose_config("model=tiny", "eval=fixtures", "quant=none", "calib.n=-1"))
+    assert spec.is_baseline and spec.calib_path is None
