@@ -125,7 +125,7 @@ def execute(spec: RunSpec, client, experiment_id: str, sweep_id: str, log_file: 
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     try:
         config = _run_config(spec)
-        tracking.log_params(client, run_id, flatten(config))
+        tracking.log_params(client, run_id, flatten({**config, "versions": spec.identity["versions"]}))
         tracking.log_text(client, run_id, OmegaConf.to_yaml(OmegaConf.create(config)), "config.yaml")
         tracking.log_json(client, run_id, spec.identity, "identity.json")
 

@@ -1,0 +1,29 @@
+"""Compare the runs of a qexp study: tables, honest statistics, report, plots.
+
+    from qexp.compare import load_study, build_report, render
+    study = load_study()                  # the store `python -m qexp` writes by default
+    print(render(build_report(study)))
+"""
+
+from .data import Study, default_tracking_uri, load_study, run_label
+from .report import Report, build_report, render, to_json
+from .stats import ALPHA, holm, mcnemar_exact, wilson_interval
+from .tables import (
+    calibration_comparison,
+    compare,
+    deltas_vs_baseline,
+    method_comparison,
+    mmlu_categories,
+    mmlu_subjects,
+    ranking,
+    recommendations,
+    scores,
+    summary_table,
+)
+
+__all__ = [
+    "ALPHA", "Report", "Study", "build_report", "calibration_comparison", "compare", "default_tracking_uri",
+    "deltas_vs_baseline", "holm", "load_study", "mcnemar_exact", "method_comparison", "mmlu_categories",
+    "mmlu_subjects", "ranking", "recommendations", "render", "run_label", "scores", "summary_table",
+    "to_json", "wilson_interval",
+]

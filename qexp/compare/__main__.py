@@ -1,0 +1,62 @@
+"""`python -m qexp.compare`: print the study's report from MLflow (text, Markdown or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import QexpError
+from .data import load_study
+from .report import build_report, render, to_json
+
+
+def _metric_args(values: list[str]) -> tuple[str, dict[str, str]]:
+    default, overrides = "acc", {}
+    for value in values:
+        if "=" in value:
+            task, metric = value.split("=", 1)
+            overrides[task] = metric
+        else:
+            default = value
+    return default, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qexp.compare", description=__doc__)
+    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///./mlruns/mlflow.db, where `python -m qexp` writes)")
+    parser.add_argument("--experiment", default="qexp", help="MLflow experiment (default: qexp)")
+    parser.add_argument("--model", help="the qexp.model tag to report on, when the experiment holds several")
+    parser.add_argument("--sweep-id", help="only the runs of this sweep (its baseline may be older)")
+    parser.add_argument("--metric", action="append", default=[], metavar="METRIC or TASK=METRIC",
+                        help="acc (default) or acc_norm for every task, or per task: --metric hellaswag=acc_norm")
+    parser.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    parser.add_argument("--output", "-o", help="write the report to this file instead of stdout")
+    parser.add_argument("--plots", metavar="DIR", help="also save the plots as PNG files in DIR")
+    args = parser.parse_args(argv)
+
+    metric, overrides = _metric_args(args.metric)
+    try:
+        study = load_study(args.tracking_uri, args.experiment, model=args.model, sweep_id=args.sweep_id)
+        report = build_report(study, metric, overrides)
+    except QexpError as err:
+        print(f"qexp.compare: {err}", file=sys.stderr)
+        return 2
+    text = json.dumps(to_json(report), indent=2) if args.format == "json" else render(report, args.format)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text)
+    if args.plots:
+        from .plots import save_plots
+
+        for path in save_plots(report, args.plots):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

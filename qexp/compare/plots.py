@@ -1,0 +1,108 @@
+"""Figures a person would rather look at than read; each takes a `Report` and returns a Figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .report import Report
+from .tables import display_name
+
+__all__ = ["plot_scores", "plot_category_deltas", "plot_calibration", "save_plots"]
+
+
+def _title(report: Report, text: str) -> str:
+    fixtures = (report.study.runs["eval_data"] == "fixtures").any()
+    return text + ("  [FIXTURE DATA: scores mean nothing]" if fixtures else "")
+
+
+def plot_scores(report: Report):
+    """Per-task scores with 95% confidence intervals, one bar per configuration."""
+    study, long = report.study, report.scores
+    tasks, labels = study.tasks, study.labels
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(tasks) + 2), 4.5))
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        part = long[long.label == label].set_index("task").reindex(tasks)
+        x = np.arange(len(tasks)) + (i - (len(labels) - 1) / 2) * width
+        err = np.vstack([part.score - part.ci_low, part.ci_high - part.score]) * 100
+        ax.bar(x, part.score * 100, width, yerr=err, capsize=3, label=label)
+    ax.set_xticks(np.arange(len(tasks)), [f"{display_name(t)}\n({report.metrics[t]})" for t in tasks])
+    ax.set_ylabel("score (%) with 95% CI")
+    ax.set_ylim(0, 100)
+    ax.set_title(_title(report, "Scores per task"))
+    ax.legend(ncol=min(5, len(labels)), fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_category_deltas(report: Report):
+    """Δ vs Baseline per MMLU category (points); hatched bars are not significant."""
+    frame = report.categories
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if not len(frame):
+        ax.text(0.5, 0.5, "no MMLU categories or no Baseline", ha="center", va="center")
+        return fig
+    categories = list(dict.fromkeys(frame.task))
+    labels = list(dict.fromkeys(frame.a))
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        part = frame[frame.a == label].set_index("task").reindex(categories)
+        x = np.arange(len(categories)) + (i - (len(labels) - 1) / 2) * width
+        bars = ax.bar(x, part.delta * 100, width, label=label)
+        for bar, significant in zip(bars, part.significant):
+            if not significant:
+                bar.set_hatch("//")
+                bar.set_alpha(0.6)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(categories)), [display_name(c) for c in categories])
+    ax.set_ylabel("Δ vs Baseline (points)")
+    ax.set_title(_title(report, "MMLU categories vs Baseline (hatched: not significant)"))
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_calibration(report: Report):
+    """Accuracy against calibration size, one line per method, one panel per task and the average."""
+    study, long = report.study, report.scores
+    quantized = study.runs[study.runs.method != "none"]
+    panels = study.tasks + ["average"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], panels):
+        for method, runs in quantized.groupby("method"):
+            runs = runs.sort_values("calib_n")
+            if task == "average":
+                y = report.summary.loc[runs.index, "average"] * 100
+                ax.plot(runs.calib_n, y, marker="o", label=method.upper())
+                continue
+            part = long[(long.task == task)].set_index("label").loc[runs.index]
+            ax.errorbar(runs.calib_n, part.score * 100,
+                        yerr=np.vstack([part.score - part.ci_low, part.ci_high - part.score]) * 100,
+                        marker="o", capsize=3, label=method.upper())
+        if study.baseline:
+            base = report.summary.loc[study.baseline, task] * 100
+            ax.axhline(base, color="gray", linestyle="--", label="Baseline")
+        ax.set_title(display_name(task))
+        ax.set_xlabel("calibration samples")
+    axes[0][0].set_ylabel("score (%)")
+    axes[0][-1].legend(fontsize="small")
+    fig.suptitle(_title(report, "Score vs calibration size"))
+    fig.tight_layout()
+    return fig
+
+
+def save_plots(report: Report, folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, draw in (("scores", plot_scores), ("mmlu_category_deltas", plot_category_deltas),
+                       ("calibration", plot_calibration)):
+        fig = draw(report)
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths

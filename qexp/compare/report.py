@@ -1,0 +1,222 @@
+"""The study's report, built once from a `Study` and rendered as text, Markdown or JSON."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+from tabulate import tabulate
+
+from .data import Study
+from .stats import ALPHA
+from .tables import (
+    calibration_comparison,
+    deltas_vs_baseline,
+    display_name,
+    metric_for,
+    method_comparison,
+    mmlu_categories,
+    mmlu_subjects,
+    ranking,
+    recommendations,
+    scores,
+    settings_warnings,
+    summary_table,
+)
+
+__all__ = ["Report", "build_report", "render", "to_json"]
+
+
+@dataclass
+class Report:
+    study: Study
+    metric: str
+    metrics: dict[str, str]  # task -> metric used
+    scores: pd.DataFrame  # long: label, task, metric, score, n, ci_low, ci_high
+    summary: pd.DataFrame
+    vs_baseline: pd.DataFrame
+    categories: pd.DataFrame
+    subjects: pd.DataFrame
+    methods: pd.DataFrame
+    calibration: pd.DataFrame
+    ranking: pd.DataFrame
+    recommendations: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def comparisons(self) -> pd.DataFrame:
+        frames = [self.vs_baseline, self.categories, self.subjects, self.methods, self.calibration]
+        return pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else self.methods
+
+
+def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | None = None) -> Report:
+    tasks = study.tasks
+    warnings = []
+    if (study.runs["eval_data"] == "fixtures").any():
+        labels = ", ".join(study.runs.index[study.runs["eval_data"] == "fixtures"])
+        warnings.append(f"FIXTURE DATA: {labels} were evaluated on qexp's small fixture copies of the "
+                        "datasets, not the real benchmarks. These scores say nothing about model quality.")
+    warnings += settings_warnings(study)
+    return Report(
+        study=study,
+        metric=metric,
+        metrics={t: metric_for(study, t, metric, overrides) for t in tasks},
+        scores=scores(study, tasks, metric, overrides),
+        summary=summary_table(study, tasks, metric, overrides),
+        vs_baseline=deltas_vs_baseline(study, tasks, metric, overrides),
+        categories=mmlu_categories(study),
+        subjects=mmlu_subjects(study),
+        methods=method_comparison(study, tasks, metric, overrides),
+        calibration=calibration_comparison(study, tasks, metric, overrides),
+        ranking=ranking(study, tasks, metric, overrides),
+        recommendations=recommendations(study, tasks, metric, overrides),
+        warnings=warnings,
+    )
+
+
+# ----------------------------------------------------------------------------- text / markdown
+def _pct(value: float) -> str:
+    return "" if value is None or pd.isna(value) else f"{100 * value:.1f}"
+
+
+def _pts(value: float) -> str:
+    return "" if value is None or pd.isna(value) else f"{100 * value:+.1f}"
+
+
+def _p(value: float) -> str:
+    if value is None or pd.isna(value):
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _table(frame: pd.DataFrame, fmt: str) -> str:
+    return tabulate(frame, headers="keys", tablefmt="github" if fmt == "markdown" else "simple",
+                    showindex=False, disable_numparse=True)
+
+
+def _comparison_rows(frame: pd.DataFrame, with_scores: bool = True) -> pd.DataFrame:
+    rows = []
+    for r in frame.itertuples():
+        row = {"Task": display_name(r.task), "A": r.a, "B": r.b}
+        if with_scores:
+            row.update({"A %": _pct(r.score_a), "B %": _pct(r.score_b)})
+        row.update({"Δ pts (A-B)": _pts(r.delta), "docs": str(r.n), "p": _p(r.p_value), "p Holm": _p(r.p_adjusted),
+                    "winner": r.winner + (" ⚠ settings differ: " + r.settings_differ if r.settings_differ else "")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _heading(text: str, fmt: str, level: int = 2) -> str:
+    return f"{'#' * level} {text}" if fmt == "markdown" else f"{text}\n{'=' * len(text) if level <= 2 else '-' * len(text)}"
+
+
+def render(report: Report, fmt: str = "text") -> str:
+    """The whole report as terminal text (`text`) or a Markdown document (`markdown`)."""
+    study, out = report.study, []
+    model = ", ".join(sorted(set(study.runs["model"].astype(str))))
+    out.append(_heading(f"Quantization study: {model}", fmt, 1))
+    out.append("")
+    for warning in report.warnings:
+        out.append(("> **Warning:** " if fmt == "markdown" else "WARNING: ") + warning)
+        out.append("")
+    metric_text = ", ".join(f"{display_name(t)}={m}" for t, m in report.metrics.items())
+    out.append(f"Runs: {', '.join(study.labels)}. Metric per task: {metric_text}. Scores are percentages "
+               f"with 95% Wilson intervals; differences are tested with the exact McNemar test on paired "
+               f"documents (matched by doc_hash), Holm-adjusted within each table; a winner is declared only "
+               f"when the adjusted p < {ALPHA}.")
+    out.append("")
+    for note in study.notes:
+        out.append(f"Note: {note}")
+    out.append("")
+
+    # 1. summary
+    out.append(_heading("1. Summary", fmt))
+    rows = []
+    for label in study.labels:
+        row = {"Configuration": label}
+        for task in study.tasks:
+            s = report.scores[(report.scores.label == label) & (report.scores.task == task)].iloc[0]
+            row[display_name(task)] = f"{_pct(s.score)} [{_pct(s.ci_low)}, {_pct(s.ci_high)}] n={s.n}"
+        row["Average"] = _pct(report.summary.loc[label, "average"])
+        rows.append(row)
+    out += [_table(pd.DataFrame(rows), fmt), ""]
+
+    # 2. per task vs baseline
+    out.append(_heading("2. Per task: each configuration vs Baseline", fmt))
+    if len(report.vs_baseline):
+        out += [_table(_comparison_rows(report.vs_baseline), fmt), ""]
+    else:
+        out += ["No Baseline run in this experiment: deltas cannot be computed.", ""]
+
+    # 3. MMLU
+    out.append(_heading("3. MMLU by category", fmt))
+    if len(report.categories):
+        out += [_table(_comparison_rows(report.categories), fmt), ""]
+        out.append(_heading("MMLU by subject (score %, Δ vs Baseline in points; * = significant after Holm)", fmt, 3))
+        subj = report.subjects
+        wide = []
+        for task, part in subj.groupby("task", sort=True):
+            row = {"Subject": display_name(task), "Baseline": _pct(part["score_b"].iloc[0])}
+            for r in part.itertuples():
+                row[r.a] = f"{_pct(r.score_a)} ({_pts(r.delta)}{'*' if r.significant else ''})"
+            wide.append(row)
+        out += [_table(pd.DataFrame(wide), fmt), ""]
+    else:
+        out += ["No MMLU categories (or no Baseline) in these runs.", ""]
+
+    # 4 and 5
+    out.append(_heading("4. Methods at equal calibration size", fmt))
+    out += [_table(_comparison_rows(report.methods), fmt) if len(report.methods)
+            else "Fewer than two methods at any calibration size.", ""]
+    out.append(_heading("5. Calibration sizes per method", fmt))
+    out += [_table(_comparison_rows(report.calibration), fmt) if len(report.calibration)
+            else "Fewer than two calibration sizes for any method.", ""]
+
+    # 6. ranking
+    out.append(_heading("6. Ranking and recommendations", fmt))
+    ranked = pd.DataFrame([{"Rank": str(int(r["rank"])), "Configuration": label, "Average %": _pct(r["average"]),
+                            "vs Baseline pts": _pts(r.get("vs_baseline", math.nan))}
+                           for label, r in report.ranking.iterrows()])
+    out += [_table(ranked, fmt), ""]
+    out += [f"- {line}" for line in report.recommendations]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ----------------------------------------------------------------------------- json
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        return _clean(value.item())
+    return value
+
+
+def to_json(report: Report) -> dict:
+    study = report.study
+    runs = []
+    for label, run in study.runs.iterrows():
+        mine = report.scores[report.scores.label == label]
+        runs.append({
+            "label": label, "run_id": run["run_id"], "method": run["method"], "calib_n": int(run["calib_n"]),
+            "model": run["model"], "eval_data": run["eval_data"], "config_hash": run["config_hash"],
+            "scores": {**{r.task: _clean(r.score) for r in mine.itertuples()},
+                       "average": _clean(report.summary.loc[label, "average"])},
+            "n_docs": {r.task: int(r.n) for r in mine.itertuples()},
+            "ci95": {r.task: [_clean(r.ci_low), _clean(r.ci_high)] for r in mine.itertuples()},
+        })
+    columns = ["table", "a", "b", "task", "metric", "score_a", "score_b", "delta", "n", "a_only", "b_only",
+               "p_value", "p_adjusted", "significant", "winner", "settings_differ"]
+    comparisons = [{k: _clean(v) for k, v in row.items()} for row in report.comparisons[columns].to_dict("records")]
+    return {
+        "metric": report.metrics,
+        "alpha": ALPHA,
+        "eval_data": sorted(set(study.runs["eval_data"])),
+        "warnings": report.warnings,
+        "notes": study.notes,
+        "runs": runs,
+        "comparisons": comparisons,
+        "ranking": [{"label": label, "rank": int(r["rank"]), "average": _clean(r["average"])}
+                    for label, r in report.ranking.iterrows()],
+        "recommendations": report.recommendations,
+    }
