@@ -44,3 +44,11 @@ def test_mmlu_has_all_57_subjects_with_test_and_dev():
             rows = _jsonl(FIXTURES_DIR / f"cais/mmlu/{subject}/{split}.jsonl")
             assert rows and all(r["subject"] == subject and len(r["choices"]) == 4 and r["answer"] in range(4)
                                 for r in rows)
+
+
+def test_committed_notebook_has_no_outputs():
+    import nbformat
+
+    notebook = nbformat.read(Path(__file__).resolve().parents[2] / "notebooks" / "compare.ipynb", as_version=4)
+    assert all(not cell.get("outputs") and not cell.get("execution_count")
+               for cell in notebook.cells if cell.cell_type == "code")

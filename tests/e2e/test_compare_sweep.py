@@ -1,0 +1,59 @@
+"""`python -m qexp.compare` and the notebook on the store left by a real sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from nbclient import NotebookClient
+
+from qexp.compare.stats import mcnemar_exact
+from tests.e2e.conftest import qexp_cli
+
+pytestmark = pytest.mark.e2e
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "compare.ipynb"
+
+
+def _acc(path: Path) -> dict[str, float]:
+    return {r["doc_hash"]: r["acc"] for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_compare_cli_reads_the_default_store(sweep, cache_dir):
+    proc = qexp_cli(cwd=sweep.root, cache_dir=cache_dir, module="qexp.compare")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for part in ("FIXTURE DATA", "1. Summary", "2. Per task", "3. MMLU by category", "MMLU by subject",
+                 "4. Methods", "5. Calibration", "6. Ranking"):
+        assert part in proc.stdout
+
+
+def test_compare_json_equals_mlflow_and_mcnemar_from_artifacts(sweep, cache_dir):
+    proc = qexp_cli("--format", "json", cwd=sweep.root, cache_dir=cache_dir, module="qexp.compare")
+    data = json.loads(proc.stdout)
+    runs = {r.info.run_name: r for r in sweep.runs().values()}
+    by_label = {"Baseline": runs["baseline"], **{f"{n.split('-')[0].upper()}-{n.split('-')[1]}": r
+                                                  for n, r in runs.items() if n != "baseline"}}
+    for run in data["runs"]:
+        for task in ("arc_challenge", "arc_easy", "hellaswag", "mmlu"):
+            assert run["scores"][task] == by_label[run["label"]].data.metrics[f"{task}/acc"]
+    for comparison in [c for c in data["comparisons"] if c["task"] == "arc_easy"]:
+        a = _acc(sweep.artifact(by_label[comparison["a"]], "lm_eval/samples/arc_easy.jsonl"))
+        b = _acc(sweep.artifact(by_label[comparison["b"]], "lm_eval/samples/arc_easy.jsonl"))
+        keys = sorted(a)
+        expected = mcnemar_exact(np.array([a[k] for k in keys]), np.array([b[k] for k in keys]))
+        assert comparison["p_value"] == pytest.approx(expected.p_value)
+
+
+def test_notebook_executes_and_draws_its_plots(sweep, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sweep.uri)
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    images = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 3
+    errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
