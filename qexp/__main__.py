@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from pathlib import Path
 
 import hydra
@@ -55,7 +56,12 @@ def app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt as err:
+        # The run is already marked KILLED; exit like a process killed by the signal would.
+        print(f"qexp: stopped: {err or 'interrupted'}", file=sys.stderr)
+        sys.exit(143 if "signal 15" in str(err) else 130)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ class RunSpec:
     device: str
     identity: dict
     config_hash: str
+    checkpoint: Path | None  # where this configuration's checkpoint lives (None for the baseline)
 
     @property
     def method(self) -> str:
@@ -61,7 +62,7 @@ class RunSpec:
 
     @property
     def run_name(self) -> str:
-        return "baseline" if self.is_baseline else f"{self.method}-{self.calib_n}"
+        return spec_name(self.cfg)
 
 
 # ----------------------------------------------------------------------------- key checks
@@ -253,6 +254,8 @@ def prepare(cfg: DictConfig) -> RunSpec:
     if _get(cfg, "eval.batch_size") != "auto":
         _int(cfg, "eval.batch_size", 1, "Set eval.batch_size to a positive integer or auto.")
     _int(cfg, "seed", 0, "Set seed to a non-negative integer.")
+    _int(cfg, "tracking.heartbeat_seconds", 1, "Set tracking.heartbeat_seconds to a positive number, e.g. 30.")
+    _int(cfg, "tracking.stale_after_seconds", 1, "Set tracking.stale_after_seconds to a positive number, e.g. 300.")
     for key in ("force", "tracking.log_checkpoint"):
         if not isinstance(_get(cfg, key), bool):
             raise config_error(key, _get(cfg, key), "Expected true or false", f"Set {key}=true or {key}=false.")
@@ -271,12 +274,19 @@ def prepare(cfg: DictConfig) -> RunSpec:
     if not is_baseline:
         calib_path = calibration.source_path(cfg.calib.source, cfg.calib.path)
         calibration.select(calibration.load_conversations(calib_path), cfg.calib.n, cfg.calib.seed)
-    plan = plan_tasks(list(cfg.eval.tasks), cfg.eval.data_dir)
+    plan = plan_tasks(list(cfg.eval.tasks), cfg.eval.data_dir, cache_dir)
     model_path = models.resolve_model(cfg.model.path, cache_dir)
     if not is_baseline:
         _check_group_size(cfg, model_path)
 
     identity = _identity(cfg, model_path, plan, calib_path)
+    checkpoint = None
+    if not is_baseline:
+        # Keyed by everything but the evaluation: a checkpoint survives a failed evaluation.
+        checkpoint_root = Path(cfg.paths.checkpoint_dir or cache_dir / "checkpoints").expanduser()
+        quant_hash = hash_identity({**{k: v for k, v in identity.items() if k != "eval"},
+                                    "versions": {k: v for k, v in identity["versions"].items() if k != "lm_eval"}})
+        checkpoint = checkpoint_root / f"{cfg.model.name}-{spec_name(cfg)}-{quant_hash}"
     return RunSpec(
         cfg=cfg,
         model_path=model_path,
@@ -287,4 +297,9 @@ def prepare(cfg: DictConfig) -> RunSpec:
         device=device,
         identity=identity,
         config_hash=hash_identity(identity),
+        checkpoint=checkpoint,
     )
+
+
+def spec_name(cfg: DictConfig) -> str:
+    return "baseline" if cfg.quant.name == "none" else f"{cfg.quant.name}-{cfg.calib.n}"

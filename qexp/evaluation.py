@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ class TaskPlan:
 
     tasks: list[str]  # as requested (groups allowed)
     leaves: dict[str, str]  # leaf task -> hub dataset id
+    info: dict[str, dict] = field(default_factory=dict)  # leaf task -> dataset fields, yaml_path
     local: dict[str, Path] = field(default_factory=dict)  # leaf task -> mirror folder
     data_dir: Path | None = None
 
@@ -79,18 +81,45 @@ def _leaves(index: dict, name: str) -> list[str]:
     return [name]
 
 
-def plan_tasks(tasks: list[str], data_dir: str | Path | None) -> TaskPlan:
-    """Check task names and find each leaf task's dataset, without loading any data."""
+_TASK_FIELDS = ("dataset_path", "dataset_name", "test_split", "validation_split", "training_split", "fewshot_split")
+
+
+def task_info(tasks: list[str], cache_dir: Path) -> dict[str, dict]:
+    """Leaf tasks of `tasks` with their dataset fields and YAML path, in lm-eval's order.
+
+    Indexing lm-eval's ~15,000 task files takes seconds, so the answer is cached on disk
+    per lm-eval version and task list; a resumed sweep then never builds the index.
+    """
+    import lm_eval
+
+    key = hashlib.sha256(json.dumps([lm_eval.__version__, list(tasks)]).encode()).hexdigest()[:16]
+    cached = Path(cache_dir) / "lm_eval_index" / f"{key}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
     index = default_task_manager().task_index
     unknown = [t for t in tasks if t not in index]
     if unknown:
         raise config_error("eval.tasks", unknown, "Unknown lm-eval task",
                            "Use names from `lm-eval ls tasks`, e.g. arc_easy, arc_challenge, hellaswag, mmlu.")
-    leaves: dict[str, str] = {}
+    info: dict[str, dict] = {}
     for task in tasks:
         for leaf in _leaves(index, task):
-            leaves[leaf] = (index[leaf].cfg or {}).get("dataset_path") or ""
-    plan = TaskPlan(tasks=list(tasks), leaves=leaves)
+            cfg = index[leaf].cfg or {}
+            info[leaf] = {**{k: cfg.get(k) for k in _TASK_FIELDS}, "yaml_path": str(index[leaf].yaml_path)}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(cached)
+    return info
+
+
+def plan_tasks(tasks: list[str], data_dir: str | Path | None, cache_dir: Path | None = None) -> TaskPlan:
+    """Check task names and find each leaf task's dataset, without loading any data."""
+    from .models import default_cache_dir
+
+    info = task_info(tasks, cache_dir or default_cache_dir())
+    leaves = {leaf: fields["dataset_path"] or "" for leaf, fields in info.items()}
+    plan = TaskPlan(tasks=list(tasks), leaves=leaves, info=info)
     if data_dir is None:
         return plan
     root = Path(data_dir).expanduser()
@@ -103,6 +132,7 @@ def plan_tasks(tasks: list[str], data_dir: str | Path | None) -> TaskPlan:
     for leaf, dataset in leaves.items():
         mirror = root / dataset
         if dataset and (mirror / "README.md").is_file():
+            _check_mirror(mirror, leaf, info[leaf], data_dir)
             plan.local[leaf] = mirror.resolve()
     if not plan.local:
         raise config_error("eval.data_dir", str(data_dir), "No requested task's dataset is mirrored there",
@@ -111,13 +141,48 @@ def plan_tasks(tasks: list[str], data_dir: str | Path | None) -> TaskPlan:
     return plan
 
 
+@functools.cache
+def _front_matter(readme: Path) -> dict:
+    import yaml
+
+    text = readme.read_text()
+    if not text.startswith("---"):
+        return {}
+    try:
+        return yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return {}
+
+
+def _check_mirror(mirror: Path, task: str, task_cfg: dict, data_dir) -> None:
+    """Every split the task reads must be listed in the mirror's README and exist on disk."""
+    name = task_cfg.get("dataset_name") or "default"
+    configs = {c.get("config_name", "default"): c for c in _front_matter(mirror / "README.md").get("configs", [])}
+    where = f"{mirror}/README.md"
+    fix = ("Complete the mirror (README.md front matter `configs:` with a `data_files` entry per split, "
+           "and the files), or set eval.data_dir=null to read the hub.")
+    if name not in configs:
+        raise config_error("eval.data_dir", str(data_dir), f"Task {task} needs config {name!r}, "
+                           f"which {where} does not list", fix)
+    files = configs[name].get("data_files", [])
+    splits = {f.get("split"): f.get("path") for f in files} if isinstance(files, list) else {}
+    for key in ("test_split", "validation_split", "training_split", "fewshot_split"):
+        split = task_cfg.get(key)
+        if not split:
+            continue
+        paths = splits.get(split)
+        patterns = paths if isinstance(paths, list) else [paths] if paths else []
+        if not patterns or not all(list(mirror.glob(p)) for p in patterns):
+            raise config_error("eval.data_dir", str(data_dir), f"Task {task} reads split {split!r} of config "
+                               f"{name!r}, which is missing from {where} or its files", fix)
+
+
 def _override_dir(plan: TaskPlan, cache_dir: Path) -> Path:
     """Write one YAML per mirrored task; the folder name hashes its content, so it is reused."""
-    index = default_task_manager().task_index
     files = {}
     for leaf, mirror in sorted(plan.local.items()):
         files[f"{leaf}.yaml"] = (
-            f"include: {json.dumps(str(index[leaf].yaml_path))}\n"
+            f"include: {json.dumps(plan.info[leaf]['yaml_path'])}\n"
             f"task: {leaf}\n"
             f"dataset_path: {json.dumps(str(mirror))}\n"
             # no tags: the built-in tag entries already name this task, and a partial

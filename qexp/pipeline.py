@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from . import calibration, tracking
 from .config import RunSpec, baseline_config, flatten, prepare
 from .evaluation import evaluate
-from .quantization import quantize
+from .perf import PeakMemory, weights_mb
+from .quantization import CHECKPOINT_MARKER, is_complete, quantize
 from .tracking import TAGS
 
 __all__ = ["RunResult", "run", "execute"]
@@ -50,7 +51,13 @@ def run(cfg: DictConfig, sweep_id: str | None = None, log_file: Path | None = No
     sweep_id = sweep_id or uuid.uuid4().hex[:12]
     if not spec.is_baseline:
         _ensure_baseline(spec, client, experiment_id, sweep_id, log_file)
+    _reap(spec, client, experiment_id)
     existing = tracking.find_runs(client, experiment_id, {TAGS.CONFIG_HASH: spec.config_hash})
+    running = tracking.find_runs(client, experiment_id, {TAGS.CONFIG_HASH: spec.config_hash}, status="RUNNING")
+    if running and not existing and not spec.cfg.force:
+        log.info("%s: skipped, run %s with the same config_hash is running (heartbeat alive)",
+                 spec.run_name, running[0].info.run_id)
+        return RunResult(spec.run_name, running[0].info.run_id, "SKIPPED", spec.config_hash)
     if existing and not spec.cfg.force:
         log.info("%s: skipped, finished run %s has the same config_hash %s (force=true re-runs it)",
                  spec.run_name, existing[0].info.run_id, spec.config_hash)
@@ -71,11 +78,19 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _reap(spec: RunSpec, client, experiment_id: str) -> None:
+    """Runs of this configuration left RUNNING by a killed job are marked KILLED first."""
+    for run, reason in tracking.reap_stale(client, experiment_id, spec.cfg.tracking.stale_after_seconds,
+                                           {TAGS.CONFIG_HASH: spec.config_hash}):
+        log.warning("%s: marked stale run %s KILLED (%s)", spec.run_name, run.info.run_id, reason)
+
+
 def _ensure_baseline(spec: RunSpec, client, experiment_id: str, sweep_id: str, log_file: Path | None) -> None:
     base_cfg = baseline_config(spec.cfg)
     base_cfg.paths.output_dir = str(spec.output_dir / "baseline")
     base = prepare(base_cfg)
     with _lock(spec.cache_dir / "locks" / f"baseline-{base.config_hash}.lock"):
+        _reap(base, client, experiment_id)
         if tracking.find_runs(client, experiment_id, {TAGS.CONFIG_HASH: base.config_hash}):
             return
         log.info("No finished baseline for %s with these evaluation settings: evaluating it first",
@@ -95,6 +110,8 @@ def _tags(spec: RunSpec, sweep_id: str) -> dict[str, str]:
         TAGS.PID: str(os.getpid()),
         "mlflow.note.content": _description(spec),
     }
+    if spec.cfg.model.get("note"):
+        tags["qexp.model_note"] = str(spec.cfg.model.note)
     return tags
 
 
@@ -106,7 +123,8 @@ def _description(spec: RunSpec) -> str:
             "local": f"local dataset mirrors under {spec.plan.data_dir}",
             "mixed": f"partly local mirrors under {spec.plan.data_dir}, partly the hub",
             "hub": "datasets from the Hugging Face hub"}[spec.plan.eval_data]
-    return f"{what} of {spec.cfg.model.name} ({spec.cfg.model.path}). Evaluated on {data}."
+    note = f" {spec.cfg.model.note}" if spec.cfg.model.get("note") else ""
+    return f"{what} of {spec.cfg.model.name} ({spec.cfg.model.path}). Evaluated on {data}.{note}"
 
 
 def _run_config(spec: RunSpec) -> dict:
@@ -123,6 +141,10 @@ def execute(spec: RunSpec, client, experiment_id: str, sweep_id: str, log_file: 
     log.info("%s: MLflow run %s (config_hash %s)", spec.run_name, run_id, spec.config_hash)
     status, result = "FAILED", RunResult(spec.run_name, run_id, "FAILED", spec.config_hash)
     spec.output_dir.mkdir(parents=True, exist_ok=True)
+    heartbeat = tracking.Heartbeat(client, run_id, cfg.tracking.heartbeat_seconds)
+    heartbeat.start()
+    memory = PeakMemory()
+    memory.reset()
     try:
         config = _run_config(spec)
         tracking.log_params(client, run_id, flatten({**config, "versions": spec.identity["versions"]}))
@@ -142,6 +164,8 @@ def execute(spec: RunSpec, client, experiment_id: str, sweep_id: str, log_file: 
             seed=cfg.seed, cache_dir=spec.cache_dir,
         )
         perf["perf/eval_seconds"] = time.perf_counter() - started
+        perf.update(memory.metrics())
+        perf.update(_sizes(spec, checkpoint))
         tracking.log_json(client, run_id, evaluation.results, "lm_eval/results.json")
         tracking.log_files(client, run_id, {f"{task}.jsonl": records for task, records in evaluation.samples.items()},
                            "lm_eval/samples")
@@ -158,13 +182,15 @@ def execute(spec: RunSpec, client, experiment_id: str, sweep_id: str, log_file: 
         summary = {k: round(metrics[k], 4) for k in [f"{t}/acc" for t in cfg.eval.tasks] + sorted(perf) if k in metrics}
         log.info("%s: finished %s", spec.run_name, json.dumps(summary))
         return result
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into it by the entry point
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM turned into it by the entry point
         status = result.status = "KILLED"
+        client.set_tag(run_id, TAGS.KILLED_REASON, str(err) or "interrupted (Ctrl-C)")
         raise
     except BaseException:
         tracking.log_text(client, run_id, traceback.format_exc(), "error.txt")
         raise
     finally:
+        heartbeat.stop()
         try:
             if log_file and Path(log_file).is_file():
                 client.log_artifact(run_id, str(log_file), "logs")
@@ -172,20 +198,38 @@ def execute(spec: RunSpec, client, experiment_id: str, sweep_id: str, log_file: 
             tracking.end_run(client, run_id, status)
 
 
+def _sizes(spec: RunSpec, checkpoint: Path) -> dict[str, float]:
+    """Checkpoint size and, for quantized runs, the compression against the unquantized model."""
+    sizes = {}
+    size = weights_mb(checkpoint)
+    if size:
+        sizes["perf/checkpoint_mb"] = size
+    base = weights_mb(spec.model_path) if not spec.is_baseline else size
+    if size and base:
+        sizes["perf/baseline_mb"] = base
+        sizes["perf/compression_ratio"] = base / size
+    return sizes
+
+
 def _quantize(spec: RunSpec, client, run_id: str) -> tuple[Path, float]:
+    """Quantize into the configuration's checkpoint folder, or reuse it when a complete one is there."""
     from transformers import AutoTokenizer
 
-    cfg = spec.cfg
+    cfg, checkpoint = spec.cfg, spec.checkpoint
     samples = calibration.select(calibration.load_conversations(spec.calib_path), cfg.calib.n, cfg.calib.seed)
     tracking.log_json(client, run_id, [c.id for c in samples], "calibration/sample_ids.json")
-    tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
-    dataset = calibration.tokenize(samples, tokenizer, cfg.calib.max_seq_length)
-    log.info("%s: quantizing %s with %d calibration samples (<= %d tokens each)", spec.run_name,
-             spec.model_path, len(samples), cfg.calib.max_seq_length)
-    started = time.perf_counter()
-    checkpoint = quantize(spec.model_path, dataset, cfg.quant, dtype=cfg.model.dtype,
-                          max_seq_length=cfg.calib.max_seq_length, out=spec.output_dir / "checkpoint")
-    seconds = time.perf_counter() - started
+    if is_complete(checkpoint) and not cfg.force:
+        seconds = json.loads((checkpoint / CHECKPOINT_MARKER).read_text())["quant_seconds"]
+        log.info("%s: reusing the complete checkpoint %s (quantized earlier in %.0f s)", spec.run_name,
+                 checkpoint, seconds)
+        client.set_tag(run_id, "qexp.checkpoint_reused", "true")
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+        dataset = calibration.tokenize(samples, tokenizer, cfg.calib.max_seq_length)
+        log.info("%s: quantizing %s with %d calibration samples (<= %d tokens each) into %s", spec.run_name,
+                 spec.model_path, len(samples), cfg.calib.max_seq_length, checkpoint)
+        seconds = quantize(spec.model_path, dataset, cfg.quant, dtype=cfg.model.dtype,
+                           max_seq_length=cfg.calib.max_seq_length, out=checkpoint)
     if (checkpoint / "recipe.yaml").is_file():
         client.log_artifact(run_id, str(checkpoint / "recipe.yaml"))
     return checkpoint, seconds

@@ -7,13 +7,15 @@ is a smoothing transform paired with a plain QuantizationModifier.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["METHODS", "build_recipe", "recipe_yaml", "quantize", "quantized_widths"]
+__all__ = ["METHODS", "CHECKPOINT_MARKER", "build_recipe", "recipe_yaml", "quantize", "quantized_widths", "is_complete"]
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +84,25 @@ def _cpu_safe_awq() -> Iterator[None]:
         IntermediatesCache.pin_memory = original
 
 
-def quantize(model_path: str, dataset, q: Any, *, dtype: str, max_seq_length: int, out: Path) -> Path:
-    """Calibrate and quantize with `oneshot`, then save a compressed-tensors checkpoint to `out`.
+CHECKPOINT_MARKER = "qexp_checkpoint.json"
 
-    The checkpoint is written to a temporary sibling and renamed, so a folder at `out`
-    is always complete.
+
+def is_complete(checkpoint: Path) -> bool:
+    """A checkpoint folder is complete once it holds the marker written just before its rename."""
+    return (checkpoint / CHECKPOINT_MARKER).is_file()
+
+
+def quantize(model_path: str, dataset, q: Any, *, dtype: str, max_seq_length: int, out: Path) -> float:
+    """Calibrate and quantize with `oneshot`, save a compressed-tensors checkpoint to `out`.
+
+    The checkpoint is written to a temporary sibling, marked complete, then renamed, so a
+    folder at `out` is always complete. Returns the wall time in seconds.
     """
     import torch
     from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     recipe = build_recipe(q)
@@ -105,11 +116,14 @@ def quantize(model_path: str, dataset, q: Any, *, dtype: str, max_seq_length: in
             num_calibration_samples=len(dataset),
             shuffle_calibration_samples=False,  # keep qexp's nested selection order
         )
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, save_compressed=True)
     tokenizer.save_pretrained(tmp)
+    seconds = time.perf_counter() - started
+    (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"quant_seconds": seconds, "samples": len(dataset)}))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    return out
+    return seconds

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -34,6 +36,9 @@ __all__ = [
     "log_text",
     "log_files",
     "end_run",
+    "Heartbeat",
+    "stale_runs",
+    "reap_stale",
 ]
 
 
@@ -46,6 +51,8 @@ class TAGS:
     SWEEP_ID = "qexp.sweep_id"
     HOST = "qexp.host"
     PID = "qexp.pid"
+    HEARTBEAT = "qexp.heartbeat"  # unix seconds, refreshed while the job runs
+    KILLED_REASON = "qexp.killed_reason"
 
 
 URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
@@ -183,3 +190,69 @@ def log_files(client, run_id: str, files: dict[str, Iterable[dict]], artifact_di
 
 def end_run(client, run_id: str, status: str) -> None:
     client.set_terminated(run_id, status)
+
+
+class Heartbeat:
+    """Refresh a run's `qexp.heartbeat` tag from a daemon thread while the job works.
+
+    SIGKILL and power loss cannot be caught; a heartbeat that stops is how a later
+    command tells a dead run from a slow one.
+    """
+
+    def __init__(self, client, run_id: str, interval: float):
+        self.client, self.run_id, self.interval = client, run_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="qexp-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                self.client.set_tag(self.run_id, TAGS.HEARTBEAT, f"{time.time():.0f}")
+            except Exception:  # a busy store must not kill the job; the next beat retries
+                pass
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _process_gone(pid: int, started_ms: int) -> bool:
+    """True when no process `pid` runs here, or it started after the run (the pid was reused)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() * 1000 > started_ms + 2000
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return True
+
+
+def stale_runs(client, experiment_id: str, stale_after: float, tags: dict[str, str] | None = None) -> list:
+    """RUNNING runs whose job is dead: its process here is gone, or its heartbeat is too old."""
+    found = []
+    host = socket.gethostname()
+    for run in find_runs(client, experiment_id, tags or {}, status="RUNNING"):
+        run_tags = run.data.tags
+        pid = run_tags.get(TAGS.PID, "")
+        if run_tags.get(TAGS.HOST) == host and pid.isdigit():
+            if _process_gone(int(pid), run.info.start_time):
+                found.append((run, f"process {pid} on {host} is gone"))
+            continue  # alive here: slow, not dead
+        beat = float(run_tags.get(TAGS.HEARTBEAT) or run.info.start_time / 1000)
+        age = time.time() - beat
+        if age > stale_after:
+            found.append((run, f"no heartbeat for {age:.0f} s"))
+    return found
+
+
+def reap_stale(client, experiment_id: str, stale_after: float, tags: dict[str, str] | None = None) -> list:
+    """Mark dead RUNNING runs KILLED (with the reason as a tag); returns (run, reason) pairs."""
+    found = stale_runs(client, experiment_id, stale_after, tags)
+    for run, reason in found:
+        client.set_tag(run.info.run_id, TAGS.KILLED_REASON, reason)
+        client.set_terminated(run.info.run_id, "KILLED")
+    return found

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.e2e
     (["-m", "model=tiny", "eval=fixtures", "quant=gptq", "calib.n=0,8", "quant.group_size=96"],
      "<quant.group_size=96>"),
     (["model=tiny", "quant=int3"], "Could not find 'quant/int3'"),
+    (["model=tiny", "eval=fixtures", "calib.source=file", "calib.path=/etc/hostname"], "not a JSON array"),
 ])
 def test_bad_config_fails_cleanly_and_leaves_no_run(args, expected, tmp_path, cache_dir):
     proc = qexp_cli(*args, cwd=tmp_path, cache_dir=cache_dir)

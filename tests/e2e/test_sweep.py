@@ -85,3 +85,5 @@ def test_second_pass_reuses_every_finished_run(sweep, cache_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {r.info.run_id for r in sweep.runs().values()} == before
     assert proc.stdout.count("SKIPPED") == 4
+    log = proc.stdout + proc.stderr
+    assert "quantizing" not in log and "evaluating" not in log  # the cost is bookkeeping only

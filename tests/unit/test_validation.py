@@ -55,6 +55,18 @@ def _error(*overrides: str, edit=None) -> str:
     (["tracking.uri=./mlruns"], "tracking.uri"),
     (["tracking.uri=ftp://host/store"], "tracking.uri"),
     (["tracking.experiment="], "tracking.experiment"),
+    (["tracking.heartbeat_seconds=0"], "tracking.heartbeat_seconds"),
+    (["tracking.stale_after_seconds=soon"], "tracking.stale_after_seconds"),
+    (["eval.tasks=arc_easy"], "eval.tasks"),
+    (["eval.limit=many"], "eval.limit"),
+    (["eval.num_fewshot=1.5"], "eval.num_fewshot"),
+    (["quant.targets=[]"], "quant.targets"),
+    (["quant.ignore=lm_head"], "quant.ignore"),
+    (["quant.group_size=big"], "quant.group_size"),
+    (["quant=awq", "quant.n_grid=0"], "quant.n_grid"),
+    (["quant=awq", "quant.scheme=null"], "quant.scheme"),
+    (["model.name="], "model.name"),
+    (["calib.n=null"], "calib.n"),
 ])
 def test_bad_value_names_key_and_fix(overrides, key):
     message = _error(*overrides)
@@ -85,3 +97,43 @@ def test_group_size_error_suggests_sizes_that_work():
 def test_baseline_needs_no_calibration_settings():
     spec = prepare(compose_config("model=tiny", "eval=fixtures", "quant=none", "calib.n=-1"))
     assert spec.is_baseline and spec.calib_path is None
+
+
+def test_sharegpt_file_that_is_not_json(tmp_path):
+    from qexp.errors import DataError
+
+    bad = tmp_path / "sharegpt.json"
+    bad.write_text("<html>not json</html>")
+    cfg = compose_config("model=tiny", "eval=fixtures", "calib.source=file", f"calib.path={bad}")
+    with pytest.raises(DataError, match="not a JSON array <calib.path="):
+        prepare(cfg)
+
+
+@pytest.mark.parametrize("damage,expected", [
+    ("cais/mmlu/anatomy/dev.jsonl", "reads split 'dev' of config 'anatomy'"),
+    ("allenai/ai2_arc/ARC-Easy/test.jsonl", "reads split 'test' of config 'ARC-Easy'"),
+])
+def test_mirror_missing_a_split(tmp_path, damage, expected):
+    import shutil
+
+    from qexp.fixtures import FIXTURES_DIR
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(FIXTURES_DIR, mirror)
+    (mirror / damage).unlink()
+    assert expected in _error(f"eval.data_dir={mirror}")
+
+
+def test_mirror_missing_a_subject(tmp_path):
+    import shutil
+
+    from qexp.fixtures import FIXTURES_DIR
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(FIXTURES_DIR, mirror)
+    readme = mirror / "cais/mmlu/README.md"
+    text = readme.read_text()
+    start = text.index("- config_name: virology")
+    end = text.index("- config_name: world_religions")
+    readme.write_text(text[:start] + text[end:])
+    assert "needs config 'virology'" in _error(f"eval.data_dir={mirror}")

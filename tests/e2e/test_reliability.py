@@ -1,0 +1,119 @@
+"""Real processes on the tiny model: signals, dead jobs, failing jobs, reuse."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from qexp import pipeline
+from qexp.errors import QexpError
+from tests.conftest import compose_config
+from tests.e2e.conftest import qexp_cli
+
+pytestmark = pytest.mark.e2e
+
+JOB = ["quant=awq", "calib.n=32", "model=tiny", "eval=fixtures", "model.max_seq_length=128",
+       "eval.tasks=[arc_easy]"]
+
+
+def _runs(root: Path, name: str | None = None):
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("qexp")
+    runs = client.search_runs([experiment.experiment_id])
+    return [r for r in runs if name is None or r.info.run_name == name]
+
+
+def _start_and_kill_while_quantizing(root: Path, cache_dir: Path, sig: int) -> subprocess.Popen:
+    env = {**os.environ, "QEXP_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "HF_DATASETS_CACHE": str(cache_dir / "hf-datasets")}
+    proc = subprocess.Popen([sys.executable, "-m", "qexp", *JOB, "force=true"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    for line in proc.stdout:
+        if "awq-32: quantizing" in line:
+            time.sleep(2)  # inside oneshot
+            proc.send_signal(sig)
+            break
+        assert time.time() < deadline, "never reached quantization"
+    proc.stdout.read()
+    proc.wait(timeout=120)
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_job_leaves_killed_run_and_rerun_finishes_once(sig, tmp_path, tmp_path_factory):
+    cache_dir = tmp_path_factory.mktemp("cache")  # no complete checkpoint from other tests
+    proc = _start_and_kill_while_quantizing(tmp_path, cache_dir, sig)
+    assert proc.returncode != 0
+    (run,) = _runs(tmp_path, "awq-32")
+    expected_after_kill = "KILLED" if sig == signal.SIGTERM else "RUNNING"  # SIGKILL cannot be caught
+    assert run.info.status == expected_after_kill
+
+    rerun = qexp_cli(*JOB, cwd=tmp_path, cache_dir=cache_dir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    runs = _runs(tmp_path, "awq-32")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+    killed = [r for r in runs if r.info.status == "KILLED"][0]
+    reason = killed.data.tags["qexp.killed_reason"]
+    assert ("signal 15" in reason) if sig == signal.SIGTERM else ("is gone" in reason)
+    assert not list(cache_dir.glob("checkpoints/*partial*")) or all(
+        not (p / "qexp_checkpoint.json").exists() for p in cache_dir.glob("checkpoints/*partial*"))
+
+
+def test_failing_job_does_not_stop_the_sweep(tmp_path, cache_dir):
+    broken = tmp_path / "broken-model"
+    tiny = next((cache_dir / "models").glob("tiny-qwen3-*")) if (cache_dir / "models").exists() else None
+    if tiny is None:
+        assert qexp_cli("model=tiny", "--cfg", "job", cwd=tmp_path, cache_dir=cache_dir).returncode == 0
+        from qexp.models import resolve_model
+        tiny = Path(resolve_model("qexp:tiny-qwen3", cache_dir))
+    import shutil
+    shutil.copytree(tiny, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file" * 100)
+
+    proc = qexp_cli("-m", f"model.path={broken},qexp:tiny-qwen3", "quant=gptq", "calib.n=8", "model=tiny",
+                    "eval=fixtures", "eval.tasks=[arc_easy]", cwd=tmp_path, cache_dir=cache_dir)
+    assert proc.returncode != 0
+    summary = proc.stdout + proc.stderr
+    assert "2 jobs, 1 ok, 1 failed" in summary
+    finished = [r for r in _runs(tmp_path) if r.info.status == "FINISHED"]
+    failed = [r for r in _runs(tmp_path) if r.info.status == "FAILED"]
+    assert {r.info.run_name for r in finished} == {"baseline", "gptq-8"}
+    assert len(failed) == 1 and not _runs(tmp_path, None) == []
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    error = Path(client.download_artifacts(failed[0].info.run_id, "error.txt", str(tmp_path))).read_text()
+    assert "Traceback" in error
+    assert not [r for r in _runs(tmp_path) if r.info.status == "RUNNING"]
+
+
+def test_checkpoint_is_reused_when_only_evaluation_failed(tmp_path, monkeypatch):
+    cfg = compose_config("quant=gptq", "calib.n=8", "model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]",
+                         "paths.checkpoint_dir=" + str(tmp_path / "ckpt"))
+    real_evaluate = pipeline.evaluate
+
+    def flaky(model_path, *args, **kwargs):
+        if Path(model_path).parent == tmp_path / "ckpt":
+            raise QexpError("evaluation crashed (injected)")
+        return real_evaluate(model_path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "evaluate", flaky)
+    with pytest.raises(QexpError):
+        pipeline.run(cfg)
+    (checkpoint,) = (tmp_path / "ckpt").iterdir()
+    marker_mtime = (checkpoint / "qexp_checkpoint.json").stat().st_mtime
+    monkeypatch.setattr(pipeline, "evaluate", real_evaluate)
+
+    result = pipeline.run(cfg)
+    assert result.status == "FINISHED" and result.checkpoint == checkpoint
+    assert (checkpoint / "qexp_checkpoint.json").stat().st_mtime == marker_mtime
+    statuses = sorted(r.info.status for r in _runs(tmp_path, "gptq-8"))
+    assert statuses == ["FAILED", "FINISHED"]
+    reused = [r for r in _runs(tmp_path, "gptq-8") if r.info.status == "FINISHED"][0]
+    assert reused.data.tags.get("qexp.checkpoint_reused") == "true"
