@@ -8,6 +8,7 @@ see the same samples for the same `n` and `seed`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import Any, Iterator
 
 from .errors import DataError, config_error
 
-__all__ = ["Conversation", "load_conversations", "select", "to_messages", "tokenize", "source_path"]
+__all__ = ["Conversation", "load_conversations", "heldout", "select", "to_messages", "tokenize", "source_path",
+           "HELDOUT_POOL"]
 
 SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
 HUB_REPO = "anon8231489123/ShareGPT_Vicuna_unfiltered"
@@ -113,14 +115,50 @@ def load_conversations(path: Path) -> tuple[Conversation, ...]:
     return conversations
 
 
+# Conversations reserved for held-out perplexity, never used for calibration, whatever the
+# seed or n: the HELDOUT_POOL conversations whose salted id hash is smallest.
+HELDOUT_POOL = 500
+
+
+def _heldout_rank(conversation: Conversation) -> str:
+    return hashlib.sha256(f"qexp-heldout:{conversation.id}".encode()).hexdigest()
+
+
+@functools.cache
+def _split(conversations: tuple[Conversation, ...]) -> tuple[tuple[Conversation, ...], tuple[Conversation, ...]]:
+    """(calibration pool, held-out pool), both in file order / rank order."""
+    if len(conversations) <= 2 * HELDOUT_POOL:  # a small file: keep it all for calibration
+        return conversations, ()
+    ranked = sorted(conversations, key=_heldout_rank)
+    reserved = {c.id for c in ranked[:HELDOUT_POOL]}
+    return tuple(c for c in conversations if c.id not in reserved), tuple(ranked[:HELDOUT_POOL])
+
+
+def heldout(conversations: tuple[Conversation, ...], k: int) -> list[Conversation]:
+    """The first `k` held-out conversations: fixed for a source file, disjoint from every selection."""
+    pool = _split(conversations)[1]
+    if k > len(pool):
+        raise config_error("eval.heldout_docs", k, f"Only {len(pool)} held-out conversations are reserved",
+                           f"Choose eval.heldout_docs <= {len(pool)} (the ShareGPT file must hold more "
+                           f"than {2 * HELDOUT_POOL} usable conversations).")
+    return list(pool[:k])
+
+
 def select(conversations: tuple[Conversation, ...], n: int, seed: int) -> list[Conversation]:
-    """The first `n` of a seeded permutation: nested across `n`, shared across methods."""
-    if n > len(conversations):
-        raise config_error("calib.n", n, f"Only {len(conversations)} calibration conversations are available",
-                           f"Choose calib.n <= {len(conversations)}.")
-    order = list(range(len(conversations)))
+    """The first `n` of a seeded permutation of the calibration pool: nested across `n`, shared across methods."""
+    pool = _split(conversations)[0]
+    if n > len(pool):
+        raise config_error("calib.n", n, f"Only {len(pool)} calibration conversations are available",
+                           f"Choose calib.n <= {len(pool)}.")
+    order = list(range(len(pool)))
     random.Random(seed).shuffle(order)
-    return [conversations[i] for i in order[:n]]
+    return [pool[i] for i in order[:n]]
+
+
+def plain_text(conversation: Conversation, max_chars: int) -> str:
+    """A conversation as plain text, for perplexity: the same text for every model and tokenizer."""
+    names = {"user": "User", "assistant": "Assistant", "system": "System"}
+    return "\n\n".join(f"{names[role]}: {text}" for role, text in conversation.messages)[:max_chars]
 
 
 def to_messages(conversation: Conversation) -> list[dict[str, str]]:

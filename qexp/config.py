@@ -188,6 +188,7 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
             "limit": cfg.eval.limit,
             "seed": cfg.seed,
             "data": {task: _folder_fingerprint(path) for task, path in sorted(plan.local.items())} or "hub",
+            "own_data": {task: path.name for task, path in sorted(plan.own.items())},
         },
         "versions": _versions(EVAL_LIBRARIES),
     }
@@ -202,6 +203,21 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
         }
         identity["versions"].update(_versions(QUANT_LIBRARIES))
     return identity
+
+
+def _heldout_file(cfg: DictConfig, cache_dir: Path) -> Path:
+    """Write the held-out conversations as JSON Lines once; the name hashes what they are."""
+    source = calibration.source_path(cfg.calib.source, cfg.calib.path)
+    docs = calibration.heldout(calibration.load_conversations(source), cfg.eval.heldout_docs)
+    records = [{"id": c.id, "text": calibration.plain_text(c, cfg.eval.heldout_max_chars)} for c in docs]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    path = cache_dir / "heldout" / f"sharegpt-{hashlib.sha256(text.encode()).hexdigest()[:16]}.jsonl"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, str]:
@@ -241,11 +257,14 @@ def prepare(cfg: DictConfig) -> RunSpec:
             raise config_error(key, value, "Missing model setting",
                                "Choose a preset (model=tiny, model=qwen3_4b) or set model.path=<dir or hub id>.")
     _choice(cfg, "model.dtype", DTYPES)
+    _int(cfg, "eval.heldout_docs", 1, "Set eval.heldout_docs to a positive number of conversations, e.g. 100.")
+    _int(cfg, "eval.heldout_max_chars", 1, "Set eval.heldout_max_chars to a positive number, e.g. 2000.")
+    if not is_baseline or "sharegpt_heldout" in (_get(cfg, "eval.tasks") or []):
+        _choice(cfg, "calib.source", ("package", "file", "hub"))
     if not is_baseline:
         _int(cfg, "calib.n", 1, "Set calib.n to a positive number of calibration samples, e.g. calib.n=512.")
         _int(cfg, "calib.seed", 0, "Set calib.seed to a non-negative integer.")
         _int(cfg, "calib.max_seq_length", 1, "Set calib.max_seq_length to a positive number of tokens, e.g. 2048.")
-        _choice(cfg, "calib.source", ("package", "file", "hub"))
     _str_list(cfg, "eval.tasks", "Set eval.tasks to a list of lm-eval task names, e.g. [arc_easy,mmlu].",
               allow_empty=False)
     _int(cfg, "eval.num_fewshot", 0, "Set eval.num_fewshot to 0 or a positive integer.")
@@ -274,7 +293,10 @@ def prepare(cfg: DictConfig) -> RunSpec:
     if not is_baseline:
         calib_path = calibration.source_path(cfg.calib.source, cfg.calib.path)
         calibration.select(calibration.load_conversations(calib_path), cfg.calib.n, cfg.calib.seed)
-    plan = plan_tasks(list(cfg.eval.tasks), cfg.eval.data_dir, cache_dir)
+    own = {}
+    if "sharegpt_heldout" in cfg.eval.tasks:
+        own["sharegpt_heldout"] = _heldout_file(cfg, cache_dir)
+    plan = plan_tasks(list(cfg.eval.tasks), cfg.eval.data_dir, cache_dir, own)
     model_path = models.resolve_model(cfg.model.path, cache_dir)
     if not is_baseline:
         _check_group_size(cfg, model_path)

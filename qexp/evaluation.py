@@ -20,7 +20,11 @@ from typing import Any
 from .errors import DataError, config_error
 from .fixtures import FIXTURES_DIR
 
-__all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "default_task_manager"]
+__all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "default_task_manager", "QEXP_TASKS",
+           "heldout_task_yaml"]
+
+# Tasks qexp defines itself (lm-eval runs them; qexp writes their YAML and data).
+QEXP_TASKS = ("sharegpt_heldout",)
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +38,16 @@ class TaskPlan:
     info: dict[str, dict] = field(default_factory=dict)  # leaf task -> dataset fields, yaml_path
     local: dict[str, Path] = field(default_factory=dict)  # leaf task -> mirror folder
     data_dir: Path | None = None
+    own: dict[str, Path] = field(default_factory=dict)  # qexp-defined task -> its data file
 
     @property
     def eval_data(self) -> str:
-        """`hub`, `local`, `fixtures` or `mixed`: the honest label for the MLflow tag."""
+        """`hub`, `local`, `fixtures` or `mixed`: the honest label for the MLflow tag.
+
+        It describes lm-eval's benchmark tasks; qexp's own held-out task is always local text.
+        """
+        if not self.leaves:
+            return "local"
         if not self.local:
             return "hub"
         if len(self.local) < len(self.leaves):
@@ -113,14 +123,19 @@ def task_info(tasks: list[str], cache_dir: Path) -> dict[str, dict]:
     return info
 
 
-def plan_tasks(tasks: list[str], data_dir: str | Path | None, cache_dir: Path | None = None) -> TaskPlan:
-    """Check task names and find each leaf task's dataset, without loading any data."""
+def plan_tasks(tasks: list[str], data_dir: str | Path | None, cache_dir: Path | None = None,
+               own: dict[str, Path] | None = None) -> TaskPlan:
+    """Check task names and find each leaf task's dataset, without loading any data.
+
+    `own` maps qexp-defined tasks (QEXP_TASKS) that are requested to their data files.
+    """
     from .models import default_cache_dir
 
-    info = task_info(tasks, cache_dir or default_cache_dir())
+    lm_tasks = [t for t in tasks if t not in QEXP_TASKS]
+    info = task_info(lm_tasks, cache_dir or default_cache_dir()) if lm_tasks else {}
     leaves = {leaf: fields["dataset_path"] or "" for leaf, fields in info.items()}
-    plan = TaskPlan(tasks=list(tasks), leaves=leaves, info=info)
-    if data_dir is None:
+    plan = TaskPlan(tasks=list(tasks), leaves=leaves, info=info, own=dict(own or {}))
+    if data_dir is None or not lm_tasks:
         return plan
     root = Path(data_dir).expanduser()
     if not root.is_dir():
@@ -179,7 +194,7 @@ def _check_mirror(mirror: Path, task: str, task_cfg: dict, data_dir) -> None:
 
 def _override_dir(plan: TaskPlan, cache_dir: Path) -> Path:
     """Write one YAML per mirrored task; the folder name hashes its content, so it is reused."""
-    files = {}
+    files = {f"{task}.yaml": heldout_task_yaml(task, path) for task, path in sorted(plan.own.items())}
     for leaf, mirror in sorted(plan.local.items()):
         files[f"{leaf}.yaml"] = (
             f"include: {json.dumps(plan.info[leaf]['yaml_path'])}\n"
@@ -198,6 +213,27 @@ def _override_dir(plan: TaskPlan, cache_dir: Path) -> Path:
             (tmp / name).write_text(text)
         tmp.rename(out)
     return out
+
+
+def heldout_task_yaml(task: str, data_file: Path) -> str:
+    """Perplexity on held-out text: lm-eval's rolling log-likelihood over whole documents."""
+    return (
+        f"task: {task}\n"
+        "dataset_path: json\n"
+        "dataset_kwargs:\n"
+        "  data_files:\n"
+        f"    test: {json.dumps(str(data_file))}\n"
+        "output_type: loglikelihood_rolling\n"
+        "test_split: test\n"
+        'doc_to_text: ""\n'
+        'doc_to_target: "{{text}}"\n'
+        "metric_list:\n"
+        "  - metric: word_perplexity\n"
+        "  - metric: byte_perplexity\n"
+        "  - metric: bits_per_byte\n"
+        "metadata:\n"
+        "  version: 1.0\n"
+    )
 
 
 def _json_safe(obj: Any) -> Any:
@@ -221,7 +257,8 @@ def evaluate(
     """Run lm-eval's `simple_evaluate` on a saved checkpoint and keep per-document samples."""
     import lm_eval
 
-    tm = _task_manager(str(_override_dir(plan, cache_dir))) if plan.local else default_task_manager()
+    custom = plan.local or plan.own
+    tm = _task_manager(str(_override_dir(plan, cache_dir))) if custom else default_task_manager()
     try:
         out = lm_eval.simple_evaluate(
             model="hf",

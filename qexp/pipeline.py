@@ -150,6 +150,9 @@ def execute(spec: RunSpec, client, experiment_id: str, sweep_id: str, log_file: 
         tracking.log_params(client, run_id, flatten({**config, "versions": spec.identity["versions"]}))
         tracking.log_text(client, run_id, OmegaConf.to_yaml(OmegaConf.create(config)), "config.yaml")
         tracking.log_json(client, run_id, spec.identity, "identity.json")
+        for task, data_file in spec.plan.own.items():
+            ids = [record["id"] for record in tracking.read_jsonl(data_file)]
+            tracking.log_json(client, run_id, ids, f"{task}/sample_ids.json")
 
         checkpoint, perf = Path(spec.model_path), {}
         if not spec.is_baseline:
@@ -179,7 +182,8 @@ def execute(spec: RunSpec, client, experiment_id: str, sweep_id: str, log_file: 
         status = "FINISHED"
         result = RunResult(spec.run_name, run_id, status, spec.config_hash, metrics,
                            None if spec.is_baseline else checkpoint)
-        summary = {k: round(metrics[k], 4) for k in [f"{t}/acc" for t in cfg.eval.tasks] + sorted(perf) if k in metrics}
+        headline = [f"{t}/{m}" for t in cfg.eval.tasks for m in ("acc", "word_perplexity")]
+        summary = {k: round(metrics[k], 4) for k in headline + sorted(perf) if k in metrics}
         log.info("%s: finished %s", spec.run_name, json.dumps(summary))
         return result
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM turned into it by the entry point

@@ -35,6 +35,7 @@ __all__ = [
     "log_json",
     "log_text",
     "log_files",
+    "read_jsonl",
     "end_run",
     "Heartbeat",
     "stale_runs",
@@ -186,6 +187,11 @@ def log_files(client, run_id: str, files: dict[str, Iterable[dict]], artifact_di
                 for record in records:
                     fh.write(json.dumps(record) + "\n")
         client.log_artifacts(run_id, tmp, artifact_dir)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """JSON Lines split on newlines only (`str.splitlines` would also split on U+2028 in the text)."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def end_run(client, run_id: str, status: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import QexpError
-from ..tracking import TAGS
+from ..tracking import TAGS, read_jsonl
 
 __all__ = ["Study", "load_study", "default_tracking_uri", "run_label", "SETTINGS"]
 
@@ -72,8 +72,7 @@ def _flatten_groups(group_subtasks: dict[str, list[str]]) -> dict[str, list[str]
 
 def _doc_rows(path: Path, task: str) -> list[dict]:
     rows, seen = [], Counter()
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
+    for record in read_jsonl(path):
         key = str(record.get("doc_hash", record.get("doc_id")))
         seen[key] += 1
         row = {"task": task, "doc_key": f"{key}#{seen[key]}"}

@@ -12,6 +12,7 @@ import pytest
 from nbclient import NotebookClient
 
 from qexp.compare.stats import mcnemar_exact
+from qexp.tracking import read_jsonl
 from tests.e2e.conftest import qexp_cli
 
 pytestmark = pytest.mark.e2e
@@ -20,7 +21,7 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "compare.ipynb"
 
 
 def _acc(path: Path) -> dict[str, float]:
-    return {r["doc_hash"]: r["acc"] for r in map(json.loads, path.read_text().splitlines())}
+    return {r["doc_hash"]: r["acc"] for r in read_jsonl(path)}
 
 
 def test_compare_cli_reads_the_default_store(sweep, cache_dir):

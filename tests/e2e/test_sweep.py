@@ -9,7 +9,7 @@ import pytest
 
 from qexp.evaluation import evaluate, plan_tasks
 from qexp.fixtures import FIXTURES_DIR
-from qexp.tracking import results_metrics
+from qexp.tracking import read_jsonl, results_metrics
 from tests.e2e.conftest import SWEEP, qexp_cli
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +61,7 @@ def test_artifacts_and_nested_shared_calibration(sweep):
         samples = sweep.artifact(run, "lm_eval/samples")
         files = sorted(p.name for p in samples.iterdir())
         assert len(files) == 3 + 57 and "mmlu_anatomy.jsonl" in files
-        records = [json.loads(line) for line in (samples / "arc_easy.jsonl").read_text().splitlines()]
+        records = read_jsonl(samples / "arc_easy.jsonl")
         assert len(records) == 10 and all("doc_hash" in r and r["acc"] in (0.0, 1.0) for r in records)
         if name != "baseline":
             assert "GPTQModifier" in sweep.artifact(run, "recipe.yaml").read_text() or name.startswith("awq")

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from qexp.fixtures import FIXTURES_DIR, MMLU_SUBJECTS, write_fixtures
+from qexp.tracking import read_jsonl
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -11,7 +12,7 @@ def _files(root: Path) -> dict[str, str]:
 
 
 def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return read_jsonl(path)
 
 
 def test_shipped_fixtures_are_what_the_generator_writes(tmp_path):
