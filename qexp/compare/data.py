@@ -47,7 +47,8 @@ class Study:
 
     runs: pd.DataFrame  # index: label; columns: run info, settings, and one column per metric
     docs: dict[str, pd.DataFrame]  # label -> per-document rows: task, doc_key, acc, acc_norm, ...
-    tasks: list[str]  # the main tasks, as requested by eval.tasks
+    tasks: list[str]  # the accuracy tasks requested by eval.tasks
+    perplexity_tasks: list[str] = field(default_factory=list)  # e.g. sharegpt_heldout (lower is better)
     groups: dict[str, list[str]] = field(default_factory=dict)  # group -> leaf tasks
     notes: list[str] = field(default_factory=list)  # what the loader chose or could not find
 
@@ -79,6 +80,8 @@ def _doc_rows(path: Path, task: str) -> list[dict]:
         for metric, value in record.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and metric not in ("doc_id",):
                 row[metric] = float(value)
+            elif metric == "bits_per_byte" and isinstance(value, list) and len(value) == 2:
+                row["loglikelihood"], row["n_bytes"] = float(value[0]), float(value[1])  # rolling log-likelihood
         rows.append(row)
     return rows
 
@@ -158,7 +161,9 @@ def load_study(
     order = sorted(frame.index, key=lambda lbl: (lbl != "Baseline", frame.loc[lbl, "method"], frame.loc[lbl, "calib_n"]))
     frame = frame.loc[order]
 
-    tasks = json.loads(frame["eval_tasks"].dropna().iloc[0]) if frame["eval_tasks"].notna().any() else []
+    requested = json.loads(frame["eval_tasks"].dropna().iloc[0]) if frame["eval_tasks"].notna().any() else []
+    perplexity = [t for t in requested if f"{t}/word_perplexity" in frame]
+    tasks = [t for t in requested if t not in perplexity]
     docs, groups = {}, {}
     if with_docs:
         with tempfile.TemporaryDirectory() as tmp:
@@ -169,4 +174,4 @@ def load_study(
                     continue
                 docs[label] = table
                 groups.update(_flatten_groups(results.get("group_subtasks", {})))
-    return Study(runs=frame, docs=docs, tasks=tasks, groups=groups, notes=notes)
+    return Study(runs=frame, docs=docs, tasks=tasks, perplexity_tasks=perplexity, groups=groups, notes=notes)

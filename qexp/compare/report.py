@@ -15,8 +15,10 @@ from .tables import (
     deltas_vs_baseline,
     display_name,
     metric_for,
+    cost_table,
     method_comparison,
     mmlu_categories,
+    perplexity_table,
     mmlu_subjects,
     ranking,
     recommendations,
@@ -42,12 +44,15 @@ class Report:
     calibration: pd.DataFrame
     ranking: pd.DataFrame
     recommendations: list[str]
+    perplexity: pd.DataFrame
+    cost: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
 
     @property
     def comparisons(self) -> pd.DataFrame:
-        frames = [self.vs_baseline, self.categories, self.subjects, self.methods, self.calibration]
-        return pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else self.methods
+        """Every paired comparison of every table, one row each (the JSON's `comparisons`)."""
+        frames = [f for f in (self.vs_baseline, self.categories, self.subjects, self.methods, self.calibration) if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else self.methods.iloc[0:0]
 
 
 def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | None = None) -> Report:
@@ -71,6 +76,8 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
         calibration=calibration_comparison(study, tasks, metric, overrides),
         ranking=ranking(study, tasks, metric, overrides),
         recommendations=recommendations(study, tasks, metric, overrides),
+        perplexity=perplexity_table(study),
+        cost=cost_table(study),
         warnings=warnings,
     )
 
@@ -141,6 +148,20 @@ def render(report: Report, fmt: str = "text") -> str:
         row["Average"] = _pct(report.summary.loc[label, "average"])
         rows.append(row)
     out += [_table(pd.DataFrame(rows), fmt), ""]
+
+    if len(report.perplexity):
+        out.append(_heading("Held-out perplexity (lower is better)", fmt, 3))
+        rows = [{"Task": r.task, "Configuration": r.label, "word ppl": f"{r.word_perplexity:.4g}",
+                 "bits/byte": f"{r.bits_per_byte:.4f}", "Δ bits/byte": "" if pd.isna(r.delta_bits_per_byte)
+                 else f"{r.delta_bits_per_byte:+.4f}", "docs": str(r.n), "p (Wilcoxon)": _p(r.p_value),
+                 "p Holm": _p(r.p_adjusted), "significant": "" if pd.isna(r.p_value) else ("yes" if r.significant else "no")}
+                for r in report.perplexity.itertuples()]
+        out += [_table(pd.DataFrame(rows), fmt), ""]
+    if len(report.cost.columns):
+        out.append(_heading("Cost", fmt, 3))
+        cost = report.cost.reset_index().rename(columns={"label": "Configuration"})
+        cost = cost.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:,.1f}") if col.dtype.kind == "f" else col)
+        out += [_table(cost, fmt), ""]
 
     # 2. per task vs baseline
     out.append(_heading("2. Per task: each configuration vs Baseline", fmt))
@@ -219,4 +240,6 @@ def to_json(report: Report) -> dict:
         "ranking": [{"label": label, "rank": int(r["rank"]), "average": _clean(r["average"])}
                     for label, r in report.ranking.iterrows()],
         "recommendations": report.recommendations,
+        "perplexity": [{k: _clean(v) for k, v in row.items()} for row in report.perplexity.to_dict("records")],
+        "cost": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.cost.iterrows()},
     }

@@ -31,6 +31,8 @@ __all__ = [
     "ranking",
     "recommendations",
     "settings_warnings",
+    "perplexity_table",
+    "cost_table",
 ]
 
 MMLU_CATEGORIES = ["mmlu_humanities", "mmlu_other", "mmlu_social_sciences", "mmlu_stem"]
@@ -223,3 +225,56 @@ def settings_warnings(study: Study) -> list[str]:
             warnings.append(f"Evaluation setting '{name}' differs between runs ({detail}); "
                             "comparisons between those runs are flagged.")
     return warnings
+
+
+def perplexity_table(study: Study) -> pd.DataFrame:
+    """Held-out perplexity per run (lower is better), with a paired test against the baseline.
+
+    The test is the Wilcoxon signed-rank test on per-document bits per byte, paired by doc_hash.
+    """
+    from scipy.stats import wilcoxon
+
+    rows = []
+    for task in study.perplexity_tasks:
+        base = _bits(study, study.baseline, task) if study.baseline else None
+        for label in study.labels:
+            run = study.runs.loc[label]
+            row = {"label": label, "task": task, "word_perplexity": run.get(f"{task}/word_perplexity", math.nan),
+                   "bits_per_byte": run.get(f"{task}/bits_per_byte", math.nan),
+                   "n": int(run.get(f"{task}/n_samples", 0) or 0), "delta_bits_per_byte": math.nan,
+                   "p_value": math.nan}
+            if study.baseline and label != study.baseline:
+                row["delta_bits_per_byte"] = row["bits_per_byte"] - study.runs.loc[study.baseline].get(
+                    f"{task}/bits_per_byte", math.nan)
+                mine = _bits(study, label, task)
+                if base is not None and mine is not None:
+                    paired = pd.concat([mine.rename("a"), base.rename("b")], axis=1, join="inner")
+                    diff = (paired["a"] - paired["b"]).to_numpy()
+                    row["p_value"] = 1.0 if not np.any(diff) else float(wilcoxon(diff).pvalue)
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=["label", "task", "word_perplexity", "bits_per_byte", "n",
+                                        "delta_bits_per_byte", "p_value"])
+    frame["p_adjusted"] = holm(frame["p_value"].to_numpy()) if len(frame) else []
+    frame["significant"] = frame["p_adjusted"] < ALPHA
+    return frame
+
+
+def _bits(study: Study, label: str, task: str) -> pd.Series | None:
+    table = study.docs.get(label)
+    if table is None or "loglikelihood" not in table:
+        return None
+    rows = table[table["task"] == task]
+    if rows.empty:
+        return None
+    return (-rows["loglikelihood"] / rows["n_bytes"] / math.log(2)).set_axis(rows["doc_key"])
+
+
+COSTS = {"perf/checkpoint_mb": "checkpoint MB", "perf/compression_ratio": "compression x",
+         "perf/quant_seconds": "quantize s", "perf/eval_seconds": "evaluate s",
+         "perf/peak_rss_mb": "peak RSS MB", "perf/peak_gpu_mb": "peak GPU MB"}
+
+
+def cost_table(study: Study) -> pd.DataFrame:
+    """What each run cost: checkpoint size and compression, quantization and evaluation time, memory."""
+    present = [c for c in COSTS if c in study.runs]
+    return study.runs[present].rename(columns=COSTS)

@@ -27,7 +27,7 @@ def _acc(path: Path) -> dict[str, float]:
 def test_compare_cli_reads_the_default_store(sweep, cache_dir):
     proc = qexp_cli(cwd=sweep.root, cache_dir=cache_dir, module="qexp.compare")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for part in ("FIXTURE DATA", "1. Summary", "2. Per task", "3. MMLU by category", "MMLU by subject",
+    for part in ("FIXTURE DATA", "1. Summary", "Held-out perplexity", "Cost", "2. Per task", "3. MMLU by category", "MMLU by subject",
                  "4. Methods", "5. Calibration", "6. Ranking"):
         assert part in proc.stdout
 

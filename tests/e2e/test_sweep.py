@@ -60,11 +60,29 @@ def test_artifacts_and_nested_shared_calibration(sweep):
         assert "quant:" in config
         samples = sweep.artifact(run, "lm_eval/samples")
         files = sorted(p.name for p in samples.iterdir())
-        assert len(files) == 3 + 57 and "mmlu_anatomy.jsonl" in files
+        assert len(files) == 3 + 57 + 1 and {"mmlu_anatomy.jsonl", "sharegpt_heldout.jsonl"} <= set(files)
         records = read_jsonl(samples / "arc_easy.jsonl")
         assert len(records) == 10 and all("doc_hash" in r and r["acc"] in (0.0, 1.0) for r in records)
         if name != "baseline":
             assert "GPTQModifier" in sweep.artifact(run, "recipe.yaml").read_text() or name.startswith("awq")
+
+
+def test_heldout_perplexity_and_cost_are_logged(sweep):
+    runs = sweep.runs()
+    calibration = {i for name, run in runs.items() if name != "baseline"
+                   for i in sweep.artifact_json(run, "calibration/sample_ids.json")}
+    for name, run in runs.items():
+        metrics = run.data.metrics
+        assert {"sharegpt_heldout/word_perplexity", "sharegpt_heldout/bits_per_byte"} <= set(metrics)
+        assert metrics["sharegpt_heldout/n_samples"] == 50
+        heldout = sweep.artifact_json(run, "sharegpt_heldout/sample_ids.json")
+        assert len(heldout) == 100 and not set(heldout) & calibration
+        assert {"perf/eval_seconds", "perf/peak_rss_mb", "perf/checkpoint_mb", "perf/compression_ratio"} <= set(metrics)
+        if name == "baseline":
+            assert metrics["perf/compression_ratio"] == 1.0
+        else:
+            assert metrics["perf/quant_seconds"] > 0
+            assert metrics["perf/checkpoint_mb"] < metrics["perf/baseline_mb"] / 2
 
 
 def test_checkpoint_artifact_reloads_and_reproduces_the_scores(sweep, cache_dir):
@@ -72,10 +90,10 @@ def test_checkpoint_artifact_reloads_and_reproduces_the_scores(sweep, cache_dir)
     checkpoint = sweep.artifact(run, "checkpoint")
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "compressed-tensors"
-    plan = plan_tasks(["arc_challenge", "arc_easy", "hellaswag", "mmlu"], FIXTURES_DIR)
+    plan = plan_tasks(["arc_challenge", "arc_easy", "hellaswag", "mmlu"], FIXTURES_DIR, cache_dir)
     again = evaluate(checkpoint, plan, dtype="float32", device="cpu", num_fewshot=0, limit=50,
                      batch_size=8, seed=0, cache_dir=cache_dir)
-    logged = {k: v for k, v in run.data.metrics.items() if not k.startswith("perf/")}
+    logged = {k: v for k, v in run.data.metrics.items() if not k.startswith(("perf/", "sharegpt_heldout/"))}
     assert results_metrics(again.results) == pytest.approx(logged, abs=1e-9)
 
 

@@ -77,3 +77,16 @@ def test_tokenize_truncates_and_keeps_selection_order(tmp_path):
     assert all(len(ids) <= 16 for ids in dataset["input_ids"])
     tokenizer = build_byte_tokenizer()
     assert tokenizer.decode(dataset["input_ids"][1]).startswith("<|im_start|>user\nquestion 1"[:16])
+
+
+def test_heldout_slice_is_fixed_and_disjoint_from_every_selection():
+    from qexp.calibration import HELDOUT_POOL, heldout
+
+    conversations = load_conversations(source_path("package", None))
+    held = [c.id for c in heldout(conversations, 100)]
+    assert held == [c.id for c in heldout(conversations, 100)]
+    assert held[:10] == [c.id for c in heldout(conversations, 10)]
+    reserved = {c.id for c in heldout(conversations, HELDOUT_POOL)}
+    for seed in (0, 42, 1234):
+        for n in (16, 215, 512):
+            assert not reserved & {c.id for c in select(conversations, n, seed)}

@@ -8,12 +8,18 @@ from qexp.fixtures import FIXTURES_DIR
 from tests.conftest import compose_config
 
 
-@pytest.mark.parametrize("model,path,dtype", [("qwen3_4b", "Qwen/Qwen3-4B", "bfloat16"),
-                                              ("tiny", "qexp:tiny-qwen3", "float32")])
-def test_model_presets(model, path, dtype):
+@pytest.mark.parametrize("model,path,dtype,group_size", [("qwen3_4b", "Qwen/Qwen3-4B", "bfloat16", 128),
+                                                         ("tiny", "qexp:tiny-qwen3", "float32", 128),
+                                                         ("smollm2", "qexp:smollm2", "float32", 64)])
+def test_model_presets(model, path, dtype, group_size):
     cfg = compose_config(f"model={model}")
     assert (cfg.model.path, cfg.model.dtype) == (path, dtype)
     assert cfg.calib.max_seq_length == cfg.model.max_seq_length
+    assert cfg.quant.group_size == group_size == compose_config(f"model={model}", "quant=awq").quant.group_size
+
+
+def test_smollm2_says_its_baseline_was_quantized_before():
+    assert "GGUF Q4_1" in compose_config("model=smollm2").model.note
 
 
 def test_default_study_settings():
@@ -44,7 +50,7 @@ def test_awq_is_asymmetric_gptq_symmetric():
 def test_eval_fixtures_points_at_shipped_data():
     cfg = compose_config("eval=fixtures")
     assert cfg.eval.data_dir == str(FIXTURES_DIR)
-    assert list(cfg.eval.tasks) == ["arc_challenge", "arc_easy", "hellaswag", "mmlu"]
+    assert list(cfg.eval.tasks) == ["arc_challenge", "arc_easy", "hellaswag", "mmlu", "sharegpt_heldout"]
 
 
 def test_tracking_default_is_sqlite_under_mlruns():

