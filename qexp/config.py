@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -214,7 +215,7 @@ def _heldout_file(cfg: DictConfig, cache_dir: Path) -> Path:
     path = cache_dir / "heldout" / f"sharegpt-{hashlib.sha256(text.encode()).hexdigest()[:16]}.jsonl"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(text)
         tmp.replace(path)
     return path

@@ -2,8 +2,11 @@
 
 When `eval.data_dir` is set, every requested task whose `dataset_path` (a hub id such
 as `cais/mmlu`) exists as a folder under it reads its data from there. The task
-definitions stay lm-eval's own: qexp writes, per mirrored task, a two-line YAML that
+definitions stay lm-eval's own: qexp writes, per mirrored task, a small YAML that
 `include:`s the installed task file and replaces only `dataset_path`.
+
+qexp also defines one task of its own, `sharegpt_heldout`: perplexity on ShareGPT
+conversations that no calibration selection uses.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +28,6 @@ __all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "default_task_man
 
 # Tasks qexp defines itself (lm-eval runs them; qexp writes their YAML and data).
 QEXP_TASKS = ("sharegpt_heldout",)
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class TaskPlan:
@@ -207,11 +207,14 @@ def _override_dir(plan: TaskPlan, cache_dir: Path) -> Path:
     digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
     out = cache_dir / "lm_eval_tasks" / digest
     if not out.is_dir():
-        tmp = out.with_name(out.name + ".tmp")
+        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
             (tmp / name).write_text(text)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:  # a parallel job wrote the same folder first
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

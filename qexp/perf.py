@@ -22,6 +22,7 @@ class PeakMemory:
     """
 
     def reset(self) -> None:
+        _release_freed_memory()
         try:
             _CLEAR_REFS.write_text("5")
         except OSError:
@@ -48,6 +49,19 @@ class PeakMemory:
         except OSError:
             pass
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _release_freed_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS, so an earlier run's leftovers in a
+    shared process do not count as this run's memory."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def weights_mb(model: str | Path) -> float | None:

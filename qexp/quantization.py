@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import time
@@ -17,7 +16,6 @@ from typing import Any, Iterator
 
 __all__ = ["METHODS", "CHECKPOINT_MARKER", "build_recipe", "recipe_yaml", "quantize", "quantized_widths", "is_complete"]
 
-log = logging.getLogger(__name__)
 
 METHODS = ("none", "gptq", "awq")
 
@@ -100,13 +98,15 @@ def quantize(model_path: str, dataset, q: Any, *, dtype: str, max_seq_length: in
     """
     import torch
     from llmcompressor import oneshot
+    from llmcompressor.core import create_session
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     recipe = build_recipe(q)
-    with _cpu_safe_awq():
+    # A fresh session per call: the global one would keep this model alive for the next run.
+    with create_session(), _cpu_safe_awq():
         oneshot(
             model=model,
             processor=tokenizer,

@@ -12,14 +12,14 @@ from .data import Study
 from .stats import ALPHA
 from .tables import (
     calibration_comparison,
+    cost_table,
     deltas_vs_baseline,
     display_name,
-    metric_for,
-    cost_table,
     method_comparison,
+    metric_for,
     mmlu_categories,
-    perplexity_table,
     mmlu_subjects,
+    perplexity_table,
     ranking,
     recommendations,
     scores,

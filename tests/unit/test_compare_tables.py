@@ -13,7 +13,13 @@ from mlflow import MlflowClient
 
 from qexp.compare import build_report, load_study, render, to_json
 from qexp.compare.stats import mcnemar_exact
-from qexp.tracking import ensure_experiment, log_files, log_json, log_metrics, log_params
+from qexp.tracking import (
+    ensure_experiment,
+    log_files,
+    log_json,
+    log_metrics,
+    log_params,
+)
 
 SUBJECTS = {"mmlu_stem": ["mmlu_anatomy"], "mmlu_humanities": ["mmlu_philosophy"]}
 

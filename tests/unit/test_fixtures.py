@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from qexp.fixtures import FIXTURES_DIR, MMLU_SUBJECTS, write_fixtures

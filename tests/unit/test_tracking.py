@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 
 from qexp.errors import ConfigError
-from qexp.tracking import check_uri, connect, ensure_experiment, find_runs, metric_name, results_metrics
+from qexp.tracking import (
+    check_uri,
+    connect,
+    ensure_experiment,
+    find_runs,
+    metric_name,
+    results_metrics,
+)
 
 
 @pytest.mark.parametrize("task,key,name", [
