@@ -105,7 +105,11 @@ def quantize(model_path: str, dataset, q: Any, *, dtype: str, max_seq_length: in
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     recipe = build_recipe(q)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
     # A fresh session per call: the global one would keep this model alive for the next run.
+    # Saving inside it lets llmcompressor write the applied recipe as recipe.yaml.
     with create_session(), _cpu_safe_awq():
         oneshot(
             model=model,
@@ -116,10 +120,7 @@ def quantize(model_path: str, dataset, q: Any, *, dtype: str, max_seq_length: in
             num_calibration_samples=len(dataset),
             shuffle_calibration_samples=False,  # keep qexp's nested selection order
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, save_compressed=True)
+        model.save_pretrained(tmp, save_compressed=True)
     tokenizer.save_pretrained(tmp)
     seconds = time.perf_counter() - started
     (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"quant_seconds": seconds, "samples": len(dataset)}))
