@@ -202,7 +202,7 @@ def recommendations(study: Study, tasks: list[str] | None = None, metric: str = 
         mine = vs_base[vs_base["a"] == best]
         worse = list(mine.loc[mine["significant"] & (mine["delta"] < 0), "task"])
         lines.append(
-            f"{best} vs Baseline: average {ranked.loc[best, 'vs_baseline']:+.1%}; "
+            f"{best} vs Baseline: average {100 * ranked.loc[best, 'vs_baseline']:+.1f} points; "
             + (f"significantly worse on {', '.join(display_name(t) for t in worse)}."
                if worse else "no task is significantly worse than the unquantized model.")
         )
