@@ -12,7 +12,6 @@ import sys
 import time
 
 from . import tracking
-from .compare.data import default_tracking_uri
 from .errors import QexpError
 
 
@@ -24,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a heartbeat older than this marks a run on another host dead (default 300)")
     parser.add_argument("--dry-run", action="store_true", help="list, change nothing")
     args = parser.parse_args(argv)
-    uri = args.tracking_uri or default_tracking_uri()
+    uri = args.tracking_uri or tracking.default_tracking_uri()
     try:
         client = tracking.connect(uri)
         experiment = client.get_experiment_by_name(args.experiment)

@@ -24,6 +24,7 @@ from .errors import TrackingError, config_error
 __all__ = [
     "TAGS",
     "check_uri",
+    "default_tracking_uri",
     "connect",
     "ensure_experiment",
     "metric_name",
@@ -58,6 +59,11 @@ class TAGS:
 
 URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 _METRIC_UNSAFE = re.compile(r"[^/\w.\- :]")
+
+
+def default_tracking_uri() -> str:
+    """The store `python -m qexp` writes by default, unless MLFLOW_TRACKING_URI says otherwise."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
 
 
 def check_uri(uri: Any) -> None:

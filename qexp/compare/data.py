@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import QexpError
-from ..tracking import TAGS, read_jsonl
+from ..tracking import TAGS, default_tracking_uri, read_jsonl
 
 __all__ = ["Study", "load_study", "default_tracking_uri", "run_label", "SETTINGS"]
 
@@ -30,11 +30,6 @@ SETTINGS = {
     "batch size": "eval.batch_size",
     "dtype": "model.dtype",
 }
-
-
-def default_tracking_uri() -> str:
-    """The store `python -m qexp` writes by default, unless MLFLOW_TRACKING_URI says otherwise."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
 
 
 def run_label(method: str, calib_n: int | str) -> str:
