@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,17 +12,20 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from . import config as _config  # noqa: F401  (registers the ${qexp_fixtures:} resolver)
-from .errors import QexpError
+from . import schema
+from .errors import Interrupted, QexpError
 from .outcome import Outcome, write_outcome
 from .pipeline import run
 
 log = logging.getLogger("qexp")
 
+# Before Hydra composes, here and in every process a launcher starts for a job.
+schema.register()
 
-def _terminate(signum, frame):
+
+def _interrupt(signum: int, frame) -> None:
     # Preemption (SIGTERM) takes the same path as Ctrl-C: the run ends KILLED, not RUNNING.
-    raise KeyboardInterrupt(f"received signal {signum}")
+    raise Interrupted(signum)
 
 
 def sweep_id_of(hc) -> str:
@@ -32,15 +36,16 @@ def sweep_id_of(hc) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def app(cfg: DictConfig) -> None:
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _interrupt)
     for noisy in ("lm_eval", "httpx", "alembic"):  # per-subtask INFO lines drown qexp's progress
         logging.getLogger(noisy).setLevel(logging.WARNING)
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
+    log_file = output_dir / f"{hc.job.name}.log"
     name = hc.job.override_dirname or "run"
     outcome = Outcome(job=name, status="FAILED")
     try:
-        result = run(cfg, sweep_id=sweep_id_of(hc), log_file=output_dir / f"{hc.job.name}.log")
+        result = run(cfg, sweep_id=sweep_id_of(hc), log_file=log_file)
         outcome = Outcome(job=name, status=result.status, run_id=result.run_id, run_name=result.name)
     except QexpError as err:
         log.error("%s", err)
@@ -51,17 +56,26 @@ def app(cfg: DictConfig) -> None:
         raise
     except Exception as err:
         log.exception("job %s failed", name)
-        outcome.error = f"{type(err).__name__}: {err} (traceback in {output_dir / (hc.job.name + '.log')})"
+        outcome.error = f"{type(err).__name__}: {err} (traceback in {log_file})"
     write_outcome(output_dir, outcome)
 
 
 def main() -> None:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    # Hydra prints composition errors in its own words and exits; with HYDRA_FULL_ERROR it
+    # raises them instead, so they can be said in qexp's (key, value, fix).
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         app()
+    except (HydraException, OmegaConfBaseException, QexpError) as err:
+        print(f"qexp: {err if isinstance(err, QexpError) else schema.composition_error(err)}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt as err:
         # The run is already marked KILLED; exit like a process killed by the signal would.
         print(f"qexp: stopped: {err or 'interrupted'}", file=sys.stderr)
-        sys.exit(143 if "signal 15" in str(err) else 130)
+        sys.exit(err.exit_code if isinstance(err, Interrupted) else 130)
 
 
 if __name__ == "__main__":

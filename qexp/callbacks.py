@@ -26,12 +26,11 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Parallel jobs racing on a fresh SQLite store's schema crash (duplicate column);
         # creating it once here, before any job starts, avoids that.
-        from . import tracking
+        from .tracking import Store, check_uri
 
         try:
-            tracking.check_uri(config.tracking.uri)
-            client = tracking.connect(config.tracking.uri)
-            tracking.ensure_experiment(client, config.tracking.experiment)
+            check_uri(config.tracking.uri)
+            Store.open(config.tracking.uri, config.tracking.experiment)
         except Exception:
             pass  # each job validates the config itself and reports the problem
 

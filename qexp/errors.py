@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["QexpError", "ConfigError", "DataError", "TrackingError", "config_error"]
+__all__ = ["QexpError", "ConfigError", "DataError", "TrackingError", "Interrupted", "config_error"]
 
 
 class QexpError(Exception):
@@ -25,3 +25,17 @@ class TrackingError(QexpError):
 
 def config_error(key: str, value: Any, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"{problem}: <{key}={value!r}>. {fix}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal asked the job to stop (SIGTERM on preemption); runs end KILLED, as on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        super().__init__(f"received signal {signum} ({signal.Signals(signum).name})")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process the signal killed

@@ -12,22 +12,20 @@ conversations that no calibration selection uses.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import heldout
 from .errors import DataError, config_error
+from .files import atomic_folder, default_cache_dir, digest, write_atomic
 from .fixtures import FIXTURES_DIR
 
-__all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "default_task_manager", "QEXP_TASKS",
-           "heldout_task_yaml"]
+__all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "default_task_manager", "QEXP_TASKS"]
 
 # Tasks qexp defines itself (lm-eval runs them; qexp writes their YAML and data).
-QEXP_TASKS = ("sharegpt_heldout",)
+QEXP_TASKS = (heldout.TASK,)
 
 @dataclass
 class TaskPlan:
@@ -61,7 +59,6 @@ class TaskPlan:
 class EvalResult:
     results: dict[str, Any]  # lm-eval's output minus samples, JSON-safe
     samples: dict[str, list[dict]]  # leaf task -> per-document records
-    plan: TaskPlan
 
 
 @functools.cache
@@ -102,8 +99,7 @@ def task_info(tasks: list[str], cache_dir: Path) -> dict[str, dict]:
     """
     import lm_eval
 
-    key = hashlib.sha256(json.dumps([lm_eval.__version__, list(tasks)]).encode()).hexdigest()[:16]
-    cached = Path(cache_dir) / "lm_eval_index" / f"{key}.json"
+    cached = Path(cache_dir) / "lm_eval_index" / f"{digest([lm_eval.__version__, list(tasks)])}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     index = default_task_manager().task_index
@@ -116,10 +112,7 @@ def task_info(tasks: list[str], cache_dir: Path) -> dict[str, dict]:
         for leaf in _leaves(index, task):
             cfg = index[leaf].cfg or {}
             info[leaf] = {**{k: cfg.get(k) for k in _TASK_FIELDS}, "yaml_path": str(index[leaf].yaml_path)}
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(info))
-    tmp.replace(cached)
+    write_atomic(cached, json.dumps(info))
     return info
 
 
@@ -129,8 +122,6 @@ def plan_tasks(tasks: list[str], data_dir: str | Path | None, cache_dir: Path | 
 
     `own` maps qexp-defined tasks (QEXP_TASKS) that are requested to their data files.
     """
-    from .models import default_cache_dir
-
     lm_tasks = [t for t in tasks if t not in QEXP_TASKS]
     info = task_info(lm_tasks, cache_dir or default_cache_dir()) if lm_tasks else {}
     leaves = {leaf: fields["dataset_path"] or "" for leaf, fields in info.items()}
@@ -194,7 +185,7 @@ def _check_mirror(mirror: Path, task: str, task_cfg: dict, data_dir) -> None:
 
 def _override_dir(plan: TaskPlan, cache_dir: Path) -> Path:
     """Write one YAML per mirrored task; the folder name hashes its content, so it is reused."""
-    files = {f"{task}.yaml": heldout_task_yaml(task, path) for task, path in sorted(plan.own.items())}
+    files = {f"{task}.yaml": heldout.task_yaml(task, path) for task, path in sorted(plan.own.items())}
     for leaf, mirror in sorted(plan.local.items()):
         files[f"{leaf}.yaml"] = (
             f"include: {json.dumps(plan.info[leaf]['yaml_path'])}\n"
@@ -204,39 +195,12 @@ def _override_dir(plan: TaskPlan, cache_dir: Path) -> Path:
             # tag entry here would replace them
             "tag: []\n"
         )
-    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
-    out = cache_dir / "lm_eval_tasks" / digest
+    out = cache_dir / "lm_eval_tasks" / digest(files, 12)
     if not out.is_dir():
-        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            (tmp / name).write_text(text)
-        try:
-            tmp.rename(out)
-        except OSError:  # a parallel job wrote the same folder first
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(out) as tmp:
+            for name, text in files.items():
+                (tmp / name).write_text(text)
     return out
-
-
-def heldout_task_yaml(task: str, data_file: Path) -> str:
-    """Perplexity on held-out text: lm-eval's rolling log-likelihood over whole documents."""
-    return (
-        f"task: {task}\n"
-        "dataset_path: json\n"
-        "dataset_kwargs:\n"
-        "  data_files:\n"
-        f"    test: {json.dumps(str(data_file))}\n"
-        "output_type: loglikelihood_rolling\n"
-        "test_split: test\n"
-        'doc_to_text: ""\n'
-        'doc_to_target: "{{text}}"\n'
-        "metric_list:\n"
-        "  - metric: word_perplexity\n"
-        "  - metric: byte_perplexity\n"
-        "  - metric: bits_per_byte\n"
-        "metadata:\n"
-        "  version: 1.0\n"
-    )
 
 
 def _json_safe(obj: Any) -> Any:
@@ -287,4 +251,4 @@ def evaluate(
             ) from err
         raise
     samples = out.pop("samples", {}) or {}
-    return EvalResult(results=_json_safe(out), samples=_json_safe(samples), plan=plan)
+    return EvalResult(results=_json_safe(out), samples=_json_safe(samples))

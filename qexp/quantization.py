@@ -1,4 +1,8 @@
-"""llmcompressor behind two functions: `build_recipe` (config -> modifiers) and `quantize`.
+"""llmcompressor (and compressed-tensors) behind a few functions: the only module that imports them.
+
+`build_recipe` turns a `quant` config into modifiers; `quantize` calibrates and saves a
+configuration's checkpoint, `complete_checkpoint` finds one an earlier attempt left;
+`check_scheme` and `quantized_widths` let validation refuse a config before any weights load.
 
 GPTQ is symmetric (`W4A16`), AWQ asymmetric (`W4A16_ASYM`) with the 0.14 API, where AWQ
 is a smoothing transform paired with a plain QuantizationModifier.
@@ -8,16 +12,26 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["METHODS", "CHECKPOINT_MARKER", "build_recipe", "recipe_yaml", "quantize", "quantized_widths", "is_complete"]
+from .calibration import Conversation, tokenize
+from .errors import config_error
+from .files import atomic_folder
+
+__all__ = ["Checkpoint", "build_recipe", "check_scheme", "complete_checkpoint", "quantize", "quantized_widths",
+           "is_complete"]
 
 
-METHODS = ("none", "gptq", "awq")
+def check_scheme(scheme: str) -> None:
+    """Refuse a scheme compressed-tensors does not know, before anything loads."""
+    from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
+
+    if scheme.upper() not in PRESET_SCHEMES:
+        raise config_error("quant.scheme", scheme, "Unknown compressed-tensors scheme",
+                           "Use a preset such as W4A16 (GPTQ) or W4A16_ASYM (AWQ).")
 
 
 def _scheme(q: Any):
@@ -46,12 +60,6 @@ def build_recipe(q: Any) -> list:
         return [AWQModifier(duo_scaling=q.duo_scaling, n_grid=int(q.n_grid)),
                 QuantizationModifier(config_groups=config_groups, ignore=ignore)]
     raise ValueError(f"no recipe for quant.name={q.name!r}")
-
-
-def recipe_yaml(modifiers: list) -> str:
-    from llmcompressor.recipe import Recipe
-
-    return Recipe.from_modifiers(modifiers).yaml()
 
 
 def quantized_widths(widths: dict[str, int], q: Any) -> dict[str, int]:
@@ -85,16 +93,31 @@ def _cpu_safe_awq() -> Iterator[None]:
 CHECKPOINT_MARKER = "qexp_checkpoint.json"
 
 
+@dataclass
+class Checkpoint:
+    path: Path
+    quant_seconds: float  # calibration, quantization and saving, when it was made
+    reused: bool  # True: a complete checkpoint from an earlier attempt, not quantized now
+
+
 def is_complete(checkpoint: Path) -> bool:
     """A checkpoint folder is complete once it holds the marker written just before its rename."""
     return (checkpoint / CHECKPOINT_MARKER).is_file()
 
 
-def quantize(model_path: str, dataset, q: Any, *, dtype: str, max_seq_length: int, out: Path) -> float:
+def complete_checkpoint(out: Path) -> Checkpoint | None:
+    """The complete checkpoint an earlier attempt left at `out`, if any: reuse it instead of quantizing."""
+    if not is_complete(out):
+        return None
+    return Checkpoint(out, json.loads((out / CHECKPOINT_MARKER).read_text())["quant_seconds"], reused=True)
+
+
+def quantize(model_path: str, samples: list[Conversation], q: Any, *, dtype: str, max_seq_length: int,
+             out: Path) -> Checkpoint:
     """Calibrate and quantize with `oneshot`, save a compressed-tensors checkpoint to `out`.
 
     The checkpoint is written to a temporary sibling, marked complete, then renamed, so a
-    folder at `out` is always complete. Returns the wall time in seconds.
+    folder at `out` is always complete.
     """
     import torch
     from llmcompressor import oneshot
@@ -103,28 +126,24 @@ def quantize(model_path: str, dataset, q: Any, *, dtype: str, max_seq_length: in
 
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    dataset = tokenize(samples, tokenizer, max_seq_length)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     recipe = build_recipe(q)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    # A fresh session per call: the global one would keep this model alive for the next run.
-    # Saving inside it lets llmcompressor write the applied recipe as recipe.yaml.
-    with create_session(), _cpu_safe_awq():
-        oneshot(
-            model=model,
-            processor=tokenizer,
-            dataset=dataset,
-            recipe=recipe,
-            max_seq_length=max_seq_length,
-            num_calibration_samples=len(dataset),
-            shuffle_calibration_samples=False,  # keep qexp's nested selection order
-        )
-        model.save_pretrained(tmp, save_compressed=True)
-    tokenizer.save_pretrained(tmp)
-    seconds = time.perf_counter() - started
-    (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"quant_seconds": seconds, "samples": len(dataset)}))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return seconds
+    with atomic_folder(out, replace=True) as tmp:
+        # A fresh session per call: the global one would keep this model alive for the next run.
+        # Saving inside it lets llmcompressor write the applied recipe as recipe.yaml.
+        with create_session(), _cpu_safe_awq():
+            oneshot(
+                model=model,
+                processor=tokenizer,
+                dataset=dataset,
+                recipe=recipe,
+                max_seq_length=max_seq_length,
+                num_calibration_samples=len(dataset),
+                shuffle_calibration_samples=False,  # keep qexp's nested selection order
+            )
+            model.save_pretrained(tmp, save_compressed=True)
+        tokenizer.save_pretrained(tmp)
+        seconds = time.perf_counter() - started
+        (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"quant_seconds": seconds, "samples": len(dataset)}))
+    return Checkpoint(out, seconds, reused=False)

@@ -1,13 +1,19 @@
-"""MLflow behind a few functions, and the naming contract every reader of the store relies on.
+"""MLflow behind one adapter, and the naming contract every reader of the store relies on.
 
-Tags `qexp.*` identify a run; metrics are `<task>/<metric>` (lm-eval's `acc,none` becomes
-`arc_easy/acc`; a filter other than `none` is appended: `gsm8k/exact_match/strict-match`);
-artifacts are `config.yaml`, `recipe.yaml`, `checkpoint/`, `lm_eval/results.json`,
-`lm_eval/samples/<task>.jsonl`, `calibration/sample_ids.json`.
+Every MLflow call qexp makes is in this module: `Store` is one experiment (find, create,
+reap and download runs), `Run` one run being written. The contract:
+
+- run names come from `qexp.identity.run_name` (`baseline`, `gptq-215`);
+- tags `qexp.*` (see `TAGS`) identify a run; `qexp.config_hash` is what resume matches,
+  `qexp.eval_hash` what "same evaluation settings" means;
+- metrics are `<task>/<metric>` (lm-eval's `acc,none` becomes `arc_easy/acc`; a filter
+  other than `none` is appended: `gsm8k/exact_match/strict-match`), plus `perf/*`;
+- artifacts are named in `ARTIFACTS`, plus `checkpoint/`, `recipe.yaml`, `logs/`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,55 +21,47 @@ import socket
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 from urllib.parse import urlparse
 
 from .errors import TrackingError, config_error
+from .files import write_jsonl
 
-__all__ = [
-    "TAGS",
-    "check_uri",
-    "default_tracking_uri",
-    "connect",
-    "ensure_experiment",
-    "metric_name",
-    "results_metrics",
-    "find_runs",
-    "start_run",
-    "log_params",
-    "log_metrics",
-    "log_json",
-    "log_text",
-    "log_files",
-    "read_jsonl",
-    "end_run",
-    "Heartbeat",
-    "stale_runs",
-    "reap_stale",
-]
+__all__ = ["TAGS", "ARTIFACTS", "check_uri", "metric_name", "results_metrics", "flatten", "Store", "Run"]
 
 
 class TAGS:
     QUANT = "qexp.quant"  # none | gptq | awq
     CALIB_N = "qexp.calib_n"  # "0" for the baseline
     MODEL = "qexp.model"
+    MODEL_NOTE = "qexp.model_note"  # a caveat about the model's weights (e.g. SmolLM2's GGUF origin)
     EVAL_DATA = "qexp.eval_data"  # hub | local | fixtures | mixed
     CONFIG_HASH = "qexp.config_hash"
+    EVAL_HASH = "qexp.eval_hash"  # digest of identity.eval_identity: equal means comparable scores
     SWEEP_ID = "qexp.sweep_id"
     HOST = "qexp.host"
     PID = "qexp.pid"
     HEARTBEAT = "qexp.heartbeat"  # unix seconds, refreshed while the job runs
     KILLED_REASON = "qexp.killed_reason"
+    CHECKPOINT_PATH = "qexp.checkpoint_path"  # the evaluated checkpoint on the host that ran the job
+    CHECKPOINT_REUSED = "qexp.checkpoint_reused"  # "true": quantized by an earlier attempt
+    DESCRIPTION = "mlflow.note.content"  # the run's description in the UI
+
+
+class ARTIFACTS:
+    CONFIG = "config.yaml"
+    IDENTITY = "identity.json"  # what the config hash covers
+    LM_EVAL = "lm_eval"  # lm-eval's output: the two below
+    RESULTS = "lm_eval/results.json"
+    SAMPLES = "lm_eval/samples"  # <task>.jsonl: lm-eval's per-document records
+    CALIBRATION_IDS = "calibration/sample_ids.json"
+    ERROR = "error.txt"
 
 
 URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 _METRIC_UNSAFE = re.compile(r"[^/\w.\- :]")
-
-
-def default_tracking_uri() -> str:
-    """The store `python -m qexp` writes by default, unless MLFLOW_TRACKING_URI says otherwise."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
 
 
 def check_uri(uri: Any) -> None:
@@ -89,42 +87,6 @@ def check_uri(uri: Any) -> None:
                                "Choose a writable location.") from None
 
 
-def connect(uri: str):
-    """An MlflowClient that has answered once; TrackingError when the store is unusable."""
-    from mlflow import MlflowClient
-
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        client.search_experiments(max_results=1)
-    except Exception as err:
-        raise TrackingError(
-            f"Cannot use the MLflow store <tracking.uri={uri!r}>: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}. Start the server, or fix tracking.uri."
-        ) from None
-    return client
-
-
-def ensure_experiment(client, name: str) -> str:
-    """The experiment's id, creating it (artifacts beside a SQLite store) when missing."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        uri = client.tracking_uri
-        location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
-        try:
-            return client.create_experiment(name, artifact_location=location)
-        except Exception:  # another job created it meanwhile
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-    if experiment.lifecycle_stage == "deleted":
-        raise config_error("tracking.experiment", name, "The experiment is deleted in this store",
-                           "Restore it in the MLflow UI, or choose another tracking.experiment.")
-    return experiment.experiment_id
-
-
 def metric_name(task: str, key: str) -> str | None:
     """`("arc_easy", "acc,none")` -> `"arc_easy/acc"`; None for keys that are not metrics."""
     if "," not in key:
@@ -147,90 +109,118 @@ def results_metrics(results: dict) -> dict[str, float]:
     return metrics
 
 
-def find_runs(client, experiment_id: str, tags: dict[str, str], status: str | None = "FINISHED") -> list:
-    """Runs whose tags all match, newest first."""
-    clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
-    if status:
-        clauses.append(f"attributes.status = '{status}'")
-    return client.search_runs([experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"])
+def flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """`{"a": {"b": 1}}` -> `{"a.b": "1"}`, lists as JSON: the shape MLflow params take."""
+    if isinstance(node, dict):
+        out: dict[str, str] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    value = json.dumps(node) if isinstance(node, list) else str(node)
+    return {prefix.rstrip("."): value}
 
 
-def start_run(client, experiment_id: str, name: str, tags: dict[str, str]) -> str:
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    return run.info.run_id
+# ----------------------------------------------------------------------------- the store
+class Store:
+    """One MLflow experiment in one store: where runs are found, created, reaped and read."""
+
+    def __init__(self, client, experiment_id: str, uri: str, experiment: str):
+        self.client, self.experiment_id, self.uri, self.experiment = client, experiment_id, uri, experiment
+
+    @classmethod
+    def open(cls, uri: str, experiment: str, create: bool = True) -> Store:
+        """Connect (TrackingError when the store does not answer) and find, or create, the experiment."""
+        from mlflow import MlflowClient
+
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        client = MlflowClient(tracking_uri=uri)
+        try:
+            found = client.get_experiment_by_name(experiment)
+        except Exception as err:
+            raise TrackingError(
+                f"Cannot use the MLflow store <tracking.uri={uri!r}>: {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}. Start the server, or fix tracking.uri "
+                "(--tracking-uri for the command-line tools)."
+            ) from None
+        if found is None and not create:
+            raise TrackingError(f"No experiment <tracking.experiment={experiment!r}> in <tracking.uri={uri!r}>. "
+                                "Run `python -m qexp` first, or choose the store and experiment it wrote "
+                                "(--tracking-uri, --experiment).")
+        if found is None:
+            found = _create_experiment(client, uri, experiment)
+        if found.lifecycle_stage == "deleted":
+            raise config_error("tracking.experiment", experiment, "The experiment is deleted in this store",
+                               "Restore it in the MLflow UI, or choose another tracking.experiment.")
+        return cls(client, found.experiment_id, uri, experiment)
+
+    def find_runs(self, tags: dict[str, str] | None = None, status: str | None = "FINISHED",
+                  where: Iterable[str] = ()) -> list:
+        """Runs whose tags all match (and the extra `where` clauses), newest first."""
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()] + list(where)
+        if status:
+            clauses.append(f"attributes.status = '{status}'")
+        return self.client.search_runs([self.experiment_id], " and ".join(clauses),
+                                       order_by=["attributes.start_time DESC"], max_results=5000)
+
+    def study_runs(self, sweep_id: str | None = None) -> list:
+        """The FINISHED qexp runs (of one sweep, plus every baseline, which may come from an earlier sweep)."""
+        qexp_run = [f"tags.`{TAGS.QUANT}` != ''"]
+        if not sweep_id:
+            return self.find_runs(where=qexp_run)
+        return (self.find_runs({TAGS.SWEEP_ID: sweep_id}, where=qexp_run)
+                + self.find_runs({TAGS.QUANT: "none"}, where=[f"tags.`{TAGS.SWEEP_ID}` != '{sweep_id}'"]))
+
+    def start_run(self, name: str, tags: dict[str, str]) -> Run:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        return Run(self, run.info.run_id)
+
+    def download(self, run_id: str, path: str, dst: Path) -> Path | None:
+        """A run's artifact (file or folder) under `dst`; None when the run has no such artifact."""
+        try:
+            return Path(self.client.download_artifacts(run_id, path, str(dst)))
+        except Exception:
+            return None
+
+    def stale_runs(self, stale_after: float, tags: dict[str, str] | None = None) -> list:
+        """RUNNING runs whose job is dead: its process here is gone, or its heartbeat is too old."""
+        found = []
+        host = socket.gethostname()
+        for run in self.find_runs(tags, status="RUNNING"):
+            run_tags = run.data.tags
+            pid = run_tags.get(TAGS.PID, "")
+            if run_tags.get(TAGS.HOST) == host and pid.isdigit():
+                if _process_gone(int(pid), run.info.start_time):
+                    found.append((run, f"process {pid} on {host} is gone"))
+                continue  # alive here: slow, not dead
+            beat = float(run_tags.get(TAGS.HEARTBEAT) or run.info.start_time / 1000)
+            age = time.time() - beat
+            if age > stale_after:
+                found.append((run, f"no heartbeat for {age:.0f} s"))
+        return found
+
+    def reap_stale(self, stale_after: float, tags: dict[str, str] | None = None) -> list:
+        """Mark dead RUNNING runs KILLED (with the reason as a tag); returns (run, reason) pairs."""
+        found = self.stale_runs(stale_after, tags)
+        for run, reason in found:
+            Run(self, run.info.run_id).end("KILLED", reason)
+        return found
 
 
-def log_params(client, run_id: str, params: dict[str, str]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
-    for i in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[i:i + 100])
-
-
-def log_metrics(client, run_id: str, metrics: dict[str, float]) -> None:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    items = [Metric(k, v, now, 0) for k, v in sorted(metrics.items())]
-    for i in range(0, len(items), 500):
-        client.log_batch(run_id, metrics=items[i:i + 500])
-
-
-def log_text(client, run_id: str, text: str, artifact_file: str) -> None:
-    client.log_text(run_id, text, artifact_file)
-
-
-def log_json(client, run_id: str, obj: Any, artifact_file: str) -> None:
-    client.log_text(run_id, json.dumps(obj, indent=2, sort_keys=True), artifact_file)
-
-
-def log_files(client, run_id: str, files: dict[str, Iterable[dict]], artifact_dir: str) -> None:
-    """Write `{name: records}` as JSON Lines files and log them under `artifact_dir`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, records in files.items():
-            with open(Path(tmp) / name, "w") as fh:
-                for record in records:
-                    fh.write(json.dumps(record) + "\n")
-        client.log_artifacts(run_id, tmp, artifact_dir)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """JSON Lines split on newlines only (`str.splitlines` would also split on U+2028 in the text)."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
-
-
-def end_run(client, run_id: str, status: str) -> None:
-    client.set_terminated(run_id, status)
-
-
-class Heartbeat:
-    """Refresh a run's `qexp.heartbeat` tag from a daemon thread while the job works.
-
-    SIGKILL and power loss cannot be caught; a heartbeat that stops is how a later
-    command tells a dead run from a slow one.
-    """
-
-    def __init__(self, client, run_id: str, interval: float):
-        self.client, self.run_id, self.interval = client, run_id, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="qexp-heartbeat", daemon=True)
-
-    def _beat(self) -> None:
-        while True:
-            try:
-                self.client.set_tag(self.run_id, TAGS.HEARTBEAT, f"{time.time():.0f}")
-            except Exception:  # a busy store must not kill the job; the next beat retries
-                pass
-            if self._stop.wait(self.interval):
-                return
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+def _create_experiment(client, uri: str, name: str):
+    """A new experiment; with a SQLite store its artifacts go in a folder beside the database."""
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+    try:
+        client.create_experiment(name, artifact_location=location)
+    except Exception:  # another job created it meanwhile
+        pass
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        raise TrackingError(f"Cannot create the experiment <tracking.experiment={name!r}> in "
+                            f"<tracking.uri={uri!r}>. Check that the store is writable.")
+    return found
 
 
 def _process_gone(pid: int, started_ms: int) -> bool:
@@ -243,28 +233,84 @@ def _process_gone(pid: int, started_ms: int) -> bool:
         return True
 
 
-def stale_runs(client, experiment_id: str, stale_after: float, tags: dict[str, str] | None = None) -> list:
-    """RUNNING runs whose job is dead: its process here is gone, or its heartbeat is too old."""
-    found = []
-    host = socket.gethostname()
-    for run in find_runs(client, experiment_id, tags or {}, status="RUNNING"):
-        run_tags = run.data.tags
-        pid = run_tags.get(TAGS.PID, "")
-        if run_tags.get(TAGS.HOST) == host and pid.isdigit():
-            if _process_gone(int(pid), run.info.start_time):
-                found.append((run, f"process {pid} on {host} is gone"))
-            continue  # alive here: slow, not dead
-        beat = float(run_tags.get(TAGS.HEARTBEAT) or run.info.start_time / 1000)
-        age = time.time() - beat
-        if age > stale_after:
-            found.append((run, f"no heartbeat for {age:.0f} s"))
-    return found
+# ----------------------------------------------------------------------------- one run
+@dataclass
+class Run:
+    """A run being written. It ends with `end(status)`: FINISHED, FAILED or KILLED."""
 
+    store: Store
+    run_id: str
 
-def reap_stale(client, experiment_id: str, stale_after: float, tags: dict[str, str] | None = None) -> list:
-    """Mark dead RUNNING runs KILLED (with the reason as a tag); returns (run, reason) pairs."""
-    found = stale_runs(client, experiment_id, stale_after, tags)
-    for run, reason in found:
-        client.set_tag(run.info.run_id, TAGS.KILLED_REASON, reason)
-        client.set_terminated(run.info.run_id, "KILLED")
-    return found
+    @property
+    def _client(self):
+        return self.store.client
+
+    def set_tag(self, key: str, value: str) -> None:
+        self._client.set_tag(self.run_id, key, value)
+
+    def log_params(self, params: dict) -> None:
+        """Nested dicts are flattened to `a.b` keys; MLflow caps a value at 6,000 characters."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in sorted(flatten(params).items())]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, 0) for k, v in sorted(metrics.items())]
+        for i in range(0, len(items), 500):
+            self._client.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._client.log_text(self.run_id, text, artifact_file)
+
+    def log_json(self, obj: Any, artifact_file: str) -> None:
+        self.log_text(json.dumps(obj, indent=2, sort_keys=True), artifact_file)
+
+    def log_records(self, files: dict[str, Iterable[dict]], artifact_dir: str) -> None:
+        """Write `{name: records}` as JSON Lines files and log them under `artifact_dir`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, records in files.items():
+                write_jsonl(Path(tmp) / name, records)
+            self.log_path(Path(tmp), artifact_dir)
+
+    def log_path(self, path: Path, artifact_dir: str | None = None) -> None:
+        """A file, or a folder's contents, as artifacts under `artifact_dir`."""
+        if Path(path).is_dir():
+            self._client.log_artifacts(self.run_id, str(path), artifact_dir)
+        else:
+            self._client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        if reason:
+            self.set_tag(TAGS.KILLED_REASON, reason)
+        self._client.set_terminated(self.run_id, status)
+
+    @contextlib.contextmanager
+    def heartbeat(self, interval: float) -> Iterator[None]:
+        """Refresh the `qexp.heartbeat` tag from a daemon thread while the block runs.
+
+        SIGKILL and power loss cannot be caught; a heartbeat that stops is how a later
+        command tells a dead run from a slow one.
+        """
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                try:
+                    self.set_tag(TAGS.HEARTBEAT, f"{time.time():.0f}")
+                except Exception:  # a busy store must not kill the job; the next beat retries
+                    pass
+                if stop.wait(interval):
+                    return
+
+        thread = threading.Thread(target=beat, name="qexp-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)

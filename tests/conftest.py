@@ -6,12 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-import qexp.config  # noqa: F401  (registers the ${qexp_fixtures:} resolver)
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from qexp.schema import CONF_DIR, compose
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +29,7 @@ def isolated(tmp_path, cache_dir, monkeypatch):
 def compose_config(*overrides: str, root: Path | None = None) -> DictConfig:
     """The real config tree, composed as `python -m qexp <overrides>` would, outputs under `root`."""
     root = Path(root or os.getcwd())
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
+    cfg = compose(overrides)
     given = {o.split("=", 1)[0] for o in overrides}
     with open_dict(cfg):
         if "paths.output_dir" not in given:

@@ -1,11 +1,11 @@
 """Compare the runs of a qexp study: tables, honest statistics, report, plots.
 
     from qexp.compare import load_study, build_report, render
-    study = load_study()                  # the store `python -m qexp` writes by default
+    study = load_study()                  # the store and experiment of the composed config
     print(render(build_report(study)))
 """
 
-from .data import Study, default_tracking_uri, load_study, run_label
+from .data import Study, load_study, run_label
 from .report import Report, build_report, render, to_json
 from .stats import ALPHA, holm, mcnemar_exact, wilson_interval
 from .tables import (
@@ -22,7 +22,7 @@ from .tables import (
 )
 
 __all__ = [
-    "ALPHA", "Report", "Study", "build_report", "calibration_comparison", "compare", "default_tracking_uri",
+    "ALPHA", "Report", "Study", "build_report", "calibration_comparison", "compare",
     "deltas_vs_baseline", "holm", "load_study", "mcnemar_exact", "method_comparison", "mmlu_categories",
     "mmlu_subjects", "ranking", "recommendations", "render", "run_label", "scores", "summary_table",
     "to_json", "wilson_interval",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import QexpError
+from ..schema import tracking_defaults
 from .data import load_study
 from .report import build_report, render, to_json
 
@@ -24,10 +25,11 @@ def _metric_args(values: list[str]) -> tuple[str, dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    defaults = tracking_defaults()  # where `python -m qexp` logs: conf/tracking/mlflow.yaml
     parser = argparse.ArgumentParser(prog="python -m qexp.compare", description=__doc__)
-    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
-                        "sqlite:///./mlruns/mlflow.db, where `python -m qexp` writes)")
-    parser.add_argument("--experiment", default="qexp", help="MLflow experiment (default: qexp)")
+    parser.add_argument("--tracking-uri", default=defaults.uri, help=f"MLflow store (default: {defaults.uri})")
+    parser.add_argument("--experiment", default=defaults.experiment,
+                        help=f"MLflow experiment (default: {defaults.experiment})")
     parser.add_argument("--model", help="the qexp.model tag to report on, when the experiment holds several")
     parser.add_argument("--sweep-id", help="only the runs of this sweep (its baseline may be older)")
     parser.add_argument("--metric", action="append", default=[], metavar="METRIC or TASK=METRIC",

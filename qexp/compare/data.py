@@ -1,13 +1,13 @@
 """Read a study back from MLflow: one row per run, plus each run's per-document results.
 
 Relies only on the naming contract written by `qexp.tracking` (tags `qexp.*`, metrics
-`<task>/<metric>`, artifacts `lm_eval/results.json` and `lm_eval/samples/<task>.jsonl`).
+`<task>/<metric>`, artifacts `identity.json`, `lm_eval/results.json` and
+`lm_eval/samples/<task>.jsonl`), and reads the store through `qexp.tracking.Store`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,35 +16,28 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import QexpError
-from ..tracking import TAGS, default_tracking_uri, read_jsonl
+from ..files import digest, read_jsonl
+from ..identity import eval_identity, run_label
+from ..schema import tracking_defaults
+from ..tracking import ARTIFACTS, TAGS, Store
 
-__all__ = ["Study", "load_study", "default_tracking_uri", "run_label", "SETTINGS"]
+__all__ = ["Study", "load_study", "run_label"]
 
-# Evaluation settings that must match for two scores to be comparable (param or tag name).
-SETTINGS = {
-    "limit": "eval.limit",
-    "few-shot": "eval.num_fewshot",
-    "data source": "tag:" + TAGS.EVAL_DATA,
-    "data folder": "eval.data_dir",
-    "lm-eval version": "versions.lm_eval",
-    "batch size": "eval.batch_size",
-    "dtype": "model.dtype",
-}
-
-
-def run_label(method: str, calib_n: int | str) -> str:
-    return "Baseline" if method == "none" else f"{method.upper()}-{calib_n}"
+# How the parts of a run's eval identity (qexp.identity.eval_identity) are named in the report.
+SETTING_NAMES = {"tasks": "tasks", "num_fewshot": "few-shot", "limit": "limit", "seed": "seed",
+                 "data": "data", "own_data": "held-out data", "dtype": "dtype"}
 
 
 @dataclass
 class Study:
     """The runs of one model in one experiment, ready for the tables."""
 
-    runs: pd.DataFrame  # index: label; columns: run info, settings, and one column per metric
+    runs: pd.DataFrame  # index: label; columns: run info (incl. eval_hash) and one column per metric
     docs: dict[str, pd.DataFrame]  # label -> per-document rows: task, doc_key, acc, acc_norm, ...
     tasks: list[str]  # the accuracy tasks requested by eval.tasks
     perplexity_tasks: list[str] = field(default_factory=list)  # e.g. sharegpt_heldout (lower is better)
     groups: dict[str, list[str]] = field(default_factory=dict)  # group -> leaf tasks
+    settings: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> evaluation setting -> value
     notes: list[str] = field(default_factory=list)  # what the loader chose or could not find
 
     @property
@@ -53,7 +46,8 @@ class Study:
 
     @property
     def baseline(self) -> str | None:
-        return "Baseline" if "Baseline" in self.runs.index else None
+        label = run_label("none", 0)
+        return label if label in self.runs.index else None
 
     def leaves(self, task: str) -> list[str]:
         out = []
@@ -62,8 +56,15 @@ class Study:
         return out or [task]
 
 
-def _flatten_groups(group_subtasks: dict[str, list[str]]) -> dict[str, list[str]]:
-    return {group: list(children) for group, children in group_subtasks.items() if children}
+def settings_of(ident: dict) -> dict[str, str]:
+    """A run's evaluation settings, one printable value per named setting."""
+    out = {}
+    for key, value in eval_identity(ident).items():
+        if key == "versions":
+            out.update({f"{lib} version": str(version) for lib, version in value.items()})
+        else:
+            out[SETTING_NAMES.get(key, key)] = digest(value, 8) if isinstance(value, (dict, list)) else str(value)
+    return out
 
 
 def _doc_rows(path: Path, task: str) -> list[dict]:
@@ -81,10 +82,9 @@ def _doc_rows(path: Path, task: str) -> list[dict]:
     return rows
 
 
-def _load_docs(client, run_id: str, folder: Path) -> tuple[pd.DataFrame | None, dict]:
-    try:
-        local = Path(client.download_artifacts(run_id, "lm_eval", str(folder)))
-    except Exception:
+def _load_docs(store: Store, run_id: str, folder: Path) -> tuple[pd.DataFrame | None, dict]:
+    local = store.download(run_id, ARTIFACTS.LM_EVAL, folder)
+    if local is None:
         return None, {}
     results = json.loads((local / "results.json").read_text()) if (local / "results.json").is_file() else {}
     rows: list[dict] = []
@@ -93,80 +93,82 @@ def _load_docs(client, run_id: str, folder: Path) -> tuple[pd.DataFrame | None, 
     return (pd.DataFrame(rows) if rows else None), results
 
 
-def load_study(
-    tracking_uri: str | None = None,
-    experiment: str = "qexp",
-    *,
-    model: str | None = None,
-    sweep_id: str | None = None,
-    with_docs: bool = True,
-) -> Study:
-    """Query MLflow for the FINISHED qexp runs of one model; the newest run wins per label."""
-    from mlflow import MlflowClient
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        found = client.get_experiment_by_name(experiment)
-    except Exception as err:
-        raise QexpError(f"Cannot read the MLflow store <tracking_uri={uri!r}>: {err}. "
-                        "Pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the store qexp wrote.") from None
-    if found is None:
-        raise QexpError(f"No experiment <experiment={experiment!r}> in <tracking_uri={uri!r}>. "
-                        "Run `python -m qexp` first, or pass --experiment/--tracking-uri.")
-    query = ["attributes.status = 'FINISHED'", f"tags.`{TAGS.QUANT}` != ''"]
-    if sweep_id:
-        query.append(f"tags.`{TAGS.SWEEP_ID}` = '{sweep_id}'")
-    runs = client.search_runs([found.experiment_id], " and ".join(query),
-                              order_by=["attributes.start_time DESC"], max_results=5000)
-    if sweep_id:  # the sweep's baseline may come from an earlier sweep
-        runs += client.search_runs([found.experiment_id], " and ".join(query[:1] + [f"tags.`{TAGS.QUANT}` = 'none'"]),
-                                   order_by=["attributes.start_time DESC"])
+def _choose(runs: list, model: str | None, notes: list[str]) -> list:
+    """One model's runs, the newest per label."""
     models = sorted({r.data.tags.get(TAGS.MODEL, "") for r in runs})
     if model:
         runs = [r for r in runs if r.data.tags.get(TAGS.MODEL) == model]
     elif len(models) > 1:
         raise QexpError(f"The experiment holds runs of several models {models} <model=None>. "
                         "Choose one with --model (or load_study(model=...)).")
-    if not runs:
-        raise QexpError(f"No finished qexp runs in <experiment={experiment!r}> at <tracking_uri={uri!r}>"
-                        + (f" for <model={model!r}>" if model else "") + ". Run a sweep first.")
-
-    notes, rows, chosen = [], [], {}
+    chosen: dict[str, str] = {}
+    kept = []
     for run in runs:  # newest first
-        tags, params = run.data.tags, run.data.params
-        label = run_label(tags[TAGS.QUANT], tags.get(TAGS.CALIB_N, "?"))
+        label = run_label(run.data.tags[TAGS.QUANT], run.data.tags.get(TAGS.CALIB_N, "?"))
         if label in chosen:
             notes.append(f"{label}: using run {chosen[label]} (newest); ignored older run {run.info.run_id}")
             continue
         chosen[label] = run.info.run_id
-        row = {
-            "label": label, "run_id": run.info.run_id, "method": tags[TAGS.QUANT],
-            "calib_n": int(tags.get(TAGS.CALIB_N, 0) or 0), "model": tags.get(TAGS.MODEL),
-            "eval_data": tags.get(TAGS.EVAL_DATA, "unknown"), "config_hash": tags.get(TAGS.CONFIG_HASH),
-            "sweep_id": tags.get(TAGS.SWEEP_ID), "start_time": pd.to_datetime(run.info.start_time, unit="ms"),
-            "eval_tasks": params.get("eval.tasks"),
-        }
-        for name, source in SETTINGS.items():
-            row[f"setting:{name}"] = tags.get(source[4:]) if source.startswith("tag:") else params.get(source)
-        row.update(run.data.metrics)
-        rows.append(row)
-    frame = pd.DataFrame(rows).set_index("label")
-    order = sorted(frame.index, key=lambda lbl: (lbl != "Baseline", frame.loc[lbl, "method"], frame.loc[lbl, "calib_n"]))
+        kept.append((label, run))
+    return kept
+
+
+def _row(label: str, run) -> dict:
+    tags = run.data.tags
+    return {
+        "label": label, "run_id": run.info.run_id, "method": tags[TAGS.QUANT],
+        "calib_n": int(tags.get(TAGS.CALIB_N, 0) or 0), "model": tags.get(TAGS.MODEL),
+        "eval_data": tags.get(TAGS.EVAL_DATA, "unknown"), "config_hash": tags.get(TAGS.CONFIG_HASH),
+        "eval_hash": tags.get(TAGS.EVAL_HASH), "sweep_id": tags.get(TAGS.SWEEP_ID),
+        "start_time": pd.to_datetime(run.info.start_time, unit="ms"), "eval_tasks": run.data.params.get("eval.tasks"),
+        **run.data.metrics,
+    }
+
+
+def load_study(
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    *,
+    model: str | None = None,
+    sweep_id: str | None = None,
+    with_docs: bool = True,
+) -> Study:
+    """Query MLflow for the FINISHED qexp runs of one model; the newest run wins per label.
+
+    The store and experiment default to the composed config's (`tracking.uri`, `tracking.experiment`).
+    """
+    defaults = tracking_defaults() if tracking_uri is None or experiment is None else None
+    store = Store.open(tracking_uri or defaults.uri, experiment or defaults.experiment, create=False)
+    notes: list[str] = []
+    chosen = _choose(store.study_runs(sweep_id), model, notes)
+    if not chosen:
+        raise QexpError(f"No finished qexp runs in <tracking.experiment={store.experiment!r}> at "
+                        f"<tracking.uri={store.uri!r}>" + (f" for <model={model!r}>" if model else "")
+                        + ". Run a sweep first.")
+    frame = pd.DataFrame([_row(label, run) for label, run in chosen]).set_index("label")
+    baseline = run_label("none", 0)
+    order = sorted(frame.index, key=lambda lbl: (lbl != baseline, frame.loc[lbl, "method"], frame.loc[lbl, "calib_n"]))
     frame = frame.loc[order]
 
     requested = json.loads(frame["eval_tasks"].dropna().iloc[0]) if frame["eval_tasks"].notna().any() else []
     perplexity = [t for t in requested if f"{t}/word_perplexity" in frame]
     tasks = [t for t in requested if t not in perplexity]
-    docs, groups = {}, {}
-    if with_docs:
-        with tempfile.TemporaryDirectory() as tmp:
-            for label, run_id in frame["run_id"].items():
-                table, results = _load_docs(client, run_id, Path(tmp) / run_id)
-                if table is None:
-                    notes.append(f"{label}: no lm_eval/samples artifacts; its differences are not tested")
-                    continue
-                docs[label] = table
-                groups.update(_flatten_groups(results.get("group_subtasks", {})))
-    return Study(runs=frame, docs=docs, tasks=tasks, perplexity_tasks=perplexity, groups=groups, notes=notes)
+    docs, groups, settings = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, run_id in frame["run_id"].items():
+            ident = store.download(run_id, ARTIFACTS.IDENTITY, Path(tmp) / run_id)
+            if ident is not None:
+                settings[label] = settings_of(json.loads(ident.read_text()))
+            if pd.isna(frame.loc[label, "eval_hash"]):
+                notes.append(f"{label}: no {TAGS.EVAL_HASH} tag (logged by an older qexp); "
+                             "whether its evaluation settings match the others' is not checked")
+            if not with_docs:
+                continue
+            table, results = _load_docs(store, run_id, Path(tmp) / run_id)
+            if table is None:
+                notes.append(f"{label}: no lm_eval/samples artifacts; its differences are not tested")
+                continue
+            docs[label] = table
+            groups.update({g: list(children) for g, children in results.get("group_subtasks", {}).items() if children})
+    return Study(runs=frame, docs=docs, tasks=tasks, perplexity_tasks=perplexity, groups=groups, settings=settings,
+                 notes=notes)

@@ -33,7 +33,6 @@ __all__ = ["Report", "build_report", "render", "to_json"]
 @dataclass
 class Report:
     study: Study
-    metric: str
     metrics: dict[str, str]  # task -> metric used
     scores: pd.DataFrame  # long: label, task, metric, score, n, ci_low, ci_high
     summary: pd.DataFrame
@@ -65,7 +64,6 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
     warnings += settings_warnings(study)
     return Report(
         study=study,
-        metric=metric,
         metrics={t: metric_for(study, t, metric, overrides) for t in tasks},
         scores=scores(study, tasks, metric, overrides),
         summary=summary_table(study, tasks, metric, overrides),
@@ -120,26 +118,30 @@ def _heading(text: str, fmt: str, level: int = 2) -> str:
 
 def render(report: Report, fmt: str = "text") -> str:
     """The whole report as terminal text (`text`) or a Markdown document (`markdown`)."""
-    study, out = report.study, []
-    model = ", ".join(sorted(set(study.runs["model"].astype(str))))
-    out.append(_heading(f"Quantization study: {model}", fmt, 1))
-    out.append("")
-    for warning in report.warnings:
-        out.append(("> **Warning:** " if fmt == "markdown" else "WARNING: ") + warning)
-        out.append("")
-    metric_text = ", ".join(f"{display_name(t)}={m}" for t, m in report.metrics.items())
-    out.append(f"Runs: {', '.join(study.labels)}. Metric per task: {metric_text}. Scores are percentages "
-               f"with 95% Wilson intervals; differences are tested with the exact McNemar test on paired "
-               f"documents (matched by doc_hash), Holm-adjusted within each table; a winner is declared only "
-               f"when the adjusted p < {ALPHA}.")
-    out.append("")
-    for note in study.notes:
-        out.append(f"Note: {note}")
-    out.append("")
+    sections = [_preamble, _summary, _vs_baseline, _mmlu, _methods_and_calibration, _ranking]
+    lines = [line for section in sections for line in section(report, fmt)]
+    return "\n".join(lines).rstrip() + "\n"
 
-    # 1. summary
-    out.append(_heading("1. Summary", fmt))
-    rows = []
+
+def _preamble(report: Report, fmt: str) -> list[str]:
+    """Title, warnings (fixture data first), what the numbers are and how they were tested, loader notes."""
+    study = report.study
+    model = ", ".join(sorted(set(study.runs["model"].astype(str))))
+    out = [_heading(f"Quantization study: {model}", fmt, 1), ""]
+    for warning in report.warnings:
+        out += [("> **Warning:** " if fmt == "markdown" else "WARNING: ") + warning, ""]
+    metric_text = ", ".join(f"{display_name(t)}={m}" for t, m in report.metrics.items())
+    out += [f"Runs: {', '.join(study.labels)}. Metric per task: {metric_text}. Scores are percentages "
+            f"with 95% Wilson intervals; differences are tested with the exact McNemar test on paired "
+            f"documents (matched by doc_hash), Holm-adjusted within each table; a winner is declared only "
+            f"when the adjusted p < {ALPHA}.", ""]
+    out += [f"Note: {note}" for note in study.notes]
+    return out + [""]
+
+
+def _summary(report: Report, fmt: str) -> list[str]:
+    """Part 1: scores with intervals and their average; then held-out perplexity and cost."""
+    study, rows = report.study, []
     for label in study.labels:
         row = {"Configuration": label}
         for task in study.tasks:
@@ -147,61 +149,63 @@ def render(report: Report, fmt: str = "text") -> str:
             row[display_name(task)] = f"{_pct(s.score)} [{_pct(s.ci_low)}, {_pct(s.ci_high)}] n={s.n}"
         row["Average"] = _pct(report.summary.loc[label, "average"])
         rows.append(row)
-    out += [_table(pd.DataFrame(rows), fmt), ""]
-
+    out = [_heading("1. Summary", fmt), _table(pd.DataFrame(rows), fmt), ""]
     if len(report.perplexity):
-        out.append(_heading("Held-out perplexity (lower is better)", fmt, 3))
         rows = [{"Task": r.task, "Configuration": r.label, "word ppl": f"{r.word_perplexity:.4g}",
                  "bits/byte": f"{r.bits_per_byte:.4f}", "Δ bits/byte": "" if pd.isna(r.delta_bits_per_byte)
                  else f"{r.delta_bits_per_byte:+.4f}", "docs": str(r.n), "p (Wilcoxon)": _p(r.p_value),
                  "p Holm": _p(r.p_adjusted), "significant": "" if pd.isna(r.p_value) else ("yes" if r.significant else "no")}
                 for r in report.perplexity.itertuples()]
-        out += [_table(pd.DataFrame(rows), fmt), ""]
+        out += [_heading("Held-out perplexity (lower is better)", fmt, 3), _table(pd.DataFrame(rows), fmt), ""]
     if len(report.cost.columns):
-        out.append(_heading("Cost", fmt, 3))
         cost = report.cost.reset_index().rename(columns={"label": "Configuration"})
         cost = cost.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:,.1f}") if col.dtype.kind == "f" else col)
-        out += [_table(cost, fmt), ""]
+        out += [_heading("Cost", fmt, 3), _table(cost, fmt), ""]
+    return out
 
-    # 2. per task vs baseline
-    out.append(_heading("2. Per task: each configuration vs Baseline", fmt))
-    if len(report.vs_baseline):
-        out += [_table(_comparison_rows(report.vs_baseline), fmt), ""]
-    else:
-        out += ["No Baseline run in this experiment: deltas cannot be computed.", ""]
 
-    # 3. MMLU
-    out.append(_heading("3. MMLU by category", fmt))
-    if len(report.categories):
-        out += [_table(_comparison_rows(report.categories), fmt), ""]
-        out.append(_heading("MMLU by subject (score %, Δ vs Baseline in points; * = significant after Holm)", fmt, 3))
-        subj = report.subjects
-        wide = []
-        for task, part in subj.groupby("task", sort=True):
-            row = {"Subject": display_name(task), "Baseline": _pct(part["score_b"].iloc[0])}
-            for r in part.itertuples():
-                row[r.a] = f"{_pct(r.score_a)} ({_pts(r.delta)}{'*' if r.significant else ''})"
-            wide.append(row)
-        out += [_table(pd.DataFrame(wide), fmt), ""]
-    else:
-        out += ["No MMLU categories (or no Baseline) in these runs.", ""]
+def _vs_baseline(report: Report, fmt: str) -> list[str]:
+    """Part 2: each configuration against the baseline, per task."""
+    body = (_table(_comparison_rows(report.vs_baseline), fmt) if len(report.vs_baseline)
+            else "No Baseline run in this experiment: deltas cannot be computed.")
+    return [_heading("2. Per task: each configuration vs Baseline", fmt), body, ""]
 
-    # 4 and 5
-    out.append(_heading("4. Methods at equal calibration size", fmt))
-    out += [_table(_comparison_rows(report.methods), fmt) if len(report.methods)
-            else "Fewer than two methods at any calibration size.", ""]
-    out.append(_heading("5. Calibration sizes per method", fmt))
-    out += [_table(_comparison_rows(report.calibration), fmt) if len(report.calibration)
-            else "Fewer than two calibration sizes for any method.", ""]
 
-    # 6. ranking
-    out.append(_heading("6. Ranking and recommendations", fmt))
+def _mmlu(report: Report, fmt: str) -> list[str]:
+    """Part 3: MMLU's categories against the baseline, then every subject in one wide table."""
+    out = [_heading("3. MMLU by category", fmt)]
+    if not len(report.categories):
+        return out + ["No MMLU categories (or no Baseline) in these runs.", ""]
+    out += [_table(_comparison_rows(report.categories), fmt), ""]
+    wide = []
+    for task, part in report.subjects.groupby("task", sort=True):
+        row = {"Subject": display_name(task), "Baseline": _pct(part["score_b"].iloc[0])}
+        for r in part.itertuples():
+            row[r.a] = f"{_pct(r.score_a)} ({_pts(r.delta)}{'*' if r.significant else ''})"
+        wide.append(row)
+    title = "MMLU by subject (score %, Δ vs Baseline in points; * = significant after Holm)"
+    return out + [_heading(title, fmt, 3), _table(pd.DataFrame(wide), fmt), ""]
+
+
+def _methods_and_calibration(report: Report, fmt: str) -> list[str]:
+    """Parts 4 and 5: methods at equal calibration size, calibration sizes per method."""
+    return [
+        _heading("4. Methods at equal calibration size", fmt),
+        _table(_comparison_rows(report.methods), fmt) if len(report.methods)
+        else "Fewer than two methods at any calibration size.", "",
+        _heading("5. Calibration sizes per method", fmt),
+        _table(_comparison_rows(report.calibration), fmt) if len(report.calibration)
+        else "Fewer than two calibration sizes for any method.", "",
+    ]
+
+
+def _ranking(report: Report, fmt: str) -> list[str]:
+    """Part 6: the ranking by average and the recommendations."""
     ranked = pd.DataFrame([{"Rank": str(int(r["rank"])), "Configuration": label, "Average %": _pct(r["average"]),
                             "vs Baseline pts": _pts(r.get("vs_baseline", math.nan))}
                            for label, r in report.ranking.iterrows()])
-    out += [_table(ranked, fmt), ""]
-    out += [f"- {line}" for line in report.recommendations]
-    return "\n".join(out).rstrip() + "\n"
+    return ([_heading("6. Ranking and recommendations", fmt), _table(ranked, fmt), ""]
+            + [f"- {line}" for line in report.recommendations])
 
 
 # ----------------------------------------------------------------------------- json

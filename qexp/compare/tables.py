@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .data import SETTINGS, Study
+from .data import Study
 from .stats import ALPHA, holm, mcnemar_exact, wilson_interval
 
 __all__ = [
@@ -89,9 +89,13 @@ def summary_table(study: Study, tasks: list[str] | None = None, metric: str = "a
 
 
 def _settings_differ(study: Study, a: str, b: str) -> str:
-    differ = [name for name in SETTINGS
-              if str(study.runs.loc[a].get(f"setting:{name}")) != str(study.runs.loc[b].get(f"setting:{name}"))]
-    return ", ".join(differ)
+    """The evaluation settings two runs do not share: empty when their eval hashes agree (or one is unknown)."""
+    hash_a, hash_b = study.runs.loc[a, "eval_hash"], study.runs.loc[b, "eval_hash"]
+    if pd.isna(hash_a) or pd.isna(hash_b) or hash_a == hash_b:
+        return ""
+    mine, theirs = study.settings.get(a, {}), study.settings.get(b, {})
+    names = list(dict.fromkeys([*mine, *theirs]))
+    return ", ".join(n for n in names if mine.get(n) != theirs.get(n)) or "evaluation settings (eval_hash)"
 
 
 def compare(study: Study, pairs: list[tuple[str, str]], tasks: list[str], table: str, metric: str = "acc",
@@ -218,9 +222,10 @@ def recommendations(study: Study, tasks: list[str] | None = None, metric: str = 
 def settings_warnings(study: Study) -> list[str]:
     """One line per evaluation setting that differs between runs: their scores are not comparable."""
     warnings = []
-    for name in SETTINGS:
-        values = study.runs[f"setting:{name}"].astype(str)
-        if values.nunique() > 1:
+    names = list(dict.fromkeys(n for settings in study.settings.values() for n in settings))
+    for name in names:
+        values = {label: settings.get(name) for label, settings in study.settings.items()}
+        if len(set(values.values())) > 1:
             detail = ", ".join(f"{label}={value}" for label, value in values.items())
             warnings.append(f"Evaluation setting '{name}' differs between runs ({detail}); "
                             "comparisons between those runs are flagged.")

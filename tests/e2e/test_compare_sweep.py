@@ -11,7 +11,7 @@ import pytest
 from nbclient import NotebookClient
 
 from qexp.compare.stats import mcnemar_exact
-from qexp.tracking import read_jsonl
+from qexp.files import read_jsonl
 from tests.e2e.conftest import qexp_cli
 
 pytestmark = pytest.mark.e2e

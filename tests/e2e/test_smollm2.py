@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from qexp.config import prepare
+from qexp.spec import prepare
 from qexp.errors import ConfigError
 from qexp.models import resolve_model
 from tests.conftest import compose_config

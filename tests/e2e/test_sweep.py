@@ -8,7 +8,8 @@ import pytest
 
 from qexp.evaluation import evaluate, plan_tasks
 from qexp.fixtures import FIXTURES_DIR
-from qexp.tracking import read_jsonl, results_metrics
+from qexp.files import read_jsonl
+from qexp.tracking import results_metrics
 from tests.e2e.conftest import SWEEP, qexp_cli
 
 pytestmark = pytest.mark.e2e

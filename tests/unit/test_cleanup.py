@@ -8,7 +8,7 @@ import time
 from mlflow import MlflowClient
 
 from qexp import cleanup
-from qexp.tracking import TAGS, ensure_experiment, stale_runs
+from qexp.tracking import TAGS, Store
 
 
 def _running(client, experiment_id, **tags):
@@ -17,8 +17,8 @@ def _running(client, experiment_id, **tags):
 
 def test_stale_runs_and_cleanup_command(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    client = MlflowClient(uri)
-    experiment_id = ensure_experiment(client, "qexp")
+    store = Store.open(uri, "qexp")
+    client, experiment_id = MlflowClient(uri), store.experiment_id
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     here = socket.gethostname()
     gone = _running(client, experiment_id, **{TAGS.HOST: here, TAGS.PID: dead.stdout.strip()})
@@ -28,7 +28,7 @@ def test_stale_runs_and_cleanup_command(tmp_path, capsys):
     beating = _running(client, experiment_id, **{TAGS.HOST: "other-host", TAGS.PID: 1,
                                                  TAGS.HEARTBEAT: f"{time.time():.0f}"})
 
-    reasons = {run.info.run_id: reason for run, reason in stale_runs(client, experiment_id, stale_after=300)}
+    reasons = {run.info.run_id: reason for run, reason in store.stale_runs(stale_after=300)}
     assert set(reasons) == {gone, silent}
     assert "is gone" in reasons[gone] and "no heartbeat" in reasons[silent]
 

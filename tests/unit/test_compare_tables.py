@@ -3,6 +3,7 @@ and a gap on 200 documents that is not."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,28 +14,32 @@ from mlflow import MlflowClient
 
 from qexp.compare import build_report, load_study, render, to_json
 from qexp.compare.stats import mcnemar_exact
-from qexp.tracking import (
-    ensure_experiment,
-    log_files,
-    log_json,
-    log_metrics,
-    log_params,
-)
 
 SUBJECTS = {"mmlu_stem": ["mmlu_anatomy"], "mmlu_humanities": ["mmlu_philosophy"]}
+VERSIONS = {"torch": "2.13.0", "transformers": "5.17.0", "lm_eval": "0.4.13"}
+
+
+def _experiment(client) -> str:
+    return client.create_experiment("qexp")
 
 
 def _docs(correct: list[int], prefix: str) -> list[dict]:
     return [{"doc_id": i, "doc_hash": f"{prefix}{i}", "acc": float(c), "acc_norm": float(c)} for i, c in enumerate(correct)]
 
 
-def _log_run(client, experiment_id, quant, n, per_task: dict[str, list[int]], eval_data="local", limit="50"):
+def _log_run(client, experiment_id, quant, n, per_task: dict[str, list[int]], eval_data="local", limit=50):
+    """A finished run written with MLflow's own client, following qexp's naming contract."""
+    evaluation = {"tasks": ["arc_easy", "hellaswag", "mmlu"], "num_fewshot": 0, "limit": limit, "seed": 0,
+                  "data": {"arc_easy": "d1"}, "own_data": {}}
+    identity = {"model": {"hub": "m", "dtype": "float32"}, "eval": evaluation, "versions": VERSIONS}
+    eval_hash = hashlib.sha256(json.dumps([evaluation, "float32", VERSIONS], sort_keys=True).encode()).hexdigest()[:16]
     run = client.create_run(experiment_id, run_name="x", tags={
         "qexp.quant": quant, "qexp.calib_n": str(n), "qexp.model": "m", "qexp.eval_data": eval_data,
-        "qexp.config_hash": f"{quant}{n}", "qexp.sweep_id": "s1"})
+        "qexp.config_hash": f"{quant}{n}", "qexp.eval_hash": eval_hash, "qexp.sweep_id": "s1"})
     run_id = run.info.run_id
-    log_params(client, run_id, {"eval.tasks": json.dumps(["arc_easy", "hellaswag", "mmlu"]), "eval.limit": limit,
-                                "eval.num_fewshot": "0", "eval.batch_size": "8", "versions.lm_eval": "0.4.13"})
+    for key, value in {"eval.tasks": json.dumps(evaluation["tasks"]), "eval.limit": str(limit),
+                       "eval.num_fewshot": "0", "eval.batch_size": "8", "versions.lm_eval": "0.4.13"}.items():
+        client.log_param(run_id, key, value)
     metrics = {}
     for task, correct in per_task.items():
         metrics[f"{task}/acc"] = float(np.mean(correct))
@@ -44,9 +49,13 @@ def _log_run(client, experiment_id, quant, n, per_task: dict[str, list[int]], ev
     metrics["mmlu/acc"] = float(np.mean(pooled))
     for group, members in SUBJECTS.items():
         metrics[f"{group}/acc"] = float(np.mean([c for t in members for c in per_task[t]]))
-    log_metrics(client, run_id, metrics)
-    log_json(client, run_id, {"group_subtasks": {"mmlu": list(SUBJECTS), **SUBJECTS}}, "lm_eval/results.json")
-    log_files(client, run_id, {f"{t}.jsonl": _docs(c, t) for t, c in per_task.items()}, "lm_eval/samples")
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    client.log_text(run_id, json.dumps(identity), "identity.json")
+    client.log_text(run_id, json.dumps({"group_subtasks": {"mmlu": list(SUBJECTS), **SUBJECTS}}), "lm_eval/results.json")
+    for task, correct in per_task.items():
+        client.log_text(run_id, "".join(json.dumps(d) + "\n" for d in _docs(correct, task)),
+                        f"lm_eval/samples/{task}.jsonl")
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -55,7 +64,7 @@ def _log_run(client, experiment_id, quant, n, per_task: dict[str, list[int]], ev
 def store(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     client = MlflowClient(uri)
-    experiment_id = ensure_experiment(client, "qexp")
+    experiment_id = _experiment(client)
     base = {"arc_easy": [1] * 30 + [0] * 20,                    # 60% on 50 docs
             "hellaswag": [1] * 150 + [0] * 50,                  # 75% on 200 docs
             "mmlu_anatomy": [1] * 10 + [0] * 10, "mmlu_philosophy": [1] * 5 + [0] * 5}
@@ -131,10 +140,10 @@ def test_report_has_all_six_parts_and_names_the_metric(store):
 def test_fixture_data_and_differing_settings_are_flagged(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     client = MlflowClient(uri)
-    experiment_id = ensure_experiment(client, "qexp")
+    experiment_id = _experiment(client)
     docs = {"arc_easy": [1, 0], "hellaswag": [1, 1], "mmlu_anatomy": [1], "mmlu_philosophy": [0]}
     _log_run(client, experiment_id, "none", 0, docs, eval_data="fixtures")
-    _log_run(client, experiment_id, "gptq", 8, docs, eval_data="fixtures", limit="10")
+    _log_run(client, experiment_id, "gptq", 8, docs, eval_data="fixtures", limit=10)
     report = build_report(load_study(uri))
     text = render(report)
     assert text.index("FIXTURE DATA") < text.index("1. Summary")
@@ -155,4 +164,5 @@ def test_cli_json_markdown_and_plots(store, tmp_path):
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "calibration.png", "mmlu_category_deltas.png", "scores.png"]
     missing = cli("--experiment", "nope")
-    assert missing.returncode == 2 and "<experiment='nope'>" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.returncode == 2 and "<tracking.experiment='nope'>" in missing.stderr
+    assert "Traceback" not in missing.stderr

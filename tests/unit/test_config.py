@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from qexp.config import baseline_config, flatten, hash_identity
 from qexp.fixtures import FIXTURES_DIR
-from tests.conftest import CONF_DIR, compose_config
+from qexp.identity import config_hash
+from qexp.spec import baseline_config
+from tests.conftest import compose_config
 
 
 @pytest.mark.parametrize("model,path,dtype,group_size", [("qwen3_4b", "Qwen/Qwen3-4B", "bfloat16", 128),
@@ -53,9 +54,13 @@ def test_eval_fixtures_points_at_shipped_data():
     assert list(cfg.eval.tasks) == ["arc_challenge", "arc_easy", "hellaswag", "mmlu", "sharegpt_heldout"]
 
 
-def test_tracking_default_is_sqlite_under_mlruns():
-    text = (CONF_DIR / "tracking" / "mlflow.yaml").read_text()
-    assert "sqlite:///${hydra:runtime.cwd}/mlruns/mlflow.db" in text
+def test_tracking_default_is_sqlite_under_mlruns_unless_mlflow_says_otherwise(tmp_path, monkeypatch):
+    from qexp.schema import compose, tracking_defaults
+
+    assert compose().tracking.uri == f"sqlite:///{tmp_path}/mlruns/mlflow.db"  # conftest chdirs to tmp_path
+    assert tracking_defaults().experiment == "qexp"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert compose().tracking.uri == "http://127.0.0.1:5000"
 
 
 @pytest.mark.parametrize("experiment", ["offline", "study"])
@@ -71,12 +76,7 @@ def test_baseline_config_drops_quantization_only():
     assert base.model == cfg.model and base.eval == cfg.eval
 
 
-def test_flatten_gives_dotted_string_params():
-    flat = flatten({"quant": {"name": "gptq", "ignore": ["lm_head"]}, "eval": {"limit": None}})
-    assert flat == {"quant.name": "gptq", "quant.ignore": '["lm_head"]', "eval.limit": "None"}
-
-
 def test_hash_is_order_insensitive_and_value_sensitive():
-    a = hash_identity({"x": 1, "y": {"a": 2, "b": 3}})
-    assert a == hash_identity({"y": {"b": 3, "a": 2}, "x": 1})
-    assert a != hash_identity({"x": 1, "y": {"a": 2, "b": 4}})
+    a = config_hash({"x": 1, "y": {"a": 2, "b": 3}})
+    assert a == config_hash({"y": {"b": 3, "a": 2}, "x": 1})
+    assert a != config_hash({"x": 1, "y": {"a": 2, "b": 4}})

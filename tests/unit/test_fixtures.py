@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qexp.fixtures import FIXTURES_DIR, MMLU_SUBJECTS, write_fixtures
-from qexp.tracking import read_jsonl
+from qexp.files import read_jsonl
 
 
 def _files(root: Path) -> dict[str, str]:

@@ -4,7 +4,9 @@ from llmcompressor.modifiers.gptq import GPTQModifier
 from llmcompressor.modifiers.quantization import QuantizationModifier
 from llmcompressor.modifiers.transform.awq import AWQModifier
 
-from qexp.quantization import build_recipe, quantized_widths, recipe_yaml
+from llmcompressor.recipe import Recipe
+
+from qexp.quantization import build_recipe, quantized_widths
 from tests.conftest import compose_config
 
 
@@ -22,7 +24,7 @@ def test_awq_recipe_pairs_smoothing_with_asymmetric_quantization():
     assert isinstance(quant, QuantizationModifier)
     weights = quant.config_groups["group_0"].weights
     assert (weights.num_bits, weights.symmetric, weights.group_size) == (4, False, 128)
-    assert "AWQModifier" in recipe_yaml([smooth, quant])
+    assert "AWQModifier" in Recipe.from_modifiers([smooth, quant]).yaml()
 
 
 def test_quantized_widths_leave_out_ignored_layers():

@@ -1,16 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from mlflow import MlflowClient
 
-from qexp.errors import ConfigError
-from qexp.tracking import (
-    check_uri,
-    connect,
-    ensure_experiment,
-    find_runs,
-    metric_name,
-    results_metrics,
-)
+from qexp.errors import ConfigError, TrackingError
+from qexp.tracking import Store, check_uri, flatten, metric_name, results_metrics
 
 
 @pytest.mark.parametrize("task,key,name", [
@@ -46,11 +40,23 @@ def test_unusable_uris_are_refused(uri):
 def test_sqlite_store_roundtrip(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     check_uri(uri)
-    client = connect(uri)
-    experiment_id = ensure_experiment(client, "qexp")
-    assert ensure_experiment(client, "qexp") == experiment_id
-    assert client.get_experiment(experiment_id).artifact_location == (tmp_path / "mlruns" / "artifacts").as_uri()
-    run = client.create_run(experiment_id, tags={"qexp.config_hash": "abc"})
-    assert find_runs(client, experiment_id, {"qexp.config_hash": "abc"}) == []  # still RUNNING
-    client.set_terminated(run.info.run_id, "FINISHED")
-    assert [r.info.run_id for r in find_runs(client, experiment_id, {"qexp.config_hash": "abc"})] == [run.info.run_id]
+    with pytest.raises(TrackingError, match="No experiment <tracking.experiment='qexp'>"):
+        Store.open(uri, "qexp", create=False)
+    store = Store.open(uri, "qexp")
+    assert Store.open(uri, "qexp", create=False).experiment_id == store.experiment_id
+    client = MlflowClient(uri)
+    assert client.get_experiment(store.experiment_id).artifact_location == (tmp_path / "mlruns" / "artifacts").as_uri()
+    run = store.start_run("gptq-8", {"qexp.config_hash": "abc"})
+    assert store.find_runs({"qexp.config_hash": "abc"}) == []  # still RUNNING
+    run.end("FINISHED")
+    assert [r.info.run_id for r in store.find_runs({"qexp.config_hash": "abc"})] == [run.run_id]
+
+
+def test_unreachable_server_is_a_tracking_error():
+    with pytest.raises(TrackingError, match=r"<tracking.uri='http://127.0.0.1:9/'>.*Start the server"):
+        Store.open("http://127.0.0.1:9/", "qexp")
+
+
+def test_flatten_gives_dotted_string_params():
+    flat = flatten({"quant": {"name": "gptq", "ignore": ["lm_head"]}, "eval": {"limit": None}})
+    assert flat == {"quant.name": "gptq", "quant.ignore": '["lm_head"]', "eval.limit": "None"}

@@ -8,18 +8,19 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-from qexp.config import prepare
+from qexp.spec import prepare
 from qexp.errors import ConfigError, DataError
 from qexp.fixtures import FIXTURES_DIR
 from tests.conftest import compose_config
 
 
 def _error(*overrides: str, edit=None) -> str:
-    cfg = compose_config("model=tiny", "eval=fixtures", *overrides)
-    if edit:
-        with open_dict(cfg):
-            edit(cfg)
+    """The message of the ConfigError that composing (types, keys) or preparing (everything else) raises."""
     with pytest.raises(ConfigError) as info:
+        cfg = compose_config("model=tiny", "eval=fixtures", *overrides)
+        if edit:
+            with open_dict(cfg):
+                edit(cfg)
         prepare(cfg)
     return str(info.value)
 

@@ -1,0 +1,88 @@
+"""What names a run and what identifies its result: one place for both.
+
+- `run_name("gptq", 215)` -> `gptq-215` names the MLflow run, the sweep sub-folder and the
+  checkpoint folder; `run_label` is the same name as the report prints it (`GPTQ-215`).
+- `identity(...)` lists everything that determines a run's result; its digest is the
+  `config_hash` that resume matches on. Its evaluation part (`eval_identity`) is what
+  "same evaluation settings" means everywhere: its digest is the `eval_hash` tag, and
+  `qexp.compare` flags a comparison when the two runs' eval identities differ.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .files import digest
+
+__all__ = [
+    "BASELINE",
+    "run_name",
+    "run_label",
+    "identity",
+    "eval_identity",
+    "quant_identity",
+    "config_hash",
+    "EVAL_LIBRARIES",
+    "QUANT_LIBRARIES",
+]
+
+BASELINE = "none"  # quant.name of the unquantized baseline
+
+# What a result depends on besides the config: a version change re-runs the sweep.
+EVAL_LIBRARIES = ("torch", "transformers", "lm_eval")
+QUANT_LIBRARIES = ("llmcompressor", "compressed-tensors")
+
+
+def run_name(method: str, calib_n: int | str) -> str:
+    """`baseline`, `gptq-215`, `awq-512`: the one naming rule for runs, folders and reports."""
+    return "baseline" if method == BASELINE else f"{method}-{calib_n}"
+
+
+def run_label(method: str, calib_n: int | str) -> str:
+    """The run name as reports print it: `Baseline`, `GPTQ-215`."""
+    name = run_name(method, calib_n)
+    return name.capitalize() if method == BASELINE else name.upper()
+
+
+def _versions(names: tuple[str, ...]) -> dict[str, str]:
+    return {name: metadata.version(name) for name in names}
+
+
+def identity(*, model: dict, dtype: str, eval: dict, quant: dict | None = None, calib: dict | None = None) -> dict:
+    """Everything that determines the result, and nothing that does not.
+
+    `model` is the weights' fingerprint, `eval` the evaluation settings with a fingerprint
+    of their data; `quant` and `calib` are absent for the baseline. Left out on purpose:
+    output folders, tracking settings, eval.batch_size and device (they change numerics at
+    most in the last float bits; both are logged as params).
+    """
+    out: dict[str, Any] = {"model": {**model, "dtype": dtype}, "eval": eval, "versions": _versions(EVAL_LIBRARIES)}
+    if quant is not None:
+        out["quant"] = quant
+        out["calib"] = calib
+        out["versions"].update(_versions(QUANT_LIBRARIES))
+    return out
+
+
+def config_hash(ident: dict) -> str:
+    return digest(ident)
+
+
+def eval_identity(ident: dict) -> dict:
+    """What two runs must share for their scores to be comparable: the evaluation settings and
+    data, the dtype the model runs in, and the versions of the evaluating libraries."""
+    return {**ident["eval"], "dtype": ident["model"]["dtype"],
+            "versions": {k: v for k, v in ident["versions"].items() if k in EVAL_LIBRARIES}}
+
+
+def quant_identity(ident: dict) -> dict:
+    """Everything but the evaluation: what a checkpoint depends on, so it survives a failed evaluation."""
+    return {**{k: v for k, v in ident.items() if k != "eval"},
+            "versions": {k: v for k, v in ident["versions"].items() if k != "lm_eval"}}
+
+
+def checkpoint_folder(root: Path, model_name: str, method: str, calib_n: int, ident: dict) -> Path:
+    """One folder per quantization configuration: `<model>-<run name>-<quant hash>`."""
+    return Path(root) / f"{model_name}-{run_name(method, calib_n)}-{digest(quant_identity(ident))}"

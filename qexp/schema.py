@@ -1,0 +1,288 @@
+"""The config's schema: one dataclass per group, registered in Hydra's ConfigStore.
+
+The YAML files under `conf/` hold the values and start from these schemas
+(`defaults: [base_gptq, _self_]`), so OmegaConf checks types, unknown keys and required
+values (`???`) while Hydra composes, on the command line and in every YAML file alike.
+What a type cannot say (ranges, files that must exist, group-size divisibility, task
+names) is checked by `qexp.spec.prepare`, before any weights load.
+
+`register()` must run before Hydra composes: the entry point, `compose()` and the
+command-line tools call it. Composition errors become `ConfigError`s through
+`composition_error()`: what failed, `<key=value>`, and the fix, on one line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from .errors import ConfigError, config_error
+from .identity import run_name
+
+__all__ = [
+    "CONF_DIR",
+    "Config",
+    "ModelConfig",
+    "QuantConfig",
+    "WeightQuantConfig",
+    "GPTQConfig",
+    "AWQConfig",
+    "CalibConfig",
+    "EvalConfig",
+    "TrackingConfig",
+    "PathsConfig",
+    "QUANT_SCHEMAS",
+    "register",
+    "compose",
+    "validate",
+    "tracking_defaults",
+    "composition_error",
+]
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # names runs' model tag and checkpoint folders
+    path: str = MISSING  # hub id, local folder, or qexp:<builtin>
+    dtype: str = MISSING  # float32 | bfloat16 | float16
+    max_seq_length: int = MISSING  # calibration tokens per sample
+    group_size: int | None = MISSING  # the quantization group size that suits this model
+    note: str | None = None  # a caveat shown in every run's description
+
+
+@dataclass
+class QuantConfig:
+    """quant=none: the unquantized baseline."""
+
+    name: str = MISSING  # none | gptq | awq
+
+
+@dataclass
+class WeightQuantConfig(QuantConfig):
+    scheme: str = MISSING  # a compressed-tensors preset: W4A16, W4A16_ASYM, ...
+    group_size: int | None = MISSING
+    targets: list[str] = MISSING
+    ignore: list[str] = MISSING
+
+
+@dataclass
+class GPTQConfig(WeightQuantConfig):
+    block_size: int = MISSING
+    dampening_frac: float = MISSING
+
+
+@dataclass
+class AWQConfig(WeightQuantConfig):
+    # true | false | both. Union fields break OmegaConf 2.3's merge of a subclass schema
+    # (AssertionError in expand), so the type is Any and `prepare` checks the value.
+    duo_scaling: Any = MISSING
+    n_grid: int = MISSING
+
+
+@dataclass
+class CalibConfig:
+    n: int = MISSING
+    seed: int = MISSING
+    max_seq_length: int = MISSING
+    source: str = MISSING  # package | file | hub
+    path: str | None = None
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = MISSING
+    num_fewshot: int = MISSING
+    limit: int | None = MISSING
+    batch_size: Any = MISSING  # an integer or auto (Any: see AWQConfig.duo_scaling)
+    data_dir: str | None = None
+    heldout_docs: int = MISSING
+    heldout_max_chars: int = MISSING
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = MISSING
+    experiment: str = MISSING
+    log_checkpoint: bool = MISSING
+    heartbeat_seconds: int = MISSING
+    stale_after_seconds: int = MISSING
+
+
+@dataclass
+class PathsConfig:
+    cache_dir: str | None = None
+    checkpoint_dir: str | None = None
+    output_dir: str = MISSING
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    quant: QuantConfig = MISSING
+    calib: CalibConfig = MISSING
+    eval: EvalConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = MISSING
+    device: str = MISSING
+    force: bool = MISSING
+
+
+QUANT_SCHEMAS = {"none": QuantConfig, "gptq": GPTQConfig, "awq": AWQConfig}
+
+SCHEMAS: dict[tuple[str | None, str], Any] = {
+    (None, "base_config"): Config,
+    ("model", "base_model"): ModelConfig,
+    ("quant", "base_none"): QuantConfig,
+    ("quant", "base_gptq"): GPTQConfig,
+    ("quant", "base_awq"): AWQConfig,
+    ("calib", "base_calib"): CalibConfig,
+    ("eval", "base_eval"): EvalConfig,
+    ("tracking", "base_tracking"): TrackingConfig,
+}
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore and register qexp's resolvers (idempotent)."""
+    from .fixtures import FIXTURES_DIR
+
+    store = ConfigStore.instance()
+    for (group, name), node in SCHEMAS.items():
+        store.store(group=group, name=name, node=node)
+    resolvers = {
+        "qexp_fixtures": lambda: str(FIXTURES_DIR),  # eval=fixtures: the shipped fixture mirrors
+        "qexp_cwd": lambda: os.getcwd(),  # the default store lives under the working directory
+        "qexp_run_name": run_name,  # the sweep sub-folder: ${qexp_run_name:${quant.name},${calib.n}}
+    }
+    for name, resolver in resolvers.items():
+        OmegaConf.register_new_resolver(name, resolver, replace=True)
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None) -> DictConfig:
+    """The config tree composed as `python -m qexp <overrides>` would, for tools and tests.
+
+    Composition errors are raised as one-line `ConfigError`s. Interpolations that need a
+    running Hydra app (`paths.output_dir`) are left unresolved.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register()
+    with initialize_config_dir(config_dir=str(config_dir or CONF_DIR), version_base="1.3"):
+        try:
+            return hydra_compose(config_name="config", overrides=list(overrides))
+        except Exception as err:
+            raise composition_error(err, config_dir) from None
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """`cfg` resolved and checked against the schema, `hydra` node dropped: a typed, read-only copy.
+
+    Composition already checked the YAML files and overrides; this also covers keys added
+    with `+key=value`, configs built by hand, and required values left at `???`.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise composition_error(err) from None
+    plain.pop("hydra", None)
+    method = (plain.get("quant") or {}).get("name")
+    if method not in QUANT_SCHEMAS:
+        raise config_error("quant.name", method, "Unknown quantization method",
+                           "Use quant=none, quant=gptq or quant=awq.")
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(Config),
+                                {"quant": OmegaConf.structured(QUANT_SCHEMAS[method])}, plain)
+        OmegaConf.to_container(typed, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise composition_error(err, given=plain) from None
+    OmegaConf.set_readonly(typed, True)
+    return typed
+
+
+def tracking_defaults() -> DictConfig:
+    """The composed `tracking` group: the defaults `python -m qexp` logs with, for the other tools."""
+    return compose().tracking
+
+
+# ----------------------------------------------------------------------------- errors
+def _field_type(node: Any, key: str) -> str:
+    """The schema's type for `key` of `node`, in words: `an integer`, `a list of strings or null`."""
+    import typing
+
+    cls = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    hint = typing.get_type_hints(cls).get(key) if cls and hasattr(cls, "__dataclass_fields__") else None
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(base)
+    if words is None and typing.get_origin(base) is list:
+        words = "a list, e.g. [a,b]"
+    return (words or "a value of the schema's type") + (" or null" if optional else "")
+
+
+def _yaml_value(config_dir: Path, file: str, key: str) -> Any:
+    """The value a YAML file under `conf/` gives `key` (its last part), for the error message."""
+    import yaml
+
+    try:
+        return (yaml.safe_load((config_dir / f"{file}.yaml").read_text()) or {}).get(key.rsplit(".", 1)[-1])
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+
+
+def composition_error(err: BaseException, config_dir: Path | None = None, given: dict | None = None) -> ConfigError:
+    """Turn a Hydra/OmegaConf composition error into qexp's one-line message.
+
+    `config_dir` is where the YAML files are, `given` the config as a dict: both only serve
+    to show the offending value.
+    """
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+    if isinstance(err, ConfigError):
+        return err
+    cause = next((e for e in (err.__cause__, err.__context__, err) if isinstance(e, OmegaConfBaseException)), err)
+    text = str(err)
+    file = text[4:text.index("'", 4)] if text.startswith("In '") and "'" in text[4:] else None
+    where = f" in conf/{file}.yaml" if file else ""
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, (ConfigKeyError, AttributeError)) and key:
+        if given is not None:
+            value = OmegaConf.select(OmegaConf.create(given), key)
+        elif file:
+            value = _yaml_value(config_dir or CONF_DIR, file, key)
+        else:
+            value = _override_value(text, key)
+        node = getattr(cause, "parent_node", None)
+        keys = sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+        return config_error(key, value, f"Unknown config key{where}",
+                            f"Remove it or correct its spelling; the keys of {key.rsplit('.', 1)[0]} are {keys}.")
+    if isinstance(cause, MissingMandatoryValue) and key:
+        return config_error(key, "???", f"Missing required value{where}",
+                            f"Set {key}=<value>, or choose a preset that sets it.")
+    if isinstance(cause, ValidationError) and key:
+        expected = _field_type(getattr(cause, "parent_node", None), str(getattr(cause, "key", "")))
+        return config_error(key, cause.value, f"Wrong type{where}", f"Set {key} to {expected}.")
+    if isinstance(err, MissingConfigException):
+        options = [o for o in sorted(getattr(err, "options", None) or []) if not o.startswith("base_")]
+        missing = text.split("Could not find '", 1)[-1].split("'", 1)[0]
+        group, _, option = missing.rpartition("/")
+        return config_error(group or "config", option, f"Could not find '{missing}'", f"Use one of {options}.")
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return ConfigError(f"The config does not compose: {first}. Check the overrides and the files under conf/.")
+
+
+def _override_value(text: str, full_key: str) -> Any:
+    """The value given for an unknown key, from Hydra's 'use +key=value' hint."""
+    marker = f"+{full_key}="
+    return text.split(marker, 1)[1].split()[0] if marker in text else None

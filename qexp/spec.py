@@ -1,0 +1,242 @@
+"""From a composed config to a `RunSpec`: everything checked, everything found, nothing loaded.
+
+`prepare(cfg)` re-checks the config against the schema (a config built by hand, or keys
+added with `+key=`, get the same one-line errors as composition), then checks what a type
+cannot say, cheapest first: values and ranges, then what needs files (the model's config,
+the calibration file, lm-eval's task index, the dataset mirrors). No weights are read. The
+spec carries what was found on the way (the calibration selection, the task plan, the
+held-out data file) and the identity that names the result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import calibration, heldout, identity, models
+from .calibration import Conversation
+from .errors import config_error
+from .evaluation import TaskPlan, plan_tasks
+from .files import default_cache_dir, digest
+from .quantization import check_scheme, quantized_widths
+from .schema import validate
+from .tracking import check_uri
+
+__all__ = ["RunSpec", "prepare", "baseline_config"]
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class RunSpec:
+    """A validated run: the resolved config plus what was found while checking it."""
+
+    cfg: DictConfig
+    model_path: str  # loadable by from_pretrained
+    plan: TaskPlan
+    calib_path: Path | None  # the ShareGPT file; None for the baseline
+    calibration: list[Conversation] | None  # the selected samples, in order; None for the baseline
+    cache_dir: Path
+    output_dir: Path
+    device: str
+    identity: dict  # what the config hash covers (logged as identity.json)
+    checkpoint: Path | None  # where this configuration's checkpoint lives (None for the baseline)
+
+    @property
+    def method(self) -> str:
+        return str(self.cfg.quant.name)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method == identity.BASELINE
+
+    @property
+    def calib_n(self) -> int:
+        return 0 if self.is_baseline else int(self.cfg.calib.n)
+
+    @property
+    def run_name(self) -> str:
+        return identity.run_name(self.method, self.calib_n)
+
+    @property
+    def config_hash(self) -> str:
+        return identity.config_hash(self.identity)
+
+    @property
+    def eval_hash(self) -> str:
+        return digest(identity.eval_identity(self.identity))
+
+
+def baseline_config(cfg: DictConfig) -> DictConfig:
+    """The same model and evaluation, unquantized."""
+    base = OmegaConf.to_container(cfg, resolve=True)
+    base["quant"] = {"name": identity.BASELINE}
+    return OmegaConf.create(base)
+
+
+# ----------------------------------------------------------------------------- checks
+def _at_least(cfg: DictConfig, key: str, minimum: int, fix: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and value < minimum:
+        raise config_error(key, value, f"Expected a number >= {minimum}", fix)
+
+
+def _one_of(cfg: DictConfig, key: str, choices: tuple, fix: str | None = None) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in choices:
+        raise config_error(key, value, "Unknown value", fix or f"Use one of {list(choices)}.")
+
+
+def _names(cfg: DictConfig, key: str, fix: str, allow_empty: bool = True) -> None:
+    items = list(OmegaConf.select(cfg, key))
+    if not all(items) or (not items and not allow_empty):
+        raise config_error(key, items, "Expected a list of names", fix)
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """What the schema's types cannot say; no file is read."""
+    quant = cfg.quant
+    if quant.name != identity.BASELINE:
+        check_scheme(quant.scheme)
+        _at_least(cfg, "quant.group_size", 1, "Set quant.group_size to a positive integer such as 128 or 64.")
+        _names(cfg, "quant.targets", "Set quant.targets to a list of module types, e.g. [Linear].", allow_empty=False)
+        _names(cfg, "quant.ignore", "Set quant.ignore to a list of module names, e.g. [lm_head].")
+    if quant.name == "gptq":
+        _at_least(cfg, "quant.block_size", 1, "Set quant.block_size to a positive integer, e.g. 128.")
+        if not 0 <= quant.dampening_frac < 1:
+            raise config_error("quant.dampening_frac", quant.dampening_frac, "Expected a number in [0, 1)",
+                               "Set quant.dampening_frac=0.01 (GPTQ's usual value).")
+    if quant.name == "awq":
+        _one_of(cfg, "quant.duo_scaling", (True, False, "both"), "Use quant.duo_scaling=true, false or both.")
+        _at_least(cfg, "quant.n_grid", 1, "Set quant.n_grid to a positive integer, e.g. 20.")
+    for key in ("model.name", "model.path"):
+        if not OmegaConf.select(cfg, key):
+            raise config_error(key, OmegaConf.select(cfg, key), "Missing model setting",
+                               "Choose a preset (model=tiny, model=qwen3_4b) or set model.path=<dir or hub id>.")
+    _one_of(cfg, "model.dtype", DTYPES)
+    _at_least(cfg, "eval.heldout_docs", 1, "Set eval.heldout_docs to a positive number of conversations, e.g. 100.")
+    _at_least(cfg, "eval.heldout_max_chars", 1, "Set eval.heldout_max_chars to a positive number, e.g. 2000.")
+    if quant.name != identity.BASELINE or heldout.TASK in cfg.eval.tasks:
+        _one_of(cfg, "calib.source", ("package", "file", "hub"))
+    if quant.name != identity.BASELINE:
+        _at_least(cfg, "calib.n", 1, "Set calib.n to a positive number of calibration samples, e.g. calib.n=512.")
+        _at_least(cfg, "calib.seed", 0, "Set calib.seed to a non-negative integer.")
+        _at_least(cfg, "calib.max_seq_length", 1, "Set calib.max_seq_length to a positive number of tokens, e.g. 2048.")
+    _names(cfg, "eval.tasks", "Set eval.tasks to a list of lm-eval task names, e.g. [arc_easy,mmlu].",
+           allow_empty=False)
+    _at_least(cfg, "eval.num_fewshot", 0, "Set eval.num_fewshot to 0 or a positive integer.")
+    _at_least(cfg, "eval.limit", 1, "Set eval.limit to a positive number of documents per task, or "
+              "eval.limit=null for all of them.")
+    batch = cfg.eval.batch_size
+    if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise config_error("eval.batch_size", batch, "Expected a positive integer or auto",
+                           "Set eval.batch_size to a positive integer or auto.")
+    _at_least(cfg, "seed", 0, "Set seed to a non-negative integer.")
+    _at_least(cfg, "tracking.heartbeat_seconds", 1, "Set tracking.heartbeat_seconds to a positive number, e.g. 30.")
+    _at_least(cfg, "tracking.stale_after_seconds", 1, "Set tracking.stale_after_seconds to a positive number, e.g. 300.")
+    if not cfg.tracking.experiment:
+        raise config_error("tracking.experiment", cfg.tracking.experiment, "Missing experiment name",
+                           "Set tracking.experiment=<name>.")
+    check_uri(cfg.tracking.uri)
+    if not cfg.paths.output_dir:
+        raise config_error("paths.output_dir", None, "No output folder", "Set paths.output_dir=<dir>.")
+
+
+def _device(value: str) -> str:
+    import torch
+
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value == "cpu":
+        return "cpu"
+    if value == "cuda" or value.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise config_error("device", value, "No CUDA device is available on this machine",
+                               "Use device=cpu or device=auto.")
+        return value
+    raise config_error("device", value, "Unknown device", "Use device=auto, cpu, cuda or cuda:N.")
+
+
+def _check_group_size(cfg: DictConfig, model_path: str) -> None:
+    """Group quantization needs every quantized layer's input width divisible by the group size.
+
+    llmcompressor only finds out after loading the model; the model's config is enough.
+    """
+    group_size = cfg.quant.group_size
+    if group_size is None:
+        return
+    widths = quantized_widths(models.linear_input_widths(model_path), cfg.quant)
+    bad = {name: w for name, w in widths.items() if w % group_size}
+    if bad:
+        common = math.gcd(*widths.values())
+        valid = [g for g in (16, 32, 64, 128, 256) if common % g == 0] or [common]
+        name, width = next(iter(bad.items()))
+        raise config_error(
+            "quant.group_size", group_size,
+            f"The group size does not divide the input width of {len(bad)} quantized layers "
+            f"(e.g. {name}: {width}) of model {cfg.model.path}",
+            f"Use a group size that divides every width: {valid} (e.g. quant.group_size={valid[-1]}), "
+            "or list those layers in quant.ignore.",
+        )
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """Names and sizes of every file: cheap, and changes when the data does in practice."""
+    return digest(sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file()))
+
+
+def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path | None) -> dict:
+    evaluation = {
+        "tasks": list(cfg.eval.tasks),
+        "num_fewshot": cfg.eval.num_fewshot,
+        "limit": cfg.eval.limit,
+        "seed": cfg.seed,
+        "data": {task: _folder_fingerprint(path) for task, path in sorted(plan.local.items())} or "hub",
+        "own_data": {task: path.name for task, path in sorted(plan.own.items())},
+    }
+    model = models.model_fingerprint(str(cfg.model.path), model_path)
+    if calib_path is None:
+        return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation)
+    calib = {"n": cfg.calib.n, "seed": cfg.calib.seed, "max_seq_length": cfg.calib.max_seq_length,
+             "source": cfg.calib.source, "file": [calib_path.name, calib_path.stat().st_size]}
+    return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation,
+                             quant=OmegaConf.to_container(cfg.quant), calib=calib)
+
+
+# ----------------------------------------------------------------------------- prepare
+def prepare(cfg: DictConfig) -> RunSpec:
+    """Validate the whole config, cheapest checks first; raise ConfigError on the first problem."""
+    cfg = validate(cfg)
+    _check_values(cfg)
+    device = _device(cfg.device)
+    is_baseline = cfg.quant.name == identity.BASELINE
+    cache_dir = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else default_cache_dir()
+
+    # Reads files, but no weights.
+    models.check_model_path(cfg.model.path)
+    calib_path = samples = None
+    if not is_baseline or heldout.TASK in cfg.eval.tasks:
+        calib_path = calibration.source_path(cfg.calib.source, cfg.calib.path)
+    if not is_baseline:
+        samples = calibration.select(calibration.load_conversations(calib_path), cfg.calib.n, cfg.calib.seed)
+    own = {}
+    if heldout.TASK in cfg.eval.tasks:
+        own[heldout.TASK] = heldout.write_data(calib_path, cfg.eval.heldout_docs, cfg.eval.heldout_max_chars,
+                                               cache_dir)
+    plan = plan_tasks(list(cfg.eval.tasks), cfg.eval.data_dir, cache_dir, own)
+    model_path = models.resolve_model(cfg.model.path, cache_dir)
+    if not is_baseline:
+        _check_group_size(cfg, model_path)
+
+    ident = _identity(cfg, model_path, plan, None if is_baseline else calib_path)
+    checkpoint = None
+    if not is_baseline:
+        root = Path(cfg.paths.checkpoint_dir or cache_dir / "checkpoints").expanduser()
+        checkpoint = identity.checkpoint_folder(root, cfg.model.name, cfg.quant.name, cfg.calib.n, ident)
+    return RunSpec(cfg=cfg, model_path=model_path, plan=plan, calib_path=None if is_baseline else calib_path,
+                   calibration=samples, cache_dir=cache_dir, output_dir=Path(cfg.paths.output_dir), device=device,
+                   identity=ident, checkpoint=checkpoint)
+
