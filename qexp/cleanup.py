@@ -17,7 +17,11 @@ from .tracking import TAGS, Store
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = tracking_defaults()
+    try:
+        defaults = tracking_defaults()  # where `python -m qexp` logs: conf/tracking/mlflow.yaml
+    except QexpError as err:
+        print(f"qexp.cleanup: {err}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="python -m qexp.cleanup", description=__doc__)
     parser.add_argument("--tracking-uri", default=defaults.uri, help=f"MLflow store (default: {defaults.uri})")
     parser.add_argument("--experiment", default=defaults.experiment,

@@ -235,7 +235,9 @@ def _config_path(resolved: str) -> Path:
         return local / "config.json"
     found = _hub_config(resolved)
     if found is None:
-        raise QexpError(f"Cannot read the config of model <model.path={resolved!r}>.")
+        raise config_error("model.path", resolved, "Cannot read the model's config.json (not a local folder, "
+                           "not in the Hugging Face cache, and the hub cannot be reached)",
+                           "Download the model first, or point model.path at a local checkpoint.")
     return found
 
 

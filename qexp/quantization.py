@@ -59,7 +59,7 @@ def build_recipe(q: Any) -> list:
 
         return [AWQModifier(duo_scaling=q.duo_scaling, n_grid=int(q.n_grid)),
                 QuantizationModifier(config_groups=config_groups, ignore=ignore)]
-    raise ValueError(f"no recipe for quant.name={q.name!r}")
+    raise config_error("quant.name", q.name, "No recipe for this quantization method", "Use quant=gptq or quant=awq.")
 
 
 def quantized_widths(widths: dict[str, int], q: Any) -> dict[str, int]:

@@ -251,7 +251,7 @@ def composition_error(err: BaseException, config_dir: Path | None = None, given:
 
     if isinstance(err, ConfigError):
         return err
-    cause = next((e for e in (err.__cause__, err.__context__, err) if isinstance(e, OmegaConfBaseException)), err)
+    cause = next((e for e in (err, err.__cause__, err.__context__) if isinstance(e, OmegaConfBaseException)), err)
     text = str(err)
     file = text[4:text.index("'", 4)] if text.startswith("In '") and "'" in text[4:] else None
     where = f" in conf/{file}.yaml" if file else ""

@@ -25,7 +25,11 @@ def _metric_args(values: list[str]) -> tuple[str, dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = tracking_defaults()  # where `python -m qexp` logs: conf/tracking/mlflow.yaml
+    try:
+        defaults = tracking_defaults()  # where `python -m qexp` logs: conf/tracking/mlflow.yaml
+    except QexpError as err:
+        print(f"qexp.compare: {err}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="python -m qexp.compare", description=__doc__)
     parser.add_argument("--tracking-uri", default=defaults.uri, help=f"MLflow store (default: {defaults.uri})")
     parser.add_argument("--experiment", default=defaults.experiment,

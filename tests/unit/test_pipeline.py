@@ -1,0 +1,74 @@
+"""The pipeline's orchestration with the heavy steps replaced by fakes: seconds, no model weights touched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from qexp import calibration, pipeline, quantization
+from qexp.evaluation import EvalResult
+from qexp.quantization import Checkpoint
+from tests.conftest import compose_config
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    """quantize and evaluate that only record what they were given."""
+    seen: dict[str, list] = {"quantize": [], "evaluate": [], "select": []}
+    real_select = calibration.select
+
+    def select(*args, **kwargs):
+        seen["select"].append(args[1:])
+        return real_select(*args, **kwargs)
+
+    def quantize(model_path, samples, q, *, dtype, max_seq_length, out):
+        seen["quantize"].append([c.id for c in samples])
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return Checkpoint(Path(out), 1.5, reused=False)
+
+    def evaluate(model_path, plan, **kwargs):
+        seen["evaluate"].append(str(model_path))
+        docs = [{"doc_id": 0, "doc_hash": "h0", "acc": 1.0}, {"doc_id": 1, "doc_hash": "h1", "acc": 0.0}]
+        return EvalResult(results={"results": {"arc_easy": {"acc,none": 0.5, "sample_len": 2}}},
+                          samples={"arc_easy": docs})
+
+    monkeypatch.setattr(calibration, "select", select)
+    monkeypatch.setattr(quantization, "quantize", quantize)
+    monkeypatch.setattr(pipeline, "evaluate", evaluate)
+    return seen
+
+
+def test_a_job_selects_calibration_once_and_logs_what_quantize_used(fakes, tmp_path):
+    cfg = compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=gptq", "calib.n=8",
+                         f"paths.checkpoint_dir={tmp_path / 'ckpt'}")
+    result = pipeline.run(cfg)
+
+    assert result.status == "FINISHED" and result.name == "gptq-8"
+    assert fakes["select"] == [(8, 42)]  # once, in prepare; the pipeline reuses the spec's selection
+    assert len(fakes["evaluate"]) == 2  # the baseline first, then the checkpoint
+    client = MlflowClient(cfg.tracking.uri)
+    logged = json.loads(Path(client.download_artifacts(result.run_id, "calibration/sample_ids.json",
+                                                       str(tmp_path))).read_text())
+    assert logged == fakes["quantize"][0] and len(logged) == 8
+    run = client.get_run(result.run_id)
+    assert run.data.metrics["perf/quant_seconds"] == 1.5 and run.data.metrics["arc_easy/acc"] == 0.5
+    assert run.data.tags["qexp.eval_hash"] == client.get_run(
+        client.search_runs([run.info.experiment_id], "tags.`qexp.quant` = 'none'")[0].info.run_id
+    ).data.tags["qexp.eval_hash"]  # the baseline was evaluated under the same settings
+
+
+def test_a_second_run_is_skipped_and_a_complete_checkpoint_is_reused(fakes, tmp_path):
+    args = ("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=gptq", "calib.n=8",
+            f"paths.checkpoint_dir={tmp_path / 'ckpt'}")
+    first = pipeline.run(compose_config(*args))
+    assert pipeline.run(compose_config(*args)).status == "SKIPPED"
+    (first.checkpoint / quantization.CHECKPOINT_MARKER).write_text(json.dumps({"quant_seconds": 9.0}))
+    again = pipeline.run(compose_config(*args, "force=true"))
+    assert again.status == "FINISHED" and len(fakes["quantize"]) == 2  # force quantizes anew
+    fakes["quantize"].clear()
+    (first.checkpoint / quantization.CHECKPOINT_MARKER).write_text(json.dumps({"quant_seconds": 9.0}))
+    reused = pipeline.run(compose_config(*args, "eval.limit=5"))  # new evaluation, same checkpoint
+    assert fakes["quantize"] == [] and reused.metrics["perf/quant_seconds"] == 9.0
