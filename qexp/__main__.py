@@ -60,6 +60,16 @@ def app(cfg: DictConfig) -> None:
     write_outcome(output_dir, outcome)
 
 
+def _config_dir(argv: list[str]) -> Path | None:
+    """The folder given with Hydra's --config-path/-cp, where the YAML files of this command are."""
+    for i, arg in enumerate(argv):
+        if arg in ("--config-path", "-cp") and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--config-path="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
 def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -70,7 +80,8 @@ def main() -> None:
     try:
         app()
     except (HydraException, OmegaConfBaseException, QexpError) as err:
-        print(f"qexp: {err if isinstance(err, QexpError) else schema.composition_error(err)}", file=sys.stderr)
+        message = err if isinstance(err, QexpError) else schema.composition_error(err, _config_dir(sys.argv[1:]))
+        print(f"qexp: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as err:
         # The run is already marked KILLED; exit like a process killed by the signal would.

@@ -190,11 +190,12 @@ def validate(cfg: DictConfig) -> DictConfig:
     """
     from omegaconf.errors import OmegaConfBaseException
 
+    if "hydra" in cfg:  # present when composed with return_hydra_config; resolvable only in the app
+        cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     try:
         plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise composition_error(err) from None
-    plain.pop("hydra", None)
     method = (plain.get("quant") or {}).get("name")
     if method not in QUANT_SCHEMAS:
         raise config_error("quant.name", method, "Unknown quantization method",
