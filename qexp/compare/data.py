@@ -39,6 +39,7 @@ class Study:
     groups: dict[str, list[str]] = field(default_factory=dict)  # group -> leaf tasks
     settings: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> evaluation setting -> value
     notes: list[str] = field(default_factory=list)  # what the loader chose or could not find
+    _cache: dict = field(default_factory=dict, repr=False)  # metric -> documents × runs matrix
 
     @property
     def labels(self) -> list[str]:
@@ -55,6 +56,27 @@ class Study:
             out += self.leaves(child) if child in self.groups else [child]
         return out or [task]
 
+    def correctness(self, task: str, metric: str = "acc", filter_: str = "none") -> pd.DataFrame | None:
+        """Documents × runs: each run's per-document `metric` on `task` (a group pools its leaves), NaN
+        where a run did not score the document. Built once per metric for all tasks and runs."""
+        wide = self._wide(metric)
+        if wide is None:
+            return None
+        index = wide.index
+        part = wide[index.get_level_values("task").isin(self.leaves(task)) & (index.get_level_values("filter") == filter_)]
+        return part if len(part) else None
+
+    def _wide(self, metric: str) -> pd.DataFrame | None:
+        if metric not in self._cache:
+            frames = [table.assign(label=label) for label, table in self.docs.items() if metric in table]
+            if not frames:
+                self._cache[metric] = None
+            else:
+                long = pd.concat(frames, ignore_index=True)
+                wide = long.pivot(index=["task", "filter", "doc_key"], columns="label", values=metric)
+                self._cache[metric] = wide.reindex(columns=self.labels)
+        return self._cache[metric]
+
 
 def settings_of(ident: dict) -> dict[str, str]:
     """A run's evaluation settings, one printable value per named setting."""
@@ -68,11 +90,13 @@ def settings_of(ident: dict) -> dict[str, str]:
 
 
 def _doc_rows(path: Path, task: str) -> list[dict]:
+    """One row per document and filter: lm-eval writes a record per filter (e.g. gsm8k's strict-match
+    and flexible-extract), which are views of one document, not more documents."""
     rows, seen = [], Counter()
     for record in read_jsonl(path):
-        key = str(record.get("doc_hash", record.get("doc_id")))
-        seen[key] += 1
-        row = {"task": task, "doc_key": f"{key}#{seen[key]}"}
+        key, filter_ = str(record.get("doc_hash", record.get("doc_id"))), str(record.get("filter", "none"))
+        seen[key, filter_] += 1
+        row = {"task": task, "filter": filter_, "doc_key": f"{key}#{seen[key, filter_]}"}
         for metric, value in record.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and metric not in ("doc_id",):
                 row[metric] = float(value)

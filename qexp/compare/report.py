@@ -11,6 +11,8 @@ from tabulate import tabulate
 from .data import Study
 from .stats import ALPHA
 from .tables import (
+    average_tests,
+    best_vs_others,
     calibration_comparison,
     cost_table,
     deltas_vs_baseline,
@@ -22,8 +24,10 @@ from .tables import (
     perplexity_table,
     ranking,
     recommendations,
+    recovery_table,
     scores,
     settings_warnings,
+    size_table,
     summary_table,
 )
 
@@ -33,24 +37,29 @@ __all__ = ["Report", "build_report", "render", "to_json"]
 @dataclass
 class Report:
     study: Study
-    metrics: dict[str, str]  # task -> metric used
-    scores: pd.DataFrame  # long: label, task, metric, score, n, ci_low, ci_high
+    metrics: dict[str, str]  # task -> metric used (with its filter: exact_match,strict-match)
+    scores: pd.DataFrame  # long: label, task, metric, score, n, ci_low, ci_high (each run's full set)
     summary: pd.DataFrame
     vs_baseline: pd.DataFrame
     categories: pd.DataFrame
     subjects: pd.DataFrame
     methods: pd.DataFrame
     calibration: pd.DataFrame
+    average_tests: pd.DataFrame  # every pair's average difference (paired over documents), one Holm family
     ranking: pd.DataFrame
+    recovery: pd.DataFrame  # label, task (or "average"), recovery, ci_low, ci_high
+    best_vs_others: pd.DataFrame  # the best quantized run against the others, per task
     recommendations: list[str]
     perplexity: pd.DataFrame
     cost: pd.DataFrame
+    sizes: pd.DataFrame  # checkpoint size against accuracy (and perplexity), with the Pareto fronts
     warnings: list[str] = field(default_factory=list)
 
     @property
     def comparisons(self) -> pd.DataFrame:
         """Every paired comparison of every table, one row each (the JSON's `comparisons`)."""
-        frames = [f for f in (self.vs_baseline, self.categories, self.subjects, self.methods, self.calibration) if len(f)]
+        frames = [f for f in (self.vs_baseline, self.categories, self.subjects, self.methods, self.calibration,
+                              self.best_vs_others) if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else self.methods.iloc[0:0]
 
 
@@ -62,20 +71,29 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
         warnings.append(f"FIXTURE DATA: {labels} were evaluated on qexp's small fixture copies of the "
                         "datasets, not the real benchmarks. These scores say nothing about model quality.")
     warnings += settings_warnings(study)
+    summary = summary_table(study, tasks, metric, overrides)
+    vs_baseline = deltas_vs_baseline(study, tasks, metric, overrides)
+    tests = average_tests(study, tasks, metric, overrides)
+    ranked = ranking(study, tasks, metric, overrides, tests)
+    rivals = best_vs_others(study, ranked, tasks, metric, overrides)
     return Report(
         study=study,
         metrics={t: metric_for(study, t, metric, overrides) for t in tasks},
         scores=scores(study, tasks, metric, overrides),
-        summary=summary_table(study, tasks, metric, overrides),
-        vs_baseline=deltas_vs_baseline(study, tasks, metric, overrides),
+        summary=summary,
+        vs_baseline=vs_baseline,
         categories=mmlu_categories(study),
         subjects=mmlu_subjects(study),
         methods=method_comparison(study, tasks, metric, overrides),
         calibration=calibration_comparison(study, tasks, metric, overrides),
-        ranking=ranking(study, tasks, metric, overrides),
-        recommendations=recommendations(study, tasks, metric, overrides),
+        average_tests=tests,
+        ranking=ranked,
+        recovery=recovery_table(study, vs_baseline, ranked),
+        best_vs_others=rivals,
+        recommendations=recommendations(study, ranked, tests, rivals, vs_baseline),
         perplexity=perplexity_table(study),
         cost=cost_table(study),
+        sizes=size_table(study, summary),
         warnings=warnings,
     )
 
@@ -91,8 +109,12 @@ def _pts(value: float) -> str:
 
 def _p(value: float) -> str:
     if value is None or pd.isna(value):
-        return "n/a"
+        return "not tested"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _interval(low: float, high: float, fmt=_pts) -> str:
+    return "" if pd.isna(low) or pd.isna(high) else f"[{fmt(low)}, {fmt(high)}]"
 
 
 def _table(frame: pd.DataFrame, fmt: str) -> str:
@@ -106,8 +128,10 @@ def _comparison_rows(frame: pd.DataFrame, with_scores: bool = True) -> pd.DataFr
         row = {"Task": display_name(r.task), "A": r.a, "B": r.b}
         if with_scores:
             row.update({"A %": _pct(r.score_a), "B %": _pct(r.score_b)})
+        flags = (f" ⚠ settings differ: {r.settings_differ}" if r.settings_differ else "") + (
+            f" ⚠ {r.docs_differ}" if r.docs_differ else "")
         row.update({"Δ pts (A-B)": _pts(r.delta), "docs": str(r.n), "p": _p(r.p_value), "p Holm": _p(r.p_adjusted),
-                    "winner": r.winner + (" ⚠ settings differ: " + r.settings_differ if r.settings_differ else "")})
+                    "winner": r.winner + flags})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -148,13 +172,20 @@ def _summary(report: Report, fmt: str) -> list[str]:
             s = report.scores[(report.scores.label == label) & (report.scores.task == task)].iloc[0]
             row[display_name(task)] = f"{_pct(s.score)} [{_pct(s.ci_low)}, {_pct(s.ci_high)}] n={s.n}"
         row["Average"] = _pct(report.summary.loc[label, "average"])
+        if "recovery" in report.ranking and label != study.baseline:
+            r = report.ranking.loc[label]
+            row["Recovery %"] = f"{_pct(r['recovery'])} {_interval(r['recovery_low'], r['recovery_high'], _pct)}"
         rows.append(row)
     out = [_heading("1. Summary", fmt), _table(pd.DataFrame(rows), fmt), ""]
     if len(report.perplexity):
+        bits = "{:+.4f}".format
         rows = [{"Task": r.task, "Configuration": r.label, "word ppl": f"{r.word_perplexity:.4g}",
-                 "bits/byte": f"{r.bits_per_byte:.4f}", "Δ bits/byte": "" if pd.isna(r.delta_bits_per_byte)
-                 else f"{r.delta_bits_per_byte:+.4f}", "docs": str(r.n), "p (Wilcoxon)": _p(r.p_value),
-                 "p Holm": _p(r.p_adjusted), "significant": "" if pd.isna(r.p_value) else ("yes" if r.significant else "no")}
+                 "bits/byte": f"{r.bits_per_byte:.4f}",
+                 "Δ bits/byte (paired) [95% CI]": "" if pd.isna(r.delta_bits_per_byte)
+                 else f"{r.delta_bits_per_byte:+.4f} {_interval(r.ci_low, r.ci_high, bits)}",
+                 "docs": str(r.n), "p (bootstrap)": "" if r.label == report.study.baseline else _p(r.p_value),
+                 "p Holm": "" if r.label == report.study.baseline else _p(r.p_adjusted),
+                 "significant": "" if pd.isna(r.p_value) else ("yes" if r.significant else "no")}
                 for r in report.perplexity.itertuples()]
         out += [_heading("Held-out perplexity (lower is better)", fmt, 3), _table(pd.DataFrame(rows), fmt), ""]
     if len(report.cost.columns):
@@ -200,12 +231,44 @@ def _methods_and_calibration(report: Report, fmt: str) -> list[str]:
 
 
 def _ranking(report: Report, fmt: str) -> list[str]:
-    """Part 6: the ranking by average and the recommendations."""
+    """Part 6: the ranking (shared ranks where the averages do not differ significantly), the tests
+    behind it, the best run against the others per task, accuracy against size, recommendations."""
     ranked = pd.DataFrame([{"Rank": str(int(r["rank"])), "Configuration": label, "Average %": _pct(r["average"]),
-                            "vs Baseline pts": _pts(r.get("vs_baseline", math.nan))}
+                            "vs Baseline pts [95% CI]": f"{_pts(r.get('vs_baseline', math.nan))} "
+                            f"{_interval(r.get('vs_baseline_low', math.nan), r.get('vs_baseline_high', math.nan))}"}
                            for label, r in report.ranking.iterrows()])
-    return ([_heading("6. Ranking and recommendations", fmt), _table(ranked, fmt), ""]
-            + [f"- {line}" for line in report.recommendations])
+    out = [_heading("6. Ranking and recommendations", fmt), _table(ranked, fmt), "",
+           "A run's rank is 1 + the number of runs significantly better on the average: differences of "
+           "averages are paired over documents (each task weighted as in the average), with a 95% interval, "
+           "Holm-adjusted across all pairs.", ""]
+    tests = report.average_tests
+    best = report.ranking.index[0] if len(report.ranking) else None
+    shown = tests if len(tests) <= 45 else tests[(tests.a == best) | (tests.b == best)]
+    if len(shown):
+        rows = [{"A": r.a, "B": r.b, "Δ average pts (A-B) [95% CI]": f"{_pts(r.delta)} {_interval(r.ci_low, r.ci_high)}",
+                 "docs": str(r.n), "p": _p(r.p_value), "p Holm": _p(r.p_adjusted),
+                 "significant": "yes" if r.significant else "no"} for r in shown.itertuples()]
+        title = "Average differences" + ("" if len(shown) == len(tests) else f" (the best run's; all {len(tests)} in JSON)")
+        out += [_heading(title, fmt, 3), _table(pd.DataFrame(rows), fmt), ""]
+    if len(report.best_vs_others):
+        out += [_heading("The best quantized run against the others, per task", fmt, 3),
+                _table(_comparison_rows(report.best_vs_others), fmt), ""]
+    out += _sizes(report, fmt)
+    return out + [f"- {line}" for line in report.recommendations]
+
+
+def _sizes(report: Report, fmt: str) -> list[str]:
+    sizes = report.sizes
+    if sizes["checkpoint_mb"].isna().all():
+        return []
+    rows = [{"Configuration": label, "checkpoint MB": "" if pd.isna(r.checkpoint_mb) else f"{r.checkpoint_mb:,.1f}",
+             "Average %": _pct(r.average), "on the accuracy front": "yes" if r.accuracy_front else "",
+             **({"bits/byte": f"{r.bits_per_byte:.4f}", "on the perplexity front": "yes" if r.perplexity_front else ""}
+                if "bits_per_byte" in sizes else {})}
+            for label, r in sizes.iterrows()]
+    note = ("A run is on a front when no other run is both smaller and at least as good "
+            "(plot: accuracy_vs_size.png with --plots).")
+    return [_heading("Accuracy against size", fmt, 3), _table(pd.DataFrame(rows), fmt), "", note, ""]
 
 
 # ----------------------------------------------------------------------------- json
@@ -230,9 +293,11 @@ def to_json(report: Report) -> dict:
             "n_docs": {r.task: int(r.n) for r in mine.itertuples()},
             "ci95": {r.task: [_clean(r.ci_low), _clean(r.ci_high)] for r in mine.itertuples()},
         })
-    columns = ["table", "a", "b", "task", "metric", "score_a", "score_b", "delta", "n", "a_only", "b_only",
-               "p_value", "p_adjusted", "significant", "winner", "settings_differ"]
-    comparisons = [{k: _clean(v) for k, v in row.items()} for row in report.comparisons[columns].to_dict("records")]
+    comparisons = _records(report.comparisons)
+    recovery = {}
+    for r in report.recovery.itertuples():
+        recovery.setdefault(r.label, {})[r.task] = {"recovery": _clean(r.recovery), "ci95": [_clean(r.ci_low),
+                                                                                              _clean(r.ci_high)]}
     return {
         "metric": report.metrics,
         "alpha": ALPHA,
@@ -241,9 +306,16 @@ def to_json(report: Report) -> dict:
         "notes": study.notes,
         "runs": runs,
         "comparisons": comparisons,
-        "ranking": [{"label": label, "rank": int(r["rank"]), "average": _clean(r["average"])}
+        "average_tests": _records(report.average_tests),
+        "ranking": [{"label": label, **{k: _clean(v) for k, v in r.items()}, "rank": int(r["rank"])}
                     for label, r in report.ranking.iterrows()],
+        "recovery": recovery,
         "recommendations": report.recommendations,
-        "perplexity": [{k: _clean(v) for k, v in row.items()} for row in report.perplexity.to_dict("records")],
+        "perplexity": _records(report.perplexity),
         "cost": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.cost.iterrows()},
+        "sizes": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.sizes.iterrows()},
     }
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]

@@ -11,9 +11,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest, norm
+from scipy.stats import binom, binomtest, norm
 
-__all__ = ["ALPHA", "wilson_interval", "mcnemar_exact", "holm", "PairedTest"]
+__all__ = ["ALPHA", "wilson_interval", "mcnemar_exact", "mcnemar_p", "holm", "PairedTest", "MeanDifference",
+           "weighted_mean_difference", "paired_bootstrap"]
 
 ALPHA = 0.05
 
@@ -66,3 +67,63 @@ def holm(p_values) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[index]))
         adjusted[index] = running
     return adjusted
+
+
+def mcnemar_p(a_only, b_only) -> np.ndarray:
+    """The exact McNemar p-value for many pairs at once: 2 * P(X <= min(a_only, b_only)), X ~ Bin(discordant, 1/2).
+
+    Equal to `mcnemar_exact` (scipy's two-sided binomtest is symmetric at p = 1/2); 1 with no discordant pairs.
+    """
+    a_only, b_only = np.asarray(a_only, dtype=float), np.asarray(b_only, dtype=float)
+    discordant = a_only + b_only
+    p = 2 * binom.cdf(np.minimum(a_only, b_only), discordant, 0.5)
+    return np.where(discordant > 0, np.minimum(1.0, p), 1.0)
+
+
+@dataclass(frozen=True)
+class MeanDifference:
+    delta: float  # the weighted mean of the paired per-document differences
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int  # paired documents
+
+
+def weighted_mean_difference(n, sum_d, sum_sq, confidence: float = 0.95) -> MeanDifference:
+    """The difference of two runs' averages over tasks, from per-task sums of paired differences.
+
+    Per task: `n` documents both runs scored, `sum_d` the sum of their differences (a - b),
+    `sum_sq` the sum of squared differences. Each task weighs 1/len(n), as in the unweighted
+    average of task scores; within a task each document weighs the same. The standard error
+    adds the tasks' variances of the mean (independent documents); the interval is normal and
+    the p-value the matching z-test, so the interval excludes 0 exactly when p < 1 - confidence.
+    """
+    n, sum_d, sum_sq = (np.asarray(x, dtype=float) for x in (n, sum_d, sum_sq))
+    if n.size == 0 or np.any(n == 0) or np.any(np.isnan(sum_d)):
+        return MeanDifference(math.nan, math.nan, math.nan, math.nan, int(np.nansum(n)))
+    k = n.size
+    means = sum_d / n
+    sample_var = np.where(n > 1, (sum_sq - n * means**2) / np.maximum(n - 1, 1), 0.0)
+    variance = float(np.sum(np.maximum(sample_var, 0.0) / n) / k**2)
+    delta = float(means.sum() / k)
+    if variance <= 1e-18:
+        return MeanDifference(delta, delta, delta, 1.0 if abs(delta) < 1e-12 else 0.0, int(n.sum()))
+    se = math.sqrt(variance)
+    z = norm.ppf(0.5 + confidence / 2)
+    p = float(2 * norm.sf(abs(delta) / se))
+    return MeanDifference(delta, delta - z * se, delta + z * se, p, int(n.sum()))
+
+
+def paired_bootstrap(statistic, n: int, replicates: int = 2000, seed: int = 0,
+                     confidence: float = 0.95) -> tuple[float, float, float]:
+    """(ci_low, ci_high, p) for `statistic(indices)` under resampling of `n` paired documents.
+
+    The p-value is the two-sided bootstrap p: twice the smaller share of replicates on
+    either side of zero, so it is below 1 - confidence exactly when the interval excludes 0
+    (up to the replicates' resolution).
+    """
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(replicates)])
+    low, high = np.quantile(values, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    p = min(1.0, 2 * min(np.mean(values <= 0), np.mean(values >= 0)))
+    return float(low), float(high), float(p)
