@@ -6,11 +6,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from .report import Report
 from .tables import display_name
 
-__all__ = ["plot_scores", "plot_category_deltas", "plot_calibration", "save_plots"]
+__all__ = ["plot_scores", "plot_category_deltas", "plot_calibration", "plot_accuracy_vs_size", "save_plots"]
 
 
 def _title(report: Report, text: str) -> str:
@@ -94,12 +95,41 @@ def plot_calibration(report: Report):
     return fig
 
 
+def plot_accuracy_vs_size(report: Report):
+    """Average accuracy (95% interval of the difference to the baseline, where there is one) and held-out
+    bits per byte against checkpoint size; runs on the Pareto front are filled, the others hollow."""
+    sizes = report.sizes
+    panels = [("average", "average accuracy (%)", "accuracy_front", 100)]
+    if "bits_per_byte" in sizes:
+        panels.append(("bits_per_byte", "held-out bits per byte (lower is better)", "perplexity_front", 1))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (column, ylabel, front, scale) in zip(axes[0], panels):
+        for label, r in sizes.iterrows():
+            if pd.isna(r.checkpoint_mb) or pd.isna(r[column]):
+                continue
+            err = None
+            if column == "average" and "vs_baseline_low" in report.ranking and label != report.study.baseline:
+                row = report.ranking.loc[label]
+                err = [[(row.vs_baseline - row.vs_baseline_low) * scale], [(row.vs_baseline_high - row.vs_baseline) * scale]]
+            ax.errorbar(r.checkpoint_mb, r[column] * scale, yerr=err, marker="o", capsize=3, linestyle="none",
+                        markerfacecolor=None if r[front] else "white", label=label)
+            ax.annotate(label, (r.checkpoint_mb, r[column] * scale), textcoords="offset points", xytext=(5, 5),
+                        fontsize="small")
+        on_front = sizes[sizes[front]].sort_values("checkpoint_mb")
+        ax.plot(on_front.checkpoint_mb, on_front[column] * scale, color="gray", linewidth=0.8, zorder=0)
+        ax.set_xlabel("checkpoint size (MB)")
+        ax.set_ylabel(ylabel)
+    fig.suptitle(_title(report, "Accuracy against size (filled: Pareto front)"))
+    fig.tight_layout()
+    return fig
+
+
 def save_plots(report: Report, folder: str | Path) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, draw in (("scores", plot_scores), ("mmlu_category_deltas", plot_category_deltas),
-                       ("calibration", plot_calibration)):
+                       ("calibration", plot_calibration), ("accuracy_vs_size", plot_accuracy_vs_size)):
         fig = draw(report)
         path = folder / f"{name}.png"
         fig.savefig(path, dpi=120)

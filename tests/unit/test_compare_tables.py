@@ -162,7 +162,7 @@ def test_cli_json_markdown_and_plots(store, tmp_path):
     out = cli("--format", "markdown", "--plots", str(tmp_path / "plots"))
     assert out.returncode == 0 and out.stdout.startswith("# Quantization study")
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
-        "calibration.png", "mmlu_category_deltas.png", "scores.png"]
+        "accuracy_vs_size.png", "calibration.png", "mmlu_category_deltas.png", "scores.png"]
     missing = cli("--experiment", "nope")
     assert missing.returncode == 2 and "<tracking.experiment='nope'>" in missing.stderr
     assert "Traceback" not in missing.stderr
