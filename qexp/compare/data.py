@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import QexpError
-from ..files import digest, read_jsonl
+from ..files import atomic_file, default_cache_dir, digest, read_jsonl
 from ..identity import eval_identity, run_label
 from ..schema import tracking_defaults
 from ..tracking import ARTIFACTS, TAGS, Store
@@ -106,15 +106,35 @@ def _doc_rows(path: Path, task: str) -> list[dict]:
     return rows
 
 
-def _load_docs(store: Store, run_id: str, folder: Path) -> tuple[pd.DataFrame | None, dict]:
+@dataclass
+class _RunArtifacts:
+    """What the report reads from a run's artifacts, parsed."""
+
+    identity: dict | None
+    docs: pd.DataFrame | None  # per-document rows; None without lm_eval/samples
+    results: dict  # lm-eval's results.json (for group_subtasks)
+
+
+def _read_artifacts(store: Store, run_id: str, folder: Path) -> _RunArtifacts:
+    """A FINISHED run's identity and samples, parsed once and cached: finished runs do not change."""
+    cache = default_cache_dir() / "compare" / digest(store.uri) / f"{run_id}.pkl"
+    if cache.is_file():
+        try:
+            return pd.read_pickle(cache)
+        except Exception:  # an unreadable cache entry is rebuilt
+            pass
+    ident = store.download(run_id, ARTIFACTS.IDENTITY, folder)
     local = store.download(run_id, ARTIFACTS.LM_EVAL, folder)
-    if local is None:
-        return None, {}
-    results = json.loads((local / "results.json").read_text()) if (local / "results.json").is_file() else {}
-    rows: list[dict] = []
-    for path in sorted((local / "samples").glob("*.jsonl")):
-        rows += _doc_rows(path, path.stem)
-    return (pd.DataFrame(rows) if rows else None), results
+    results, rows = {}, []
+    if local is not None:
+        results = json.loads((local / "results.json").read_text()) if (local / "results.json").is_file() else {}
+        for path in sorted((local / "samples").glob("*.jsonl")):
+            rows += _doc_rows(path, path.stem)
+    parsed = _RunArtifacts(json.loads(ident.read_text()) if ident else None, pd.DataFrame(rows) if rows else None,
+                           results)
+    with atomic_file(cache) as tmp:
+        pd.to_pickle(parsed, tmp)
+    return parsed
 
 
 def _choose(runs: list, model: str | None, notes: list[str]) -> list:
@@ -180,19 +200,18 @@ def load_study(
     docs, groups, settings = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, run_id in frame["run_id"].items():
-            ident = store.download(run_id, ARTIFACTS.IDENTITY, Path(tmp) / run_id)
-            if ident is not None:
-                settings[label] = settings_of(json.loads(ident.read_text()))
             if pd.isna(frame.loc[label, "eval_hash"]):
                 notes.append(f"{label}: no {TAGS.EVAL_HASH} tag (logged by an older qexp); "
                              "whether its evaluation settings match the others' is not checked")
+            artifacts = _read_artifacts(store, run_id, Path(tmp) / run_id)
+            if artifacts.identity is not None:
+                settings[label] = settings_of(artifacts.identity)
             if not with_docs:
                 continue
-            table, results = _load_docs(store, run_id, Path(tmp) / run_id)
-            if table is None:
+            if artifacts.docs is None:
                 notes.append(f"{label}: no lm_eval/samples artifacts; its differences are not tested")
                 continue
-            docs[label] = table
-            groups.update({g: list(children) for g, children in results.get("group_subtasks", {}).items() if children})
+            docs[label] = artifacts.docs
+            groups.update({g: list(c) for g, c in artifacts.results.get("group_subtasks", {}).items() if c})
     return Study(runs=frame, docs=docs, tasks=tasks, perplexity_tasks=perplexity, groups=groups, settings=settings,
                  notes=notes)

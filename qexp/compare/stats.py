@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import binom, binomtest, norm
 
 __all__ = ["ALPHA", "wilson_interval", "mcnemar_exact", "mcnemar_p", "holm", "PairedTest", "MeanDifference",
-           "weighted_mean_difference", "paired_bootstrap"]
+           "weighted_mean_difference", "weighted_mean_differences", "paired_bootstrap"]
 
 ALPHA = 0.05
 
@@ -98,20 +98,35 @@ def weighted_mean_difference(n, sum_d, sum_sq, confidence: float = 0.95) -> Mean
     adds the tasks' variances of the mean (independent documents); the interval is normal and
     the p-value the matching z-test, so the interval excludes 0 exactly when p < 1 - confidence.
     """
+    rows = weighted_mean_differences(np.atleast_2d(n), np.atleast_2d(sum_d), np.atleast_2d(sum_sq), confidence)
+    return MeanDifference(*(float(rows[key][0]) for key in ("delta", "ci_low", "ci_high", "p_value")),
+                          n=int(rows["n"][0]))
+
+
+def weighted_mean_differences(n, sum_d, sum_sq, confidence: float = 0.95) -> dict[str, np.ndarray]:
+    """`weighted_mean_difference` for many pairs at once: one row per pair, one column per task."""
     n, sum_d, sum_sq = (np.asarray(x, dtype=float) for x in (n, sum_d, sum_sq))
-    if n.size == 0 or np.any(n == 0) or np.any(np.isnan(sum_d)):
-        return MeanDifference(math.nan, math.nan, math.nan, math.nan, int(np.nansum(n)))
-    k = n.size
-    means = sum_d / n
+    pairs, k = n.shape
+    out = {key: np.full(pairs, np.nan) for key in ("delta", "ci_low", "ci_high", "p_value")}
+    out["n"] = np.nansum(n, axis=1) if k else np.zeros(pairs)
+    if k == 0:
+        return out
+    ok = np.all(n > 0, axis=1) & np.all(~np.isnan(sum_d), axis=1)
+    safe_n = np.where(n > 0, n, 1.0)
+    means = sum_d / safe_n
     sample_var = np.where(n > 1, (sum_sq - n * means**2) / np.maximum(n - 1, 1), 0.0)
-    variance = float(np.sum(np.maximum(sample_var, 0.0) / n) / k**2)
-    delta = float(means.sum() / k)
-    if variance <= 1e-18:
-        return MeanDifference(delta, delta, delta, 1.0 if abs(delta) < 1e-12 else 0.0, int(n.sum()))
-    se = math.sqrt(variance)
+    variance = np.sum(np.maximum(sample_var, 0.0) / safe_n, axis=1) / k**2
+    delta = means.sum(axis=1) / k
+    se = np.sqrt(variance)
     z = norm.ppf(0.5 + confidence / 2)
-    p = float(2 * norm.sf(abs(delta) / se))
-    return MeanDifference(delta, delta - z * se, delta + z * se, p, int(n.sum()))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(se > 1e-9, 2 * norm.sf(np.abs(delta) / np.where(se > 1e-9, se, 1.0)),
+                     np.where(np.abs(delta) < 1e-12, 1.0, 0.0))
+    out["delta"] = np.where(ok, delta, np.nan)
+    out["ci_low"] = np.where(ok, delta - z * se, np.nan)
+    out["ci_high"] = np.where(ok, delta + z * se, np.nan)
+    out["p_value"] = np.where(ok, p, np.nan)
+    return out
 
 
 def paired_bootstrap(statistic, n: int, replicates: int = 2000, seed: int = 0,

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .data import Study
-from .stats import ALPHA, holm, mcnemar_p, paired_bootstrap, weighted_mean_difference, wilson_interval
+from .stats import (ALPHA, holm, mcnemar_p, paired_bootstrap, weighted_mean_difference,
+                    weighted_mean_differences, wilson_interval)
 
 __all__ = [
     "MMLU_CATEGORIES",
@@ -93,16 +94,23 @@ def _correctness(study: Study, task: str, spec: str) -> pd.DataFrame | None:
 
 def scores(study: Study, tasks: list[str], metric: str = "acc", overrides: dict[str, str] | None = None) -> pd.DataFrame:
     """Long table: one row per (run, task) with the full-set score, documents and 95% Wilson interval."""
+    key = ("scores", tuple(tasks), metric, tuple(sorted((overrides or {}).items())))
+    if key not in study._cache:
+        study._cache[key] = _scores(study, tasks, metric, overrides)
+    return study._cache[key].copy()
+
+
+def _scores(study: Study, tasks: list[str], metric: str, overrides: dict[str, str] | None) -> pd.DataFrame:
     rows = []
     for task in tasks:
         used = metric_for(study, task, metric, overrides)
         matrix = _correctness(study, task, used)
+        counts = matrix.notna().sum().to_dict() if matrix is not None else {}
+        values = study.runs.get(metric_column(task, used), pd.Series(math.nan, index=study.runs.index)).to_dict()
+        logged = study.runs.get(f"{task}/n_samples", pd.Series(0, index=study.runs.index)).fillna(0).to_dict()
         for label in study.labels:
-            value = study.runs.loc[label].get(metric_column(task, used), math.nan)
-            if matrix is not None and label in matrix and matrix[label].notna().any():
-                n = int(matrix[label].notna().sum())
-            else:
-                n = int(study.runs.loc[label].get(f"{task}/n_samples", 0) or 0)
+            value = values[label]
+            n = int(counts.get(label) or logged[label] or 0)
             low, high = wilson_interval(value * n, n) if n and not pd.isna(value) else (math.nan, math.nan)
             rows.append({"label": label, "task": task, "metric": used, "score": value, "n": n,
                          "ci_low": low, "ci_high": high})
@@ -121,9 +129,10 @@ def summary_table(study: Study, tasks: list[str] | None = None, metric: str = "a
     return wide
 
 
-def _settings_differ(study: Study, a: str, b: str) -> str:
+def _settings_differ(study: Study, a: str, b: str, hashes: dict | None = None) -> str:
     """The evaluation settings two runs do not share: empty when their eval hashes agree (or one is unknown)."""
-    hash_a, hash_b = study.runs.loc[a, "eval_hash"], study.runs.loc[b, "eval_hash"]
+    hashes = hashes if hashes is not None else study.runs["eval_hash"].to_dict()
+    hash_a, hash_b = hashes[a], hashes[b]
     if pd.isna(hash_a) or pd.isna(hash_b) or hash_a == hash_b:
         return ""
     mine, theirs = study.settings.get(a, {}), study.settings.get(b, {})
@@ -181,24 +190,25 @@ def compare(study: Study, pairs: list[tuple[str, str]], tasks: list[str], table:
     when that is fewer documents than a run's full score (in the score tables) rests on.
     With no paired documents the comparison is not tested and stays out of the Holm family.
     """
-    settings = {pair: _settings_differ(study, *pair) for pair in set(pairs)}
+    hashes = study.runs["eval_hash"].to_dict()
+    settings = {pair: _settings_differ(study, *pair, hashes=hashes) for pair in set(pairs)}
     rows = []
     for task in tasks:
         used = metric_for(study, task, metric, overrides)
         stats = _pair_stats(study, task, used)
         column = metric_column(task, used)
+        full = study.runs[column].to_dict() if column in study.runs else {}
         for a, b in pairs:
             row = {"table": table, "a": a, "b": b, "task": task, "metric": used,
-                   "score_a": study.runs.loc[a].get(column, math.nan), "score_b": study.runs.loc[b].get(column, math.nan),
+                   "score_a": full.get(a, math.nan), "score_b": full.get(b, math.nan),
                    "n": 0, "a_only": 0, "b_only": 0, "p_value": math.nan, "settings_differ": settings[a, b],
                    "docs_differ": ""}
             paired = stats.pair(a, b) if stats is not None and a in stats.index and b in stats.index else None
             if paired and paired["n"] > 0:
                 n = int(paired["n"])
                 row.update(score_a=paired["sum_a"] / n, score_b=paired["sum_b"] / n, n=n)
-                if stats.binary:
-                    row.update(a_only=int(paired["a_only"]), b_only=int(paired["b_only"]),
-                               p_value=float(mcnemar_p(paired["a_only"], paired["b_only"])))
+                if stats.binary:  # exact McNemar, computed for the whole table below
+                    row.update(a_only=int(paired["a_only"]), b_only=int(paired["b_only"]), p_value=-1.0)
                 else:  # a score that is not 0/1 per document: the paired z-test of its mean difference
                     row["p_value"] = weighted_mean_difference([n], [paired["sum_d"]], [paired["sum_sq"]]).p_value
                 if n < max(paired["full_a"], paired["full_b"]):
@@ -206,6 +216,8 @@ def compare(study: Study, pairs: list[tuple[str, str]], tasks: list[str], table:
                                           f"{int(paired['full_b'])} ({b})")
             rows.append(row)
     frame = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in ("p_adjusted", "significant", "winner")])
+    mcnemar = frame["p_value"] == -1.0
+    frame.loc[mcnemar, "p_value"] = mcnemar_p(frame.loc[mcnemar, "a_only"], frame.loc[mcnemar, "b_only"])
     frame["delta"] = frame["score_a"] - frame["score_b"]
     return _conclude(frame)
 
@@ -234,17 +246,19 @@ def average_differences(study: Study, pairs: list[tuple[str, str]], tasks: list[
     and a z-test (`stats.weighted_mean_difference`); Holm across the pairs given."""
     tasks = tasks or study.tasks
     per_task = [_pair_stats(study, task, metric_for(study, task, metric, overrides)) for task in tasks]
-    rows = []
-    for a, b in pairs:
-        sums = [s.pair(a, b) if s is not None and a in s.index and b in s.index else None for s in per_task]
-        if any(s is None for s in sums):
-            test = weighted_mean_difference([], [], [])
-        else:
-            test = weighted_mean_difference([s["n"] for s in sums], [s["sum_d"] for s in sums],
-                                            [s["sum_sq"] for s in sums])
-        rows.append({"a": a, "b": b, "delta": test.delta, "ci_low": test.ci_low, "ci_high": test.ci_high,
-                     "n": test.n, "p_value": test.p_value})
-    frame = pd.DataFrame(rows, columns=["a", "b", "delta", "ci_low", "ci_high", "n", "p_value"])
+    sums = {key: np.full((len(pairs), len(tasks)), np.nan) for key in ("n", "sum_d", "sum_sq")}
+    for j, stats in enumerate(per_task):
+        if stats is None:
+            continue
+        for i, (a, b) in enumerate(pairs):
+            if a in stats.index and b in stats.index:
+                paired = stats.pair(a, b)
+                for key in sums:
+                    sums[key][i, j] = paired[key]
+    tests = weighted_mean_differences(sums["n"], sums["sum_d"], sums["sum_sq"])
+    frame = pd.DataFrame({"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "delta": tests["delta"],
+                          "ci_low": tests["ci_low"], "ci_high": tests["ci_high"], "n": tests["n"].astype(int),
+                          "p_value": tests["p_value"]})
     frame["p_adjusted"] = holm(frame["p_value"].to_numpy()) if len(frame) else []
     frame["significant"] = frame["p_adjusted"] < ALPHA
     return frame
@@ -411,7 +425,8 @@ def _best_line(best: str, others: list[str], ranked: pd.DataFrame, tests: pd.Dat
         return f"best: {best} ({average}), the only {among}."
     tied = [o for o in others if not _pair_row(tests, best, o)["significant"]]
     if tied:
-        return (f"no single best: {best} has the highest {average}, but {', '.join(tied)} "
+        names = ", ".join(tied[:8]) + (f" and {len(tied) - 8} more" if len(tied) > 8 else "")
+        return (f"no single best: {best} has the highest {average}, but {names} "
                 f"{'is' if len(tied) == 1 else 'are'} not significantly different on the average (paired over "
                 "documents, Holm-adjusted); choose among them on cost, or evaluate more documents.")
     runner = _pair_row(tests, best, others[0])
