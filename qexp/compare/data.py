@@ -38,6 +38,7 @@ class Study:
     perplexity_tasks: list[str] = field(default_factory=list)  # e.g. sharegpt_heldout (lower is better)
     groups: dict[str, list[str]] = field(default_factory=dict)  # group -> leaf tasks
     settings: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> evaluation setting -> value
+    repeats: dict[str, list[str]] = field(default_factory=dict)  # configuration -> its runs over calibration seeds
     notes: list[str] = field(default_factory=list)  # what the loader chose or could not find
     _cache: dict = field(default_factory=dict, repr=False)  # metric -> documents × runs matrix
 
@@ -137,8 +138,43 @@ def _read_artifacts(store: Store, run_id: str, folder: Path) -> _RunArtifacts:
     return parsed
 
 
-def _choose(runs: list, model: str | None, notes: list[str]) -> list:
-    """One model's runs, the newest per label."""
+# Params that tell two configurations of one method and sample count apart, and how a label shows them.
+VARIANT_PARAMS = ("quant.", "calib.seed", "calib.max_seq_length", "calib.source")
+SHORT = {"quant.group_size": "g", "calib.seed": "seed", "calib.max_seq_length": "len"}
+REPEAT_PARAM = "calib.seed"  # runs that differ only in it are repeats of one configuration
+SHARED = ("quant.group_size",)  # quant settings GPTQ and AWQ share: compared methods must agree on them
+
+
+def _variant(run) -> dict[str, str]:
+    return {k: v for k, v in run.data.params.items() if k.startswith(VARIANT_PARAMS) and k != "quant.name"}
+
+
+def _labels(runs: list) -> list[dict[str, str]]:
+    """Per run: its `label` (`GPTQ-215`, plus whatever else varies between the runs of that method:
+    `GPTQ-215 g64 seed1`, so no two configurations share a label), the `repeat` group (the label
+    without the seed), its `variant` (the added part) and the part methods share (`shared`)."""
+    variants = [_variant(r) for r in runs]
+    methods = [r.data.tags[TAGS.QUANT] for r in runs]
+    varying: dict[str, list[str]] = {}
+    for method in set(methods):
+        mine = [v for v, m in zip(variants, methods) if m == method]
+        keys = sorted({k for v in mine for k in v}, key=lambda k: (not k.startswith("quant."), k))
+        varying[method] = [k for k in keys if len({v.get(k) for v in mine}) > 1]
+    out = []
+    for run, variant, method in zip(runs, variants, methods):
+        base = run_label(method, run.data.tags.get(TAGS.CALIB_N, "?"))
+        parts = {k: f"{SHORT.get(k, k.rsplit('.', 1)[-1] + '=')}{variant.get(k)}" for k in varying[method]}
+        out.append({
+            "label": " ".join([base, *parts.values()]),
+            "repeat": " ".join([base] + [part for k, part in parts.items() if k != REPEAT_PARAM]),
+            "variant": " ".join(parts.values()),
+            "shared": " ".join(part for k, part in parts.items() if not k.startswith("quant.") or k in SHARED),
+        })
+    return out
+
+
+def _choose(runs: list, model: str | None, notes: list[str]) -> tuple[list, dict[str, list[str]]]:
+    """One model's runs, the newest per label; and the repeats: configurations run with several seeds."""
     models = sorted({r.data.tags.get(TAGS.MODEL, "") for r in runs})
     if model:
         runs = [r for r in runs if r.data.tags.get(TAGS.MODEL) == model]
@@ -146,21 +182,23 @@ def _choose(runs: list, model: str | None, notes: list[str]) -> list:
         raise QexpError(f"The experiment holds runs of several models {models} <model=None>. "
                         "Choose one with --model (or load_study(model=...)).")
     chosen: dict[str, str] = {}
-    kept = []
-    for run in runs:  # newest first
-        label = run_label(run.data.tags[TAGS.QUANT], run.data.tags.get(TAGS.CALIB_N, "?"))
+    kept, repeats = [], {}
+    for run, names in zip(runs, _labels(runs)):  # newest first
+        label = names["label"]
         if label in chosen:
             notes.append(f"{label}: using run {chosen[label]} (newest); ignored older run {run.info.run_id}")
             continue
         chosen[label] = run.info.run_id
-        kept.append((label, run))
-    return kept
+        kept.append((names, run))
+        repeats.setdefault(names["repeat"], []).append(label)
+    return kept, {group: sorted(labels) for group, labels in repeats.items() if len(labels) > 1}
 
 
-def _row(label: str, run) -> dict:
+def _row(names: dict[str, str], run) -> dict:
     tags = run.data.tags
     return {
-        "label": label, "run_id": run.info.run_id, "method": tags[TAGS.QUANT],
+        "label": names["label"], "variant": names["variant"], "shared_variant": names["shared"],
+        "run_id": run.info.run_id, "method": tags[TAGS.QUANT],
         "calib_n": int(tags.get(TAGS.CALIB_N, 0) or 0), "model": tags.get(TAGS.MODEL),
         "eval_data": tags.get(TAGS.EVAL_DATA, "unknown"), "config_hash": tags.get(TAGS.CONFIG_HASH),
         "eval_hash": tags.get(TAGS.EVAL_HASH), "sweep_id": tags.get(TAGS.SWEEP_ID),
@@ -184,14 +222,14 @@ def load_study(
     defaults = tracking_defaults() if tracking_uri is None or experiment is None else None
     store = Store.open(tracking_uri or defaults.uri, experiment or defaults.experiment, create=False)
     notes: list[str] = []
-    chosen = _choose(store.study_runs(sweep_id), model, notes)
+    chosen, repeats = _choose(store.study_runs(sweep_id), model, notes)
     if not chosen:
         raise QexpError(f"No finished qexp runs in <tracking.experiment={store.experiment!r}> at "
                         f"<tracking.uri={store.uri!r}>" + (f" for <model={model!r}>" if model else "")
                         + ". Run a sweep first.")
-    frame = pd.DataFrame([_row(label, run) for label, run in chosen]).set_index("label")
+    frame = pd.DataFrame([_row(names, run) for names, run in chosen]).set_index("label")
     baseline = run_label("none", 0)
-    order = sorted(frame.index, key=lambda lbl: (lbl != baseline, frame.loc[lbl, "method"], frame.loc[lbl, "calib_n"]))
+    order = sorted(frame.index, key=lambda lbl: (lbl != baseline, frame.loc[lbl, "method"], frame.loc[lbl, "calib_n"], lbl))
     frame = frame.loc[order]
 
     requested = json.loads(frame["eval_tasks"].dropna().iloc[0]) if frame["eval_tasks"].notna().any() else []
@@ -214,4 +252,4 @@ def load_study(
             docs[label] = artifacts.docs
             groups.update({g: list(c) for g, c in artifacts.results.get("group_subtasks", {}).items() if c})
     return Study(runs=frame, docs=docs, tasks=tasks, perplexity_tasks=perplexity, groups=groups, settings=settings,
-                 notes=notes)
+                 repeats=repeats, notes=notes)

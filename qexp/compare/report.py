@@ -25,6 +25,7 @@ from .tables import (
     ranking,
     recommendations,
     recovery_table,
+    repeats_table,
     scores,
     settings_warnings,
     size_table,
@@ -53,6 +54,7 @@ class Report:
     perplexity: pd.DataFrame
     cost: pd.DataFrame
     sizes: pd.DataFrame  # checkpoint size against accuracy (and perplexity), with the Pareto fronts
+    repeats: pd.DataFrame  # configurations run over several calibration seeds: mean and spread
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -94,6 +96,7 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
         perplexity=perplexity_table(study),
         cost=cost_table(study),
         sizes=size_table(study, summary),
+        repeats=repeats_table(study, summary),
         warnings=warnings,
     )
 
@@ -177,6 +180,11 @@ def _summary(report: Report, fmt: str) -> list[str]:
             row["Recovery %"] = f"{_pct(r['recovery'])} {_interval(r['recovery_low'], r['recovery_high'], _pct)}"
         rows.append(row)
     out = [_heading("1. Summary", fmt), _table(pd.DataFrame(rows), fmt), ""]
+    if len(report.repeats):
+        rows = [{"Configuration": r.configuration, "Task": display_name(r.task), "runs": str(r.runs),
+                 "mean %": _pct(r.mean), "std pts": "" if pd.isna(r.std) else f"{100 * r.std:.1f}",
+                 "range %": f"{_pct(r.min)}-{_pct(r.max)}"} for r in report.repeats.itertuples()]
+        out += [_heading("Repeats across calibration seeds", fmt, 3), _table(pd.DataFrame(rows), fmt), ""]
     if len(report.perplexity):
         bits = "{:+.4f}".format
         rows = [{"Task": r.task, "Configuration": r.label, "word ppl": f"{r.word_perplexity:.4g}",
@@ -314,6 +322,7 @@ def to_json(report: Report) -> dict:
         "perplexity": _records(report.perplexity),
         "cost": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.cost.iterrows()},
         "sizes": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.sizes.iterrows()},
+        "repeats": _records(report.repeats),
     }
 
 

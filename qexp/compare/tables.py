@@ -40,6 +40,7 @@ __all__ = [
     "settings_warnings",
     "perplexity_table",
     "cost_table",
+    "repeats_table",
     "pareto_front",
     "size_table",
 ]
@@ -297,8 +298,9 @@ def method_comparison(study: Study, tasks: list[str] | None = None, metric: str 
     """Methods against each other at equal calibration size (e.g. GPTQ-215 vs AWQ-215)."""
     runs = study.runs[study.runs["method"] != "none"]
     pairs = []
-    for _, same_n in runs.groupby("calib_n", sort=True):
-        pairs += list(itertools.combinations(sorted(same_n.index), 2))
+    for _, same in runs.groupby(["calib_n", "shared_variant"], sort=True):
+        pairs += [(a, b) for a, b in itertools.combinations(sorted(same.index), 2)
+                  if same.loc[a, "method"] != same.loc[b, "method"]]
     return compare(study, pairs, tasks or study.tasks, "methods", metric, overrides)
 
 
@@ -307,7 +309,7 @@ def calibration_comparison(study: Study, tasks: list[str] | None = None, metric:
     """Calibration sizes against each other per method (e.g. GPTQ-215 vs GPTQ-512)."""
     runs = study.runs[study.runs["method"] != "none"]
     pairs = []
-    for _, same_method in runs.groupby("method", sort=True):
+    for _, same_method in runs.groupby(["method", "variant"], sort=True):
         ordered = list(same_method.sort_values("calib_n").index)
         pairs += list(itertools.combinations(ordered, 2))
     return compare(study, pairs, tasks or study.tasks, "calibration", metric, overrides)
@@ -531,6 +533,18 @@ def _loglikelihoods(study: Study, label: str, task: str) -> pd.DataFrame | None:
 COSTS = {"perf/checkpoint_mb": "checkpoint MB", "perf/compression_ratio": "compression x",
          "perf/quant_seconds": "quantize s", "perf/eval_seconds": "evaluate s",
          "perf/peak_rss_mb": "peak RSS MB", "perf/peak_gpu_mb": "peak GPU MB"}
+
+
+def repeats_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
+    """Configurations run with several calibration seeds: mean and spread (sample standard deviation)
+    of each task's score and of the average across the seeds, one row per configuration and column."""
+    rows = []
+    for group, labels in study.repeats.items():
+        for column in summary.columns:
+            values = summary.loc[labels, column]
+            rows.append({"configuration": group, "task": column, "runs": len(labels), "mean": values.mean(),
+                         "std": values.std(ddof=1), "min": values.min(), "max": values.max()})
+    return pd.DataFrame(rows, columns=["configuration", "task", "runs", "mean", "std", "min", "max"])
 
 
 def cost_table(study: Study) -> pd.DataFrame:

@@ -194,3 +194,25 @@ def test_pareto_front_keeps_runs_no_other_run_beats():
                           index=["base", "a", "b", "c", "d"])
     assert pareto_front(points, "size", "acc", maximize_y=True).to_dict() == {
         "base": True, "a": True, "b": False, "c": False, "d": False}
+
+
+def test_labels_tell_swept_keys_apart_and_seeds_are_shown_as_repeats(tmp_path):
+    uri, client, exp = new_store(tmp_path)
+    accuracy_run(client, exp, "none", 0, {"arc_easy": [1] * 30 + [0] * 20})
+    for group_size, seed, correct in ((64, 1, 28), (64, 2, 26), (128, 1, 20), (128, 2, 24)):
+        for method in ("gptq", "awq"):
+            accuracy_run(client, exp, method, 215, {"arc_easy": [1] * correct + [0] * (50 - correct)},
+                         extra_params={"quant.group_size": str(group_size), "calib.seed": str(seed),
+                                       "quant.block_size": "128"})
+    study = load_study(uri)
+    assert sorted(study.labels) == sorted(["Baseline"] + [f"{m}-215 g{g} seed{s}" for m in ("AWQ", "GPTQ")
+                                                         for g in (64, 128) for s in (1, 2)])
+    report = build_report(study)
+    repeats = report.repeats.set_index(["configuration", "task"])
+    row = repeats.loc[("GPTQ-215 g64", "arc_easy")]
+    assert row.runs == 2 and row["mean"] == pytest.approx(0.54) and row["std"] == pytest.approx(np.std([0.56, 0.52], ddof=1))
+    methods = {(r.a, r.b) for r in report.methods.itertuples()}
+    assert ("AWQ-215 g64 seed1", "GPTQ-215 g64 seed1") in methods and len(methods) == 4  # same group size and seed
+    calibration = {(r.a, r.b) for r in report.calibration.itertuples()}
+    assert calibration == set()  # one sample count: nothing to compare
+    assert "Repeats across calibration seeds" in render(report)
