@@ -13,7 +13,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from . import schema
+from .callbacks import abort_active_sweep
 from .errors import Interrupted, QexpError
+from .identity import sweep_id
 from .outcome import Outcome, write_outcome
 from .pipeline import run
 
@@ -28,24 +30,18 @@ def _interrupt(signum: int, frame) -> None:
     raise Interrupted(signum)
 
 
-def sweep_id_of(hc) -> str:
-    """Jobs of one multirun share the sweep folder, so its last two parts name the sweep."""
-    folder = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
-    return "_".join(Path(str(folder)).parts[-2:])
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def app(cfg: DictConfig) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
-    for noisy in ("lm_eval", "httpx", "alembic"):  # per-subtask INFO lines drown qexp's progress
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _console(verbose=cfg.verbose)
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     log_file = output_dir / f"{hc.job.name}.log"
     name = hc.job.override_dirname or "run"
     outcome = Outcome(job=name, status="FAILED")
     try:
-        result = run(cfg, sweep_id=sweep_id_of(hc), log_file=log_file)
+        folder = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
+        result = run(cfg, sweep_id=sweep_id(folder), log_file=log_file)
         outcome = Outcome(job=name, status=result.status, run_id=result.run_id, run_name=result.name)
     except QexpError as err:
         log.error("%s", err)
@@ -70,6 +66,17 @@ def _config_dir(argv: list[str]) -> Path | None:
     return None
 
 
+def _console(verbose: bool) -> None:
+    """By default the terminal shows qexp's own lines (conf/config.yaml filters the console handler);
+    libraries' log lines and warnings still reach the job's log file, their progress bars the job's
+    libraries.log (see pipeline.execute). verbose=true shows everything."""
+    logging.captureWarnings(True)
+    if verbose:
+        for handler in logging.getLogger().handlers:
+            handler.filters.clear()
+        logging.getLogger("mlflow").setLevel(logging.INFO)
+
+
 def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -77,6 +84,7 @@ def main() -> None:
     # Hydra prints composition errors in its own words and exits; with HYDRA_FULL_ERROR it
     # raises them instead, so they can be said in qexp's (key, value, fix).
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # it has its own console handler; verbose=true undoes this
     try:
         app()
     except (HydraException, OmegaConfBaseException, QexpError) as err:
@@ -84,7 +92,9 @@ def main() -> None:
         print(f"qexp: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as err:
-        # The run is already marked KILLED; exit like a process killed by the signal would.
+        # The job's run is already marked KILLED, the sweep's parent run is marked now; exit like
+        # a process killed by the signal would.
+        abort_active_sweep(str(err) or "interrupted (Ctrl-C)")
         print(f"qexp: stopped: {err or 'interrupted'}", file=sys.stderr)
         sys.exit(err.exit_code if isinstance(err, Interrupted) else 130)
 

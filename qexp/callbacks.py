@@ -1,42 +1,54 @@
-"""Hydra callbacks: sweep-level bookkeeping that no single job can do."""
+"""Hydra callbacks: sweep-level bookkeeping that no single job can do.
+
+A multirun is one MLflow parent run: created before any job is launched (so every job,
+in any process or on any host, finds it by the sweep id and becomes its child), closed
+after all jobs have returned, with the sweep's comparison report logged on it.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from .identity import sweep_id
 from .outcome import Outcome, read_outcomes
 
 log = logging.getLogger("qexp")
 
-__all__ = ["SweepSummary"]
+__all__ = ["SweepSummary", "Sweep", "abort_active_sweep"]
+
+_active: Sweep | None = None  # the sweep this process is running, for main() to close on Ctrl-C or SIGTERM
 
 
 class SweepSummary(Callback):
-    """Creates the MLflow store before jobs start, and ends the sweep with a summary.
+    """Opens the sweep's parent run before jobs start, and ends the sweep with a summary and the report.
 
     The exit status is non-zero when any job failed, so scripts and CI notice.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Parallel jobs racing on a fresh SQLite store's schema crash (duplicate column);
-        # creating it once here, before any job starts, avoids that.
-        from .tracking import Store, check_uri
-
-        try:
-            check_uri(config.tracking.uri)
-            Store.open(config.tracking.uri, config.tracking.experiment)
-        except Exception:
-            pass  # each job validates the config itself and reports the problem
+        global _active
+        _active = Sweep.start(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _active
         outcomes = read_outcomes(Path(config.hydra.sweep.dir), recursive=True)
-        _report(outcomes, "sweep")
+        lines = _summary(outcomes, "sweep")
+        if _active is not None:
+            lines += _active.finish(outcomes)
+            _active = None
+        failed = any(not o.ok for o in outcomes)
+        print("\n".join(lines), file=sys.stderr if failed else sys.stdout)
+        if failed:
+            sys.exit(1)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         outcomes = read_outcomes(Path(config.hydra.runtime.output_dir), recursive=False)
@@ -44,7 +56,15 @@ class SweepSummary(Callback):
             sys.exit(1)
 
 
-def _report(outcomes: list[Outcome], what: str) -> None:
+def abort_active_sweep(reason: str) -> None:
+    """End the running sweep's parent run KILLED (the entry point calls this on Ctrl-C or SIGTERM)."""
+    global _active
+    if _active is not None:
+        _active.run.end("KILLED", reason)
+        _active = None
+
+
+def _summary(outcomes: list[Outcome], what: str) -> list[str]:
     failed = [o for o in outcomes if not o.ok]
     lines = [f"qexp {what}: {len(outcomes)} jobs, {len(outcomes) - len(failed)} ok, {len(failed)} failed"]
     for o in outcomes:
@@ -52,6 +72,77 @@ def _report(outcomes: list[Outcome], what: str) -> None:
         if o.error:
             detail = f"{detail} {o.error}".strip()
         lines.append(f"  {o.status:<9} {o.job}  {detail}")
-    print("\n".join(lines), file=sys.stderr if failed else sys.stdout)
-    if failed:
-        sys.exit(1)
+    return lines
+
+
+class Sweep:
+    """A multirun's parent run."""
+
+    def __init__(self, store, run, sweep: str):
+        self.store, self.run, self.sweep = store, run, sweep
+
+    @classmethod
+    def start(cls, config: DictConfig) -> Sweep | None:
+        """Create the store (once, before parallel jobs race on a fresh SQLite schema) and the parent run."""
+        from .tracking import TAGS, Store, check_uri, source_tags
+
+        try:
+            check_uri(config.tracking.uri)
+            store = Store.open(config.tracking.uri, config.tracking.experiment)
+        except Exception:
+            return None  # each job validates the config itself and reports the problem
+        sweep = sweep_id(config.hydra.sweep.dir)
+        tags = {**source_tags(), TAGS.ROLE: "sweep", TAGS.SWEEP_ID: sweep, TAGS.MODEL: str(config.model.name),
+                TAGS.HOST: socket.gethostname(), TAGS.PID: str(os.getpid()),
+                TAGS.DESCRIPTION: f"Sweep {sweep}: `python -m qexp -m {' '.join(_overrides(config))}`. "
+                                  "Its jobs' runs are the children; the comparison report is under report/."}
+        run = store.start_run(_name(config), tags)
+        return cls(store, run, sweep)
+
+    def finish(self, outcomes: list[Outcome]) -> list[str]:
+        """Log the sweep's report and members on the parent, end it, and say where to look."""
+        status = "FINISHED" if all(o.ok for o in outcomes) else "FAILED"
+        lines = []
+        try:
+            lines += self._log_report()
+        except Exception as err:  # the report must not keep the parent RUNNING
+            self.run.log_text(f"{type(err).__name__}: {err}\n", "report/error.txt")
+            lines.append(f"qexp: no report for this sweep ({type(err).__name__}: {err})")
+        finally:
+            self.run.end(status)
+        return lines + [f"Browse the runs: {self.store.ui_url()}  (parent run {self.run.run_id})"]
+
+    def _log_report(self) -> list[str]:
+        from .compare import build_report, load_study, render, to_json
+        from .compare.plots import save_plots
+        from .compare.report import summary_text
+        from .tracking import TAGS
+
+        study = load_study(self.store.uri, self.store.experiment, sweep_id=self.sweep)
+        report = build_report(study)
+        self.run.log_text(render(report, "markdown"), "report/report.md")
+        self.run.log_json(to_json(report), "report/report.json")
+        self.run.log_json({label: run_id for label, run_id in study.runs["run_id"].items()}, "report/members.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            save_plots(report, tmp)
+            self.run.log_path(Path(tmp), "report/plots")
+        metrics = {f"average/{label}": value for label, value in report.summary["average"].items()}
+        if "recovery" in report.ranking:
+            metrics.update({f"recovery/{label}": value for label, value in report.ranking["recovery"].items()
+                            if label != study.baseline})
+        self.run.log_metrics({k: float(v) for k, v in metrics.items() if v == v})  # NaN: not logged
+        if study.baseline:
+            self.run.set_tag(TAGS.BASELINE_RUN, str(study.runs.loc[study.baseline, "run_id"]))
+        return summary_text(report).splitlines() + [f"- {line}" for line in report.recommendations]
+
+
+def _overrides(config: DictConfig) -> list[str]:
+    return [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
+
+
+def _name(config: DictConfig) -> str:
+    """`tiny-qwen3 · gptq,awq × 8,16`: the model and the values swept."""
+    swept = [o.split("=", 1)[1] for o in _overrides(config) if "=" in o and "," in o.split("=", 1)[1]]
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    swept += [str(v) for v in params.values()]
+    return f"{config.model.name} · {' × '.join(swept) or 'sweep'}"

@@ -11,11 +11,12 @@ conversations that no calibration selection uses.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from . import heldout
 from .errors import DataError, config_error
@@ -53,6 +54,37 @@ class TaskPlan:
         if self.data_dir and self.data_dir.resolve() == FIXTURES_DIR.resolve():
             return "fixtures"
         return "local"
+
+    def data_fingerprints(self) -> dict[str, str]:
+        """Per mirrored task, a fingerprint of its mirror folder (names and sizes of every file): cheap,
+        and it changes when the data does in practice. The config hash and the dataset inputs use it."""
+        return {task: _folder_fingerprint(path) for task, path in sorted(self.local.items())}
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """One entry per dataset the benchmark tasks read (a hub id, or its local mirror), for tracking:
+        name, source, digest (the data fingerprint; the hub id and split for hub data) and profile."""
+        by_dataset: dict[str, list[str]] = {}
+        for leaf, dataset in self.leaves.items():
+            by_dataset.setdefault(dataset, []).append(leaf)
+        fingerprints = self.data_fingerprints()
+        out = []
+        for dataset, leaves in sorted(by_dataset.items()):
+            mirror = self.local.get(leaves[0])
+            fixtures = mirror is not None and FIXTURES_DIR.resolve() in mirror.resolve().parents
+            splits = sorted({str(self.info[leaf].get("test_split") or self.info[leaf].get("validation_split"))
+                             for leaf in leaves})
+            out.append({
+                "name": dataset + (" (qexp fixtures, not the real benchmark)" if fixtures else ""),
+                "source": str(mirror) if mirror else dataset,
+                "digest": fingerprints[leaves[0]] if mirror else digest([dataset, splits]),
+                "profile": {"tasks": len(leaves), "splits": splits,
+                            "configs": sorted({str(self.info[leaf].get("dataset_name")) for leaf in leaves})},
+            })
+        return out
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    return digest(sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file()))
 
 
 @dataclass
@@ -203,6 +235,20 @@ def _override_dir(plan: TaskPlan, cache_dir: Path) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def _no_git_describe() -> Iterator[None]:
+    """lm-eval runs `git describe` in the working directory to note a commit, and git prints "fatal: not
+    a git repository" outside one; qexp records its own commit (mlflow.source.git.commit) instead."""
+    import lm_eval.evaluator
+
+    original = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = original
+
+
 def _json_safe(obj: Any) -> Any:
     from lm_eval.utils import handle_non_serializable
 
@@ -227,21 +273,22 @@ def evaluate(
     custom = plan.local or plan.own
     tm = _task_manager(str(_override_dir(plan, cache_dir))) if custom else default_task_manager()
     try:
-        out = lm_eval.simple_evaluate(
-            model="hf",
-            model_args={"pretrained": str(model_path), "dtype": dtype},
-            tasks=list(plan.tasks),
-            num_fewshot=num_fewshot,
-            limit=limit,
-            batch_size=batch_size,
-            device=device,
-            log_samples=True,
-            task_manager=tm,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
+        with _no_git_describe():
+            out = lm_eval.simple_evaluate(
+                model="hf",
+                model_args={"pretrained": str(model_path), "dtype": dtype},
+                tasks=list(plan.tasks),
+                num_fewshot=num_fewshot,
+                limit=limit,
+                batch_size=batch_size,
+                device=device,
+                log_samples=True,
+                task_manager=tm,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
     except (KeyError, FileNotFoundError, ValueError) as err:
         if plan.local:
             raise DataError(

@@ -20,6 +20,8 @@ __all__ = [
     "BASELINE",
     "run_name",
     "run_label",
+    "sweep_id",
+    "checkpoint_folder",
     "identity",
     "eval_identity",
     "quant_identity",
@@ -38,6 +40,11 @@ QUANT_LIBRARIES = ("llmcompressor", "compressed-tensors")
 def run_name(method: str, calib_n: int | str) -> str:
     """`baseline`, `gptq-215`, `awq-512`: the one naming rule for runs, folders and reports."""
     return "baseline" if method == BASELINE else f"{method}-{calib_n}"
+
+
+def sweep_id(folder: str | Path) -> str:
+    """Jobs of one multirun share the sweep folder (`multirun/<date>/<time>`), so its last two parts name it."""
+    return "_".join(Path(str(folder)).parts[-2:])
 
 
 def run_label(method: str, calib_n: int | str) -> str:

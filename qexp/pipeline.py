@@ -15,7 +15,7 @@ import socket
 import time
 import traceback
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -24,10 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import quantization
 from .evaluation import evaluate
-from .files import read_jsonl
+from .files import digest, read_jsonl
 from .perf import PeakMemory, weights_mb
 from .spec import RunSpec, baseline_config, prepare
-from .tracking import ARTIFACTS, TAGS, Run, Store, results_metrics
+from .tracking import ARTIFACTS, TAGS, Run, Store, results_metrics, source_tags
 
 __all__ = ["RunResult", "run", "execute"]
 
@@ -108,14 +108,16 @@ def _ensure_baseline(spec: RunSpec, store: Store, sweep_id: str, log_file: Path 
 # ----------------------------------------------------------------------------- one run
 def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = None) -> RunResult:
     """Run one validated spec as one MLflow run, which ends FINISHED, FAILED or KILLED."""
-    run = store.start_run(spec.run_name, _tags(spec, sweep_id))
+    run = store.start_run(spec.run_name, _tags(spec, store, sweep_id))
     log.info("%s: MLflow run %s (config_hash %s)", spec.run_name, run.run_id, spec.config_hash)
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     status, killed_reason = "FAILED", None
     memory = PeakMemory()
     memory.reset()
+    libraries_log = spec.output_dir / "libraries.log"
     try:
-        with run.heartbeat(spec.cfg.tracking.heartbeat_seconds):
+        with run.monitor(spec.cfg.tracking.heartbeat_seconds, spec.cfg.tracking.system_metrics_seconds), \
+                _library_output(libraries_log, spec.cfg.verbose):
             _log_inputs(spec, run)
             checkpoint, perf = _checkpoint(spec, run)
             metrics, perf["perf/eval_seconds"] = _evaluate(spec, run, checkpoint)
@@ -134,14 +136,27 @@ def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = 
         raise
     finally:
         try:
-            if log_file and Path(log_file).is_file():
-                run.log_path(Path(log_file), "logs")
+            for path in (log_file, libraries_log):
+                if path and Path(path).is_file():
+                    run.log_path(Path(path), "logs")
         finally:
             run.end(status, killed_reason)
 
 
-def _tags(spec: RunSpec, sweep_id: str) -> dict[str, str]:
+@contextmanager
+def _library_output(path: Path, verbose: bool) -> Iterator[None]:
+    """What the libraries write to stderr (progress bars per layer, per task and per request type,
+    hundreds of lines a run) goes to the job's libraries.log, unless verbose=true."""
+    if verbose:
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as sink, redirect_stderr(sink):
+        yield
+
+
+def _tags(spec: RunSpec, store: Store, sweep_id: str) -> dict[str, str]:
     tags = {
+        **source_tags(),
         TAGS.QUANT: spec.method,
         TAGS.CALIB_N: str(spec.calib_n),
         TAGS.MODEL: str(spec.cfg.model.name),
@@ -155,6 +170,9 @@ def _tags(spec: RunSpec, sweep_id: str) -> dict[str, str]:
     }
     if spec.cfg.model.note:
         tags[TAGS.MODEL_NOTE] = str(spec.cfg.model.note)
+    parent = store.sweep_parent(sweep_id)
+    if parent is not None:  # the sweep's parent run: the UI shows the sweep as one expandable row
+        tags[TAGS.PARENT] = parent.info.run_id
     return tags
 
 
@@ -179,9 +197,17 @@ def _log_inputs(spec: RunSpec, run: Run) -> None:
     run.log_text(OmegaConf.to_yaml(OmegaConf.create(config)), ARTIFACTS.CONFIG)
     run.log_json(spec.identity, ARTIFACTS.IDENTITY)
     for task, data_file in spec.plan.own.items():
-        run.log_json([record["id"] for record in read_jsonl(data_file)], f"{task}/sample_ids.json")
+        ids = [record["id"] for record in read_jsonl(data_file)]
+        run.log_json(ids, f"{task}/sample_ids.json")
+        run.log_dataset(f"ShareGPT V3 held-out ({task})", str(data_file), digest(ids), "evaluation",
+                        {"num_rows": len(ids), "split": "test"})
     if spec.calibration is not None:
-        run.log_json([c.id for c in spec.calibration], ARTIFACTS.CALIBRATION_IDS)
+        ids = [c.id for c in spec.calibration]
+        run.log_json(ids, ARTIFACTS.CALIBRATION_IDS)
+        run.log_dataset("ShareGPT V3", str(spec.calib_path), digest(ids), "calibration",
+                        {"num_rows": len(ids), "selection": f"seed {spec.cfg.calib.seed}, first {len(ids)}"})
+    for dataset in spec.plan.datasets():
+        run.log_dataset(**dataset, context="evaluation")
 
 
 def _checkpoint(spec: RunSpec, run: Run) -> tuple[Path, dict[str, float]]:
@@ -223,10 +249,19 @@ def _evaluate(spec: RunSpec, run: Run, checkpoint: Path) -> tuple[dict[str, floa
 
 
 def _log_checkpoint(spec: RunSpec, run: Run, checkpoint: Path) -> None:
-    if not spec.is_baseline and spec.cfg.tracking.log_checkpoint:
-        log.info("%s: logging the checkpoint as an artifact", spec.run_name)
-        run.log_path(checkpoint, "checkpoint")
+    """The checkpoint as the run's MLflow logged model (models:/<id>), registered when asked."""
     run.set_tag(TAGS.CHECKPOINT_PATH, str(checkpoint))
+    if spec.is_baseline or not spec.cfg.tracking.log_checkpoint:
+        return
+    log.info("%s: logging the checkpoint as an MLflow model", spec.run_name)
+    tags = {TAGS.QUANT: spec.method, TAGS.CALIB_N: str(spec.calib_n), TAGS.MODEL: str(spec.cfg.model.name),
+            TAGS.CONFIG_HASH: spec.config_hash}
+    model_id = run.log_model(checkpoint, spec.run_name, tags)
+    run.set_tag(TAGS.MODEL_ID, model_id)
+    if spec.cfg.tracking.register_model:
+        name = f"{spec.cfg.model.name}-{spec.method}"
+        version = run.register_model(model_id, name, tags)
+        log.info("%s: registered as %s version %s", spec.run_name, name, version)
 
 
 def _sizes(spec: RunSpec, checkpoint: Path) -> dict[str, float]:

@@ -11,6 +11,7 @@ is a smoothing transform paired with a plain QuantizationModifier.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -90,6 +91,23 @@ def _cpu_safe_awq() -> Iterator[None]:
         IntermediatesCache.pin_memory = original
 
 
+@functools.cache
+def _route_logs() -> None:
+    """llmcompressor logs with loguru straight to stdout; send its records to Python logging instead
+    (logger `llmcompressor`), where the job's log file gets them and the console shows them with verbose=true."""
+    import logging
+    import os
+
+    os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")  # its console sink, until replaced below
+    import llmcompressor  # noqa: F401  (configures loguru when first imported)
+    from loguru import logger
+
+    python_logger = logging.getLogger("llmcompressor")
+    logger.remove()
+    logger.add(lambda message: python_logger.log(message.record["level"].no, message.record["message"]),
+               level="INFO", format="{message}")
+
+
 CHECKPOINT_MARKER = "qexp_checkpoint.json"
 
 
@@ -119,6 +137,7 @@ def quantize(model_path: str, samples: list[Conversation], q: Any, *, dtype: str
     The checkpoint is written to a temporary sibling, marked complete, then renamed, so a
     folder at `out` is always complete.
     """
+    _route_logs()
     import torch
     from llmcompressor import oneshot
     from llmcompressor.core import create_session

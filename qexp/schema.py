@@ -113,6 +113,8 @@ class TrackingConfig:
     log_checkpoint: bool = MISSING
     heartbeat_seconds: int = MISSING
     stale_after_seconds: int = MISSING
+    system_metrics_seconds: int | None = MISSING  # MLflow system metrics' sampling interval; null: off
+    register_model: bool = MISSING  # register each checkpoint's logged model (name: <model>-<method>)
 
 
 @dataclass
@@ -133,6 +135,7 @@ class Config:
     seed: int = MISSING
     device: str = MISSING
     force: bool = MISSING
+    verbose: bool = MISSING  # every library's logs and progress bars live (they always reach the job's log)
 
 
 QUANT_SCHEMAS = {"none": QuantConfig, "gptq": GPTQConfig, "awq": AWQConfig}

@@ -137,6 +137,8 @@ def _check_values(cfg: DictConfig) -> None:
     _at_least(cfg, "seed", 0, "Set seed to a non-negative integer.")
     _at_least(cfg, "tracking.heartbeat_seconds", 1, "Set tracking.heartbeat_seconds to a positive number, e.g. 30.")
     _at_least(cfg, "tracking.stale_after_seconds", 1, "Set tracking.stale_after_seconds to a positive number, e.g. 300.")
+    _at_least(cfg, "tracking.system_metrics_seconds", 1, "Set tracking.system_metrics_seconds to a positive "
+              "number, e.g. 10, or null to record no system metrics.")
     if not cfg.tracking.experiment:
         raise config_error("tracking.experiment", cfg.tracking.experiment, "Missing experiment name",
                            "Set tracking.experiment=<name>.")
@@ -183,18 +185,13 @@ def _check_group_size(cfg: DictConfig, model_path: str) -> None:
         )
 
 
-def _folder_fingerprint(folder: Path) -> str:
-    """Names and sizes of every file: cheap, and changes when the data does in practice."""
-    return digest(sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file()))
-
-
 def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path | None) -> dict:
     evaluation = {
         "tasks": list(cfg.eval.tasks),
         "num_fewshot": cfg.eval.num_fewshot,
         "limit": cfg.eval.limit,
         "seed": cfg.seed,
-        "data": {task: _folder_fingerprint(path) for task, path in sorted(plan.local.items())} or "hub",
+        "data": plan.data_fingerprints() or "hub",
         "own_data": {task: path.name for task, path in sorted(plan.own.items())},
     }
     model = models.model_fingerprint(str(cfg.model.path), model_path)

@@ -14,6 +14,7 @@ reap and download runs), `Run` one run being written. The contract:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -29,7 +30,8 @@ from urllib.parse import urlparse
 from .errors import TrackingError, config_error
 from .files import write_jsonl
 
-__all__ = ["TAGS", "ARTIFACTS", "check_uri", "metric_name", "results_metrics", "flatten", "Store", "Run"]
+__all__ = ["TAGS", "ARTIFACTS", "check_uri", "metric_name", "results_metrics", "source_tags", "flatten", "Store",
+           "Run"]
 
 
 class TAGS:
@@ -47,7 +49,16 @@ class TAGS:
     KILLED_REASON = "qexp.killed_reason"
     CHECKPOINT_PATH = "qexp.checkpoint_path"  # the evaluated checkpoint on the host that ran the job
     CHECKPOINT_REUSED = "qexp.checkpoint_reused"  # "true": quantized by an earlier attempt
+    MODEL_ID = "qexp.model_id"  # the checkpoint's MLflow logged model: models:/<id>
+    ROLE = "qexp.role"  # "sweep" on a multirun's parent run
+    BASELINE_RUN = "qexp.baseline_run_id"  # on a parent: the baseline its report used (maybe an earlier sweep's)
+    VERSION = "qexp.version"
     DESCRIPTION = "mlflow.note.content"  # the run's description in the UI
+    PARENT = "mlflow.parentRunId"
+    SOURCE_NAME = "mlflow.source.name"
+    SOURCE_TYPE = "mlflow.source.type"
+    GIT_COMMIT = "mlflow.source.git.commit"
+    EXPERIMENT_KIND = "mlflow.experimentKind"  # custom_model_development: the UI opens on the runs table
 
 
 class ARTIFACTS:
@@ -61,6 +72,8 @@ class ARTIFACTS:
 
 
 URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+
 _METRIC_UNSAFE = re.compile(r"[^/\w.\- :]")
 
 
@@ -109,6 +122,24 @@ def results_metrics(results: dict) -> dict[str, float]:
     return metrics
 
 
+@functools.cache
+def source_tags() -> dict[str, str]:
+    """What produced a run, for the UI's Source column: the command, qexp's version and, from a git
+    checkout, the commit."""
+    import subprocess
+    from importlib import metadata
+
+    tags = {TAGS.SOURCE_NAME: "python -m qexp", TAGS.SOURCE_TYPE: "LOCAL", TAGS.VERSION: metadata.version("qexp")}
+    try:
+        commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode == 0:
+            tags[TAGS.GIT_COMMIT] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return tags
+
+
 def flatten(node: Any, prefix: str = "") -> dict[str, str]:
     """`{"a": {"b": 1}}` -> `{"a.b": "1"}`, lists as JSON: the shape MLflow params take."""
     if isinstance(node, dict):
@@ -152,7 +183,25 @@ class Store:
         if found.lifecycle_stage == "deleted":
             raise config_error("tracking.experiment", experiment, "The experiment is deleted in this store",
                                "Restore it in the MLflow UI, or choose another tracking.experiment.")
+        if create and TAGS.EXPERIMENT_KIND not in found.tags:  # else the UI opens on a GenAI traces view
+            client.set_experiment_tag(found.experiment_id, TAGS.EXPERIMENT_KIND, "custom_model_development")
         return cls(client, found.experiment_id, uri, experiment)
+
+    def ui_url(self) -> str:
+        """The address that opens this experiment's runs table (`mlflow ui` for a local store)."""
+        base = self.uri if self.uri.startswith(("http://", "https://")) else UI_ADDRESS
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}?workflowType=machine_learning"
+
+    def sweep_parent(self, sweep_id: str):
+        """The parent run of a multirun, or None (a single run, or a sweep started by an older qexp)."""
+        found = self.find_runs({TAGS.ROLE: "sweep", TAGS.SWEEP_ID: sweep_id}, status=None)
+        return found[0] if found else None
+
+    def download_model(self, model_id: str, dst: Path) -> Path:
+        """A logged model's files (e.g. a checkpoint transformers loads) under `dst`."""
+        from mlflow.artifacts import download_artifacts
+
+        return Path(download_artifacts(f"models:/{model_id}", dst_path=str(dst), tracking_uri=self.uri))
 
     def find_runs(self, tags: dict[str, str] | None = None, status: str | None = "FINISHED",
                   where: Iterable[str] = ()) -> list:
@@ -284,10 +333,63 @@ class Run:
         else:
             self._client.log_artifact(self.run_id, str(path), artifact_dir)
 
+    def log_dataset(self, name: str, source: str, digest: str, context: str, profile: dict | None = None) -> None:
+        """An MLflow dataset input (the run's Dataset column): runs that share `digest` share the dataset."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="local" if source.startswith("/") else "hub",
+                          source=json.dumps({"uri": source}), profile=json.dumps(profile or {}))
+        self._client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+    def log_model(self, folder: Path, name: str, tags: dict[str, str]) -> str:
+        """`folder` (a checkpoint) as an MLflow logged model whose source is this run; returns its id."""
+        from mlflow.entities import LoggedModelOutput
+
+        model = self._client.create_logged_model(self.store.experiment_id, name=name, source_run_id=self.run_id,
+                                                 tags=tags, model_type="compressed-tensors")
+        try:
+            self._client.log_model_artifacts(model.model_id, str(folder))
+        except BaseException:
+            self._client.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        self._client.finalize_logged_model(model.model_id, "READY")
+        self._client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, 0)])
+        return model.model_id
+
+    def register_model(self, model_id: str, name: str, tags: dict[str, str]) -> str:
+        """A new version of registered model `name` from a logged model; returns the version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.create_registered_model(name)
+        except MlflowException:  # it exists
+            pass
+        version = self._client.create_model_version(name, f"models:/{model_id}", run_id=self.run_id, tags=tags,
+                                                    model_id=model_id)
+        return str(version.version)
+
     def end(self, status: str, reason: str | None = None) -> None:
         if reason:
             self.set_tag(TAGS.KILLED_REASON, reason)
         self._client.set_terminated(self.run_id, status)
+
+    @contextlib.contextmanager
+    def monitor(self, heartbeat_seconds: float, system_metrics_seconds: float | None) -> Iterator[None]:
+        """While the block runs: the heartbeat, and MLflow's system metrics (CPU, memory, GPU) every
+        `system_metrics_seconds` (None: not recorded)."""
+        monitor = None
+        if system_metrics_seconds:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=system_metrics_seconds,
+                                           tracking_uri=self.store.uri)
+            monitor.start()
+        try:
+            with self.heartbeat(heartbeat_seconds):
+                yield
+        finally:
+            if monitor is not None:
+                monitor.finish()
 
     @contextlib.contextmanager
     def heartbeat(self, interval: float) -> Iterator[None]:

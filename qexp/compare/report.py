@@ -103,11 +103,11 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
 
 # ----------------------------------------------------------------------------- text / markdown
 def _pct(value: float) -> str:
-    return "" if value is None or pd.isna(value) else f"{100 * value:.1f}"
+    return "" if value is None or pd.isna(value) else f"{round(100 * value, 1) + 0.0:.1f}"  # + 0.0: no "-0.0"
 
 
 def _pts(value: float) -> str:
-    return "" if value is None or pd.isna(value) else f"{100 * value:+.1f}"
+    return "" if value is None or pd.isna(value) else f"{round(100 * value, 1) + 0.0:+.1f}"
 
 
 def _p(value: float) -> str:
@@ -150,6 +150,11 @@ def render(report: Report, fmt: str = "text") -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def summary_text(report: Report) -> str:
+    """Part 1 alone, as terminal text: what a sweep prints when it ends."""
+    return "\n".join(_summary(report, "text")).rstrip() + "\n"
+
+
 def _preamble(report: Report, fmt: str) -> list[str]:
     """Title, warnings (fixture data first), what the numbers are and how they were tested, loader notes."""
     study = report.study
@@ -175,9 +180,10 @@ def _summary(report: Report, fmt: str) -> list[str]:
             s = report.scores[(report.scores.label == label) & (report.scores.task == task)].iloc[0]
             row[display_name(task)] = f"{_pct(s.score)} [{_pct(s.ci_low)}, {_pct(s.ci_high)}] n={s.n}"
         row["Average"] = _pct(report.summary.loc[label, "average"])
-        if "recovery" in report.ranking and label != study.baseline:
+        if "recovery" in report.ranking:
             r = report.ranking.loc[label]
-            row["Recovery %"] = f"{_pct(r['recovery'])} {_interval(r['recovery_low'], r['recovery_high'], _pct)}"
+            row["Recovery %"] = "" if label == study.baseline else (
+                f"{_pct(r['recovery'])} {_interval(r['recovery_low'], r['recovery_high'], _pct)}")
         rows.append(row)
     out = [_heading("1. Summary", fmt), _table(pd.DataFrame(rows), fmt), ""]
     if len(report.repeats):

@@ -399,14 +399,14 @@ def recommendations(study: Study, ranked: pd.DataFrame, tests: pd.DataFrame, riv
     lines = ["Overall, " + _best_line(best, complete[1:], ranked, tests)]
     for r in rivals[rivals["significant"] & (rivals["winner"] != best)].itertuples():
         lines.append(f"{best} is significantly worse than {r.b} on {display_name(r.task)} "
-                     f"({100 * r.delta:+.1f} points on {r.n} documents, p Holm {r.p_adjusted:.3g}).")
+                     f"({_points(r.delta)} points on {r.n} documents, p Holm {r.p_adjusted:.3g}).")
     if study.baseline and "vs_baseline" in ranked:
         row = ranked.loc[best]
         mine = vs_baseline[vs_baseline["a"] == best]
         worse = list(mine.loc[mine["significant"] & (mine["delta"] < 0), "task"])
         lines.append(
-            f"{best} vs Baseline: average {100 * row['vs_baseline']:+.1f} points "
-            f"[{100 * row['vs_baseline_low']:+.1f}, {100 * row['vs_baseline_high']:+.1f}], recovery "
+            f"{best} vs Baseline: average {_points(row['vs_baseline'])} points "
+            f"[{_points(row['vs_baseline_low'])}, {_points(row['vs_baseline_high'])}], recovery "
             f"{100 * row['recovery']:.1f}%; "
             + (f"significantly worse on {', '.join(display_name(t) for t in worse)}."
                if worse else "no task is significantly worse than the unquantized model.")
@@ -433,8 +433,12 @@ def _best_line(best: str, others: list[str], ranked: pd.DataFrame, tests: pd.Dat
                 "documents, Holm-adjusted); choose among them on cost, or evaluate more documents.")
     runner = _pair_row(tests, best, others[0])
     return (f"best: {best} ({average}), significantly better on the average than every other {among} "
-            f"(vs the runner-up {others[0]}: {100 * runner['delta']:+.1f} points "
-            f"[{100 * runner['ci_low']:+.1f}, {100 * runner['ci_high']:+.1f}], p Holm {runner['p_adjusted']:.3g}).")
+            f"(vs the runner-up {others[0]}: {_points(runner['delta'])} points "
+            f"[{_points(runner['ci_low'])}, {_points(runner['ci_high'])}], p Holm {runner['p_adjusted']:.3g}).")
+
+
+def _points(fraction: float) -> str:
+    return f"{round(100 * fraction, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str, maximize_y: bool) -> pd.Series:

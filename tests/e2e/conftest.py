@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-SWEEP = ["-m", "quant=gptq,awq", "calib.n=8,16", "model=tiny", "eval=fixtures", "model.max_seq_length=64"]
+SWEEP = ["-m", "quant=gptq,awq", "calib.n=8,16", "model=tiny", "eval=fixtures", "model.max_seq_length=64",
+         "tracking.system_metrics_seconds=1"]
 
 
 @dataclass
@@ -29,9 +30,19 @@ class Sweep:
         return MlflowClient(self.uri)
 
     def runs(self):
+        """The jobs' runs by name (the sweep's parent run left out)."""
         client = self.client()
         experiment = client.get_experiment_by_name("qexp")
-        return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+        return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])
+                if r.data.tags.get("qexp.role") != "sweep"}
+
+    def checkpoint(self, run) -> Path:
+        """The run's checkpoint, downloaded from its MLflow logged model."""
+        from mlflow.artifacts import download_artifacts
+
+        model_id = run.data.tags["qexp.model_id"]
+        return Path(download_artifacts(f"models:/{model_id}", dst_path=str(self.root / "dl" / model_id),
+                                       tracking_uri=self.uri))
 
     def artifact(self, run, path: str) -> Path:
         return Path(self.client().download_artifacts(run.info.run_id, path, str(self.root / "dl" / run.info.run_id)))

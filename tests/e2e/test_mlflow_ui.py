@@ -62,16 +62,81 @@ def server(sweep):
         proc.wait(timeout=30)
 
 
-def test_ui_serves_runs_metrics_and_checkpoint(server):
+def _search(server: str) -> dict[str, dict]:
     experiment = _get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=qexp")["experiment"]
     runs = _get(f"{server}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
-    by_name = {r["info"]["run_name"]: r for r in runs}
-    assert set(by_name) == {"baseline", "gptq-8", "gptq-16", "awq-8", "awq-16"}
-    metrics = {m["key"]: m["value"] for m in by_name["awq-16"]["data"]["metrics"]}
-    assert {"arc_easy/acc", "mmlu/acc", "mmlu_stem/acc", "mmlu_anatomy/acc"} <= set(metrics)
+    return experiment, {r["info"]["run_name"]: r for r in runs}
 
-    run_id = by_name["awq-16"]["info"]["run_id"]
-    listing = _get(f"{server}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=checkpoint")
-    assert {"checkpoint/config.json", "checkpoint/model.safetensors"} <= {f["path"] for f in listing["files"]}
-    config = json.loads(_get(f"{server}/get-artifact?path=checkpoint/config.json&run_uuid={run_id}"))
-    assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+
+def _tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def test_ui_serves_the_sweep_as_one_parent_with_its_report(server, sweep):
+    experiment, by_name = _search(server)
+    assert {t["key"]: t["value"] for t in experiment["tags"]}["mlflow.experimentKind"] == "custom_model_development"
+    parents = [r for r in by_name.values() if _tags(r).get("qexp.role") == "sweep"]
+    assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
+    parent = parents[0]
+    assert parent["info"]["run_name"] == "tiny-qwen3 · gptq,awq × 8,16"
+    children = {name for name, r in by_name.items() if _tags(r).get("mlflow.parentRunId") == parent["info"]["run_id"]}
+    assert children == {"baseline", "gptq-8", "gptq-16", "awq-8", "awq-16"}
+    listing = _get(f"{server}/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}&path=report")
+    assert {"report/report.md", "report/report.json", "report/members.json"} <= {f["path"] for f in listing["files"]}
+    plots = _get(f"{server}/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}&path=report/plots")
+    assert "report/plots/accuracy_vs_size.png" in {f["path"] for f in plots["files"]}
+    report = json.loads(_get(f"{server}/get-artifact?path=report/report.json&run_uuid={parent['info']['run_id']}"))
+    assert {r["label"] for r in report["runs"]} == {"Baseline", "GPTQ-8", "GPTQ-16", "AWQ-8", "AWQ-16"}
+    assert {m["key"] for m in parent["data"]["metrics"]} >= {"average/Baseline", "average/AWQ-16", "recovery/GPTQ-8"}
+    ui = f"http://127.0.0.1:5000/#/experiments/{experiment['experiment_id']}?workflowType=machine_learning"
+    assert ui in sweep.proc.stdout
+
+
+def test_runs_carry_source_datasets_system_metrics_and_scores(server):
+    _, by_name = _search(server)
+    for name in ("baseline", "gptq-8", "awq-16"):
+        tags = _tags(by_name[name])
+        assert tags["mlflow.source.name"] == "python -m qexp" and tags["qexp.version"]
+        assert "mlflow.source.git.commit" in tags  # the tests run from a git checkout
+        metrics = {m["key"] for m in by_name[name]["data"]["metrics"]}
+        assert any(m.startswith("system/cpu_utilization") for m in metrics)
+        assert {"arc_easy/acc", "mmlu/acc", "mmlu_stem/acc", "mmlu_anatomy/acc"} <= metrics
+
+    def inputs(name: str) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for item in by_name[name]["inputs"]["dataset_inputs"]:
+            context = {t["key"]: t["value"] for t in item["tags"]}["mlflow.data.context"]
+            out.setdefault(context, []).append(item["dataset"])
+        return out
+
+    for n in (8, 16):
+        gptq, awq = inputs(f"gptq-{n}")["calibration"], inputs(f"awq-{n}")["calibration"]
+        assert len(gptq) == 1 and gptq[0]["name"] == "ShareGPT V3" and gptq[0]["digest"] == awq[0]["digest"]
+        assert json.loads(gptq[0]["profile"])["num_rows"] == n
+    assert inputs("gptq-8")["calibration"][0]["digest"] != inputs("gptq-16")["calibration"][0]["digest"]
+    evaluation = {d["name"] for d in inputs("baseline")["evaluation"]}
+    assert "calibration" not in inputs("baseline")
+    assert "cais/mmlu (qexp fixtures, not the real benchmark)" in evaluation
+    assert any(name.startswith("ShareGPT V3 held-out") for name in evaluation)
+
+
+def test_each_checkpoint_is_a_logged_model_that_loads_and_generates(server, sweep, tmp_path):
+    import torch
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, by_name = _search(server)
+    client = MlflowClient(server)
+    for name in ("gptq-16", "awq-16"):
+        model_id = _tags(by_name[name])["qexp.model_id"]
+        model = client.get_logged_model(model_id)
+        assert model.source_run_id == by_name[name]["info"]["run_id"] and str(model.status) in ("READY", "LoggedModelStatus.READY")
+        folder = Path(download_artifacts(f"models:/{model_id}", dst_path=str(tmp_path / name), tracking_uri=server))
+        config = json.loads((folder / "config.json").read_text())
+        assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        prompt = tokenizer("hello", return_tensors="pt")
+        output = loaded.generate(**prompt, max_new_tokens=4, do_sample=False)
+        assert output.shape[1] == prompt["input_ids"].shape[1] + 4

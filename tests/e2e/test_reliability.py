@@ -26,11 +26,12 @@ JOB = ["quant=awq", "calib.n=32", "model=tiny", "eval=fixtures", "model.max_seq_
        "eval.tasks=[arc_easy]"]
 
 
-def _runs(root: Path, name: str | None = None):
+def _runs(root: Path, name: str | None = None, role: str | None = None):
+    """The jobs' runs (or, with role="sweep", the sweeps' parent runs)."""
     client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("qexp")
     runs = client.search_runs([experiment.experiment_id])
-    return [r for r in runs if name is None or r.info.run_name == name]
+    return [r for r in runs if (name is None or r.info.run_name == name) and r.data.tags.get("qexp.role") == role]
 
 
 def _start_and_kill_while_quantizing(root: Path, cache_dir: Path, sig: int) -> subprocess.Popen:
@@ -88,6 +89,9 @@ def test_failing_job_does_not_stop_the_sweep(tmp_path, cache_dir):
     error = Path(client.download_artifacts(failed[0].info.run_id, "error.txt", str(tmp_path))).read_text()
     assert "Traceback" in error
     assert not [r for r in _runs(tmp_path) if r.info.status == "RUNNING"]
+    (parent,) = _runs(tmp_path, role="sweep")
+    assert parent.info.status == "FAILED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in _runs(tmp_path)} == {parent.info.run_id}
 
 
 def test_checkpoint_is_reused_when_only_evaluation_failed(tmp_path, monkeypatch):

@@ -36,6 +36,18 @@ def test_sweep_logs_baseline_and_four_quantized_runs(sweep):
     assert "qexp sweep: 4 jobs, 4 ok, 0 failed" in sweep.proc.stdout
 
 
+def test_the_terminal_shows_qexps_lines_and_the_report_not_the_libraries(sweep):
+    output = sweep.proc.stdout + sweep.proc.stderr
+    assert len(output.splitlines()) < 150, output[-3000:]
+    for noise in ("overrides existing task", "fatal: not a git repository", "Running loglikelihood requests",
+                  "Grid search for", "Traceback"):
+        assert noise not in output
+    assert "1. Summary" in sweep.proc.stdout and "Browse the runs: http://127.0.0.1:5000/#/experiments/" in sweep.proc.stdout
+    assert "?workflowType=machine_learning" in sweep.proc.stdout
+    libraries_log = sweep.artifact(sweep.runs()["awq-16"], "logs/libraries.log").read_text()
+    assert "Grid search for" in libraries_log  # AWQ's progress bars, kept for whoever wants them
+
+
 def test_metrics_cover_tasks_groups_and_subjects_and_equal_results_json(sweep):
     for run in sweep.runs().values():
         metrics = run.data.metrics
@@ -88,7 +100,7 @@ def test_heldout_perplexity_and_cost_are_logged(sweep):
 
 def test_checkpoint_artifact_reloads_and_reproduces_the_scores(sweep, cache_dir):
     run = sweep.runs()["gptq-16"]
-    checkpoint = sweep.artifact(run, "checkpoint")
+    checkpoint = sweep.checkpoint(run)
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "compressed-tensors"
     plan = plan_tasks(["arc_challenge", "arc_easy", "hellaswag", "mmlu"], FIXTURES_DIR, cache_dir)
