@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .identity import sweep_id
 from .outcome import Outcome, read_outcomes
@@ -83,14 +83,16 @@ class Sweep:
 
     @classmethod
     def start(cls, config: DictConfig) -> Sweep | None:
-        """Create the store (once, before parallel jobs race on a fresh SQLite schema) and the parent run."""
-        from .tracking import TAGS, Store, check_uri, source_tags
+        """Create the store (once, before parallel jobs race on a fresh SQLite schema) and the parent run,
+        unless the sweep's config is already wrong: then no run is created, and each job reports why."""
+        from .errors import QexpError
+        from .tracking import TAGS, Store, source_tags
 
         try:
-            check_uri(config.tracking.uri)
+            _check_first_job(config)
             store = Store.open(config.tracking.uri, config.tracking.experiment)
-        except Exception:
-            return None  # each job validates the config itself and reports the problem
+        except QexpError:
+            return None
         sweep = sweep_id(config.hydra.sweep.dir)
         tags = {**source_tags(), TAGS.ROLE: "sweep", TAGS.SWEEP_ID: sweep, TAGS.MODEL: str(config.model.name),
                 TAGS.HOST: socket.gethostname(), TAGS.PID: str(os.getpid()),
@@ -134,6 +136,31 @@ class Sweep:
         if study.baseline:
             self.run.set_tag(TAGS.BASELINE_RUN, str(study.runs.loc[study.baseline, "run_id"]))
         return summary_text(report).splitlines() + [f"- {line}" for line in report.recommendations]
+
+
+def _check_first_job(config: DictConfig) -> None:
+    """Prepare the sweep's first job as its launcher will compose it (reads files, loads no weights):
+    a config every job shares that is wrong stops the sweep before any run is created."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .schema import composition_error
+    from .spec import prepare
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    lines = _overrides(config) + [f"{key}={value}" for key, value in params.items()]
+    first = []
+    for override in OverridesParser.create().parse_overrides(lines):
+        value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() else None
+        first.append(f"{override.get_key_element()}={value}" if value is not None else override.input_line)
+    try:
+        job = GlobalHydra.instance().config_loader().load_sweep_config(config, first)
+    except Exception as err:
+        raise composition_error(err) from None
+    job = OmegaConf.masked_copy(job, [key for key in job if key != "hydra"])
+    with open_dict(job):
+        job.paths.output_dir = str(config.hydra.sweep.dir)
+    prepare(job)
 
 
 def _overrides(config: DictConfig) -> list[str]:
