@@ -197,12 +197,6 @@ class Store:
         found = self.find_runs({TAGS.ROLE: "sweep", TAGS.SWEEP_ID: sweep_id}, status=None)
         return found[0] if found else None
 
-    def download_model(self, model_id: str, dst: Path) -> Path:
-        """A logged model's files (e.g. a checkpoint transformers loads) under `dst`."""
-        from mlflow.artifacts import download_artifacts
-
-        return Path(download_artifacts(f"models:/{model_id}", dst_path=str(dst), tracking_uri=self.uri))
-
     def find_runs(self, tags: dict[str, str] | None = None, status: str | None = "FINISHED",
                   where: Iterable[str] = ()) -> list:
         """Runs whose tags all match (and the extra `where` clauses), newest first."""
@@ -364,8 +358,8 @@ class Run:
             self._client.create_registered_model(name)
         except MlflowException:  # it exists
             pass
-        version = self._client.create_model_version(name, f"models:/{model_id}", run_id=self.run_id, tags=tags,
-                                                    model_id=model_id)
+        source = self._client.get_logged_model(model_id).artifact_location
+        version = self._client.create_model_version(name, source, run_id=self.run_id, tags=tags, model_id=model_id)
         return str(version.version)
 
     def end(self, status: str, reason: str | None = None) -> None:

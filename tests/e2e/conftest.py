@@ -38,17 +38,23 @@ class Sweep:
 
     def checkpoint(self, run) -> Path:
         """The run's checkpoint, downloaded from its MLflow logged model."""
-        from mlflow.artifacts import download_artifacts
-
-        model_id = run.data.tags["qexp.model_id"]
-        return Path(download_artifacts(f"models:/{model_id}", dst_path=str(self.root / "dl" / model_id),
-                                       tracking_uri=self.uri))
+        return download_model(self.uri, run.data.tags["qexp.model_id"], self.root / "dl")
 
     def artifact(self, run, path: str) -> Path:
         return Path(self.client().download_artifacts(run.info.run_id, path, str(self.root / "dl" / run.info.run_id)))
 
     def artifact_json(self, run, path: str):
         return json.loads(self.artifact(run, path).read_text())
+
+
+def download_model(tracking_uri: str, model_id: str, dst: Path) -> Path:
+    """A logged model's files, as MLflow users fetch them (`models:/<id>` resolves through the
+    tracking URI that `mlflow.set_tracking_uri` sets, so the model's location is looked up here)."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    location = MlflowClient(tracking_uri).get_logged_model(model_id).artifact_location
+    return Path(download_artifacts(artifact_uri=location, dst_path=str(dst / model_id), tracking_uri=tracking_uri))
 
 
 def qexp_cli(*args: str, cwd: Path, cache_dir: Path, module: str = "qexp", timeout: int = 900):

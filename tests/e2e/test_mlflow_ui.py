@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import download_model
+
 pytestmark = pytest.mark.e2e
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -123,7 +125,6 @@ def test_runs_carry_source_datasets_system_metrics_and_scores(server):
 def test_each_checkpoint_is_a_logged_model_that_loads_and_generates(server, sweep, tmp_path):
     import torch
     from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _, by_name = _search(server)
@@ -132,7 +133,7 @@ def test_each_checkpoint_is_a_logged_model_that_loads_and_generates(server, swee
         model_id = _tags(by_name[name])["qexp.model_id"]
         model = client.get_logged_model(model_id)
         assert model.source_run_id == by_name[name]["info"]["run_id"] and str(model.status) in ("READY", "LoggedModelStatus.READY")
-        folder = Path(download_artifacts(f"models:/{model_id}", dst_path=str(tmp_path / name), tracking_uri=server))
+        folder = download_model(server, model_id, tmp_path)
         config = json.loads((folder / "config.json").read_text())
         assert config["quantization_config"]["quant_method"] == "compressed-tensors"
         tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -72,3 +72,18 @@ def test_a_second_run_is_skipped_and_a_complete_checkpoint_is_reused(fakes, tmp_
     (first.checkpoint / quantization.CHECKPOINT_MARKER).write_text(json.dumps({"quant_seconds": 9.0}))
     reused = pipeline.run(compose_config(*args, "eval.limit=5"))  # new evaluation, same checkpoint
     assert fakes["quantize"] == [] and reused.metrics["perf/quant_seconds"] == 9.0
+
+
+def test_the_checkpoint_is_a_logged_model_and_can_be_registered(fakes, tmp_path):
+    cfg = compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=gptq", "calib.n=8",
+                         f"paths.checkpoint_dir={tmp_path / 'ckpt'}", "tracking.register_model=true")
+    result = pipeline.run(cfg)
+    client = MlflowClient(cfg.tracking.uri)
+    run = client.get_run(result.run_id)
+    model = client.get_logged_model(run.data.tags["qexp.model_id"])
+    assert model.source_run_id == result.run_id and model.name == "gptq-8"
+    assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
+    (version,) = client.search_model_versions("name = 'tiny-qwen3-gptq'")
+    assert version.run_id == result.run_id and version.tags["qexp.calib_n"] == "8"
+    baseline = client.search_runs([run.info.experiment_id], "tags.`qexp.quant` = 'none'")[0]
+    assert "qexp.model_id" not in baseline.data.tags  # the baseline's weights are the model itself
