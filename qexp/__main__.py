@@ -12,9 +12,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from . import schema
+from . import gpus, schema
 from .callbacks import abort_active_sweep
 from .errors import Interrupted, QexpError
+from .files import default_cache_dir
 from .identity import sweep_id
 from .outcome import Outcome, write_outcome
 from .pipeline import run
@@ -40,6 +41,8 @@ def app(cfg: DictConfig) -> None:
     name = hc.job.override_dirname or "run"
     outcome = Outcome(job=name, status="FAILED")
     try:
+        cache_dir = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else default_cache_dir()
+        gpus.claim(cfg.gpus_per_job, cache_dir / "gpu-slots")  # before anything initialises CUDA here
         folder = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
         result = run(cfg, sweep_id=sweep_id(folder), log_file=log_file)
         outcome = Outcome(job=name, status=result.status, run_id=result.run_id, run_name=result.name)

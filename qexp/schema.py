@@ -136,6 +136,7 @@ class Config:
     device: str = MISSING
     force: bool = MISSING
     verbose: bool = MISSING  # every library's logs and progress bars live (they always reach the job's log)
+    gpus_per_job: int = MISSING  # GPUs a job holds while it runs (qexp/gpus.py)
 
 
 QUANT_SCHEMAS = {"none": QuantConfig, "gptq": GPTQConfig, "awq": AWQConfig}

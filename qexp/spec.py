@@ -135,6 +135,7 @@ def _check_values(cfg: DictConfig) -> None:
         raise config_error("eval.batch_size", batch, "Expected a positive integer or auto",
                            "Set eval.batch_size to a positive integer or auto.")
     _at_least(cfg, "seed", 0, "Set seed to a non-negative integer.")
+    _at_least(cfg, "gpus_per_job", 1, "Set gpus_per_job to a positive number of GPUs, e.g. 1.")
     _at_least(cfg, "tracking.heartbeat_seconds", 1, "Set tracking.heartbeat_seconds to a positive number, e.g. 30.")
     _at_least(cfg, "tracking.stale_after_seconds", 1, "Set tracking.stale_after_seconds to a positive number, e.g. 300.")
     _at_least(cfg, "tracking.system_metrics_seconds", 1, "Set tracking.system_metrics_seconds to a positive "
