@@ -7,7 +7,6 @@ and MLflow only through `quantization`, `evaluation` and `tracking`.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -74,41 +73,59 @@ def _previous(spec: RunSpec, store: Store) -> RunResult | None:
     return None
 
 
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive file lock, so parallel jobs of one sweep evaluate the baseline once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _reap(spec: RunSpec, store: Store) -> None:
     """Runs of this configuration left RUNNING by a killed job are marked KILLED first."""
     for dead, reason in store.reap_stale(spec.cfg.tracking.stale_after_seconds, {TAGS.CONFIG_HASH: spec.config_hash}):
         log.warning("%s: marked stale run %s KILLED (%s)", spec.run_name, dead.info.run_id, reason)
 
 
+# A claim waits this long before looking for rivals, so that claims made at the same moment by
+# jobs on other hosts are in the store (the hosts' clocks must agree to better than this).
+CLAIM_SETTLE_SECONDS = 2.0
+WAIT_POLL_SECONDS = 2.0
+
+
 def _ensure_baseline(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None) -> None:
+    """Evaluate the baseline unless a finished one exists, exactly once however many jobs, on however
+    many hosts, need it at the same moment: the store is the only thing they share, so it decides.
+
+    Each job that finds no baseline claims it by starting the baseline run; after a settling pause
+    the earliest claim (start time, then run id) wins, the others delete theirs and wait for it.
+    A winner that dies stops its heartbeat, is reaped, and the wait starts over.
+    """
     base_cfg = baseline_config(spec.cfg)
     base_cfg.paths.output_dir = str(spec.output_dir / "baseline")
     base = prepare(base_cfg)
-    with _lock(spec.cache_dir / "locks" / f"baseline-{base.config_hash}.lock"):
+    same = {TAGS.CONFIG_HASH: base.config_hash}
+    waiting = False
+    while True:
         _reap(base, store)
-        if store.find_runs({TAGS.CONFIG_HASH: base.config_hash}):
+        if store.find_runs(same):
             return
+        if store.find_runs(same, status="RUNNING"):
+            if not waiting:
+                log.info("%s: waiting for the baseline another job is evaluating", spec.run_name)
+                waiting = True
+            time.sleep(WAIT_POLL_SECONDS)
+            continue
+        claim = store.start_run(base.run_name, _tags(base, store, sweep_id))
+        time.sleep(CLAIM_SETTLE_SECONDS)
+        claims = store.find_runs(same, status="RUNNING")
+        first = min(claims, key=lambda r: (r.info.start_time, r.info.run_id)) if claims else None
+        if first is not None and first.info.run_id != claim.run_id:
+            claim.discard()  # another job claimed it first
+            continue
         log.info("No finished baseline for %s with these evaluation settings: evaluating it first",
                  spec.cfg.model.name)
-        execute(base, store, sweep_id, log_file)
+        execute(base, store, sweep_id, log_file, run=claim)
+        return
 
 
 # ----------------------------------------------------------------------------- one run
-def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = None) -> RunResult:
-    """Run one validated spec as one MLflow run, which ends FINISHED, FAILED or KILLED."""
-    run = store.start_run(spec.run_name, _tags(spec, store, sweep_id))
+def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = None, run: Run | None = None
+            ) -> RunResult:
+    """Run one validated spec as one MLflow run (`run`, or a new one), which ends FINISHED, FAILED or KILLED."""
+    run = run or store.start_run(spec.run_name, _tags(spec, store, sweep_id))
     log.info("%s: MLflow run %s (config_hash %s)", spec.run_name, run.run_id, spec.config_hash)
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     status, killed_reason = "FAILED", None

@@ -362,6 +362,11 @@ class Run:
         version = self._client.create_model_version(name, source, run_id=self.run_id, tags=tags, model_id=model_id)
         return str(version.version)
 
+    def discard(self) -> None:
+        """Delete a run that did no work (a lost claim), so no reader ever sees it."""
+        self._client.set_terminated(self.run_id, "KILLED")
+        self._client.delete_run(self.run_id)
+
     def end(self, status: str, reason: str | None = None) -> None:
         if reason:
             self.set_tag(TAGS.KILLED_REASON, reason)

@@ -87,3 +87,42 @@ def test_the_checkpoint_is_a_logged_model_and_can_be_registered(fakes, tmp_path)
     assert version.run_id == result.run_id and version.tags["qexp.calib_n"] == "8"
     baseline = client.search_runs([run.info.experiment_id], "tags.`qexp.quant` = 'none'")[0]
     assert "qexp.model_id" not in baseline.data.tags  # the baseline's weights are the model itself
+
+
+def test_jobs_racing_for_a_missing_baseline_evaluate_it_once(fakes, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from qexp.spec import prepare
+    from qexp.tracking import Store
+
+    real_evaluate = pipeline.evaluate
+
+    def slow_evaluate(*args, **kwargs):  # long enough for every job to find the baseline missing
+        time.sleep(1.0)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "evaluate", slow_evaluate)
+    monkeypatch.setattr(pipeline, "CLAIM_SETTLE_SECONDS", 0.5)
+    monkeypatch.setattr(pipeline, "WAIT_POLL_SECONDS", 0.2)
+    # Threads stand in for job processes here: verbose=true keeps each from swapping the process's
+    # stderr, and one prepare() first builds what jobs share on disk (processes would each do it safely).
+    configs = [compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", f"quant={method}",
+                              f"calib.n={n}", f"paths.checkpoint_dir={tmp_path / 'ckpt'}", "verbose=true")
+               for method, n in (("gptq", 8), ("awq", 8), ("gptq", 16))]
+    prepare(configs[0])
+    Store.open(configs[0].tracking.uri, "qexp")  # the store exists; the race is for the baseline only
+    results = []
+    threads = [threading.Thread(target=lambda cfg=cfg: results.append(pipeline.run(cfg))) for cfg in configs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    assert sorted(r.status for r in results) == ["FINISHED"] * 3
+    client = MlflowClient(configs[0].tracking.uri)
+    experiment = client.get_experiment_by_name("qexp").experiment_id
+    baselines = client.search_runs([experiment], "tags.`qexp.quant` = 'none'")
+    assert [b.info.status for b in baselines] == ["FINISHED"]
+    evaluated = [path for path in fakes["evaluate"] if not path.startswith(str(tmp_path / "ckpt"))]
+    assert len(evaluated) == 1  # the unquantized model, once
