@@ -49,10 +49,15 @@ def app(cfg: DictConfig) -> None:
     except QexpError as err:
         log.error("%s", err)
         outcome.error = str(err)
-    except KeyboardInterrupt:
-        outcome.status, outcome.error = "KILLED", "interrupted"
+    except KeyboardInterrupt as err:
+        outcome.status, outcome.error = "KILLED", str(err) or "interrupted"
         write_outcome(output_dir, outcome)
-        raise
+        if "BasicLauncher" in str(hc.launcher.get("_target_", "")):
+            raise  # the job runs in the sweep's process: stop the sweep
+        # A job of its own (a SLURM job, a joblib worker) stops alone: its outcome file says KILLED,
+        # and returning lets the launcher collect it (a job that raised KeyboardInterrupt leaves
+        # submitit no result to wait for).
+        return
     except Exception as err:
         log.exception("job %s failed", name)
         outcome.error = f"{type(err).__name__}: {err} (traceback in {log_file})"

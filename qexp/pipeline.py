@@ -109,8 +109,12 @@ def _ensure_baseline(spec: RunSpec, store: Store, sweep_id: str, log_file: Path 
             time.sleep(WAIT_POLL_SECONDS)
             continue
         claim = store.start_run(base.run_name, _tags(base, store, sweep_id))
-        time.sleep(CLAIM_SETTLE_SECONDS)
-        claims = store.find_runs(same, status="RUNNING")
+        try:
+            time.sleep(CLAIM_SETTLE_SECONDS)
+            claims = store.find_runs(same, status="RUNNING")
+        except KeyboardInterrupt as err:
+            claim.end("KILLED", str(err) or "interrupted (Ctrl-C)")
+            raise
         first = min(claims, key=lambda r: (r.info.start_time, r.info.run_id)) if claims else None
         if first is not None and first.info.run_id != claim.run_id:
             claim.discard()  # another job claimed it first
@@ -125,14 +129,14 @@ def _ensure_baseline(spec: RunSpec, store: Store, sweep_id: str, log_file: Path 
 def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = None, run: Run | None = None
             ) -> RunResult:
     """Run one validated spec as one MLflow run (`run`, or a new one), which ends FINISHED, FAILED or KILLED."""
-    run = run or store.start_run(spec.run_name, _tags(spec, store, sweep_id))
-    log.info("%s: MLflow run %s (config_hash %s)", spec.run_name, run.run_id, spec.config_hash)
-    spec.output_dir.mkdir(parents=True, exist_ok=True)
     status, killed_reason = "FAILED", None
-    memory = PeakMemory()
-    memory.reset()
     libraries_log = spec.output_dir / "libraries.log"
-    try:
+    memory = PeakMemory()
+    run = run or store.start_run(spec.run_name, _tags(spec, store, sweep_id))
+    try:  # from here on, however the job ends (a signal included), the run ends with it
+        log.info("%s: MLflow run %s (config_hash %s)", spec.run_name, run.run_id, spec.config_hash)
+        spec.output_dir.mkdir(parents=True, exist_ok=True)
+        memory.reset()
         with run.monitor(spec.cfg.tracking.heartbeat_seconds, spec.cfg.tracking.system_metrics_seconds), \
                 _library_output(libraries_log, spec.cfg.verbose):
             _log_inputs(spec, run)

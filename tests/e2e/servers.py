@@ -87,3 +87,54 @@ def start_mlflow_server(backend: str, artifacts: Path) -> tuple[str, subprocess.
             time.sleep(0.5)
     proc.terminate()
     pytest.fail(f"mlflow server did not start on {base}: {log.read_text()[-3000:]}")
+
+
+def start_slurm(root: Path) -> callable:
+    """A one-node SLURM cluster on loopback (Debian's slurm-wlm and munge, as root); returns stop.
+
+    The recipe is the one verified in shared/FACTS.md: munged as the munge user, then slurmctld
+    and slurmd with a minimal slurm.conf naming this host, partition `debug`.
+    """
+    for tool in ("slurmctld", "slurmd", "sbatch", "munged"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            pytest.fail(f"{tool} is missing: install Debian's slurm-wlm and munge (.ci/run does)")
+    if os.geteuid() != 0:
+        pytest.fail("starting a SLURM cluster needs root (slurmd runs jobs as their users)")
+    host = socket.gethostname().split(".")[0]
+    state, spool = root / "state", root / "spool"
+    for folder in (state, spool, Path("/run/munge"), Path("/etc/slurm")):
+        folder.mkdir(parents=True, exist_ok=True)
+    shutil.chown("/run/munge", "munge", "munge")
+    if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+        _run(["su", "-s", "/bin/sh", "munge", "-c", "/usr/sbin/munged"], "munged")
+    conf = Path("/etc/slurm/slurm.conf")
+    previous = conf.read_text() if conf.exists() else None
+    conf.write_text("\n".join([
+        "ClusterName=qexp-test", f"SlurmctldHost={host}(127.0.0.1)", "AuthType=auth/munge",
+        "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SlurmUser=root",
+        f"StateSaveLocation={state}", f"SlurmdSpoolDir={spool}", "SchedulerType=sched/backfill",
+        "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", "ReturnToService=2",
+        f"SlurmctldLogFile={root / 'slurmctld.log'}", f"SlurmdLogFile={root / 'slurmd.log'}",
+        f"SlurmctldPidFile={root / 'slurmctld.pid'}", f"SlurmdPidFile={root / 'slurmd.pid'}",
+        "KillWait=20", "MpiDefault=none",
+        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory=20000 State=UNKNOWN",
+        f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP", ""]))
+    _run(["slurmctld"], "slurmctld")
+    _run(["slurmd"], "slurmd")
+
+    def stop() -> None:
+        for name in ("slurmd", "slurmctld"):
+            pid_file = root / f"{name}.pid"
+            if pid_file.is_file():
+                subprocess.run(["kill", pid_file.read_text().strip()], capture_output=True)
+        if previous is not None:
+            conf.write_text(previous)
+
+    for _ in range(60):
+        info = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+        if info.returncode == 0 and info.stdout.strip() in ("idle", "mixed", "allocated"):
+            return stop
+        time.sleep(1)
+    stop()
+    pytest.fail(f"the SLURM node did not become idle: {(root / 'slurmctld.log').read_text()[-2000:]}"
+                f"{(root / 'slurmd.log').read_text()[-2000:] if (root / 'slurmd.log').exists() else ''}")

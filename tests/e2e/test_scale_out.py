@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow import MlflowClient
 
+from qexp.tracking import Store
 from tests.e2e.conftest import SWEEP, download_model, qexp_cli
-from tests.e2e.servers import get, start_mlflow_server, start_postgres
+from tests.e2e.servers import get, start_mlflow_server, start_postgres, start_slurm
 
 pytestmark = pytest.mark.e2e
 
@@ -95,3 +97,60 @@ def test_jobs_racing_through_the_server_evaluate_one_baseline(server, tmp_path, 
     assert [b.info.status for b in baselines] == ["FINISHED"]
     assert sorted(r.info.run_name for r in runs if r.data.tags["qexp.quant"] != "none") == ["awq-8", "gptq-16", "gptq-8"]
     assert sum("evaluating it first" in o for o in outputs) == 1
+
+
+SLURM = ["launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=null",
+         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=4", "hydra.launcher.array_parallelism=2"]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    stop = start_slurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield
+    finally:
+        stop()
+
+
+def test_a_sweep_on_slurm_gives_the_same_runs(slurm, sweep, tmp_path, cache_dir):
+    proc = qexp_cli(*SWEEP, *SLURM, cwd=tmp_path, cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = _jobs(MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db"))
+    assert {name: len(runs) for name, runs in jobs.items()} == {
+        "baseline": 1, "gptq-8": 1, "gptq-16": 1, "awq-8": 1, "awq-16": 1}
+    serial = sweep.runs()
+    for name, (run,) in jobs.items():
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["qexp.config_hash"] == serial[name].data.tags["qexp.config_hash"]
+        assert _scores(run) == pytest.approx(_scores(serial[name]), abs=1e-9)
+    assert list((tmp_path / "multirun").rglob(".submitit"))  # the jobs ran as SLURM jobs
+
+
+def test_scancel_ends_the_run_killed_and_resubmitting_finishes_it(slurm, tmp_path, cache_dir):
+    job = ["-m", "quant=awq", "calib.n=32", "model=tiny", "eval=fixtures", "model.max_seq_length=64",
+           "eval.tasks=[arc_easy,hellaswag,mmlu]", *SLURM]
+    env = {**os.environ, "QEXP_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(cache_dir / "hf-datasets")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    Store.open(uri, "qexp")  # the schema exists before this test polls the store the job writes
+    sweep = subprocess.Popen([sys.executable, "-m", "qexp", *job], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:  # cancel once the quantized run is under way
+        if any(r.info.status == "RUNNING" for r in _jobs(MlflowClient(uri)).get("awq-32", [])):
+            break
+        time.sleep(0.5)
+    else:
+        sweep.kill()
+        pytest.fail("the SLURM job never started the awq-32 run: " + sweep.communicate()[0][-3000:])
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    subprocess.run(["scancel", *jobs], check=True)
+    output = sweep.communicate(timeout=600)[0]
+    assert sweep.returncode != 0, output[-3000:]
+    (killed,) = _jobs(MlflowClient(uri))["awq-32"]
+    assert killed.info.status == "KILLED" and "signal 15" in killed.data.tags["qexp.killed_reason"]
+
+    again = qexp_cli(*job, cwd=tmp_path, cache_dir=cache_dir)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert sorted(r.info.status for r in _jobs(MlflowClient(uri))["awq-32"]) == ["FINISHED", "KILLED"]
