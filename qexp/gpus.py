@@ -40,7 +40,7 @@ def claim(count: int, lock_dir: Path, wait_seconds: float = 60) -> list[str]:
     if _held:
         return os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
     gpus = visible_gpus()
-    if not gpus or "SLURM_JOB_ID" in os.environ:
+    if not gpus or count < 1 or "SLURM_JOB_ID" in os.environ:  # count < 1: prepare() says what is wrong
         return gpus
     if count > len(gpus):
         raise config_error("gpus_per_job", count, f"Only {len(gpus)} GPUs are visible here ({','.join(gpus)})",

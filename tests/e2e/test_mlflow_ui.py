@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import download_model
-
 pytestmark = pytest.mark.e2e
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -123,6 +121,7 @@ def test_runs_carry_source_datasets_system_metrics_and_scores(server):
 
 
 def test_each_checkpoint_is_a_logged_model_that_loads_and_generates(server, sweep, tmp_path):
+    import mlflow
     import torch
     from mlflow import MlflowClient
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -133,7 +132,8 @@ def test_each_checkpoint_is_a_logged_model_that_loads_and_generates(server, swee
         model_id = _tags(by_name[name])["qexp.model_id"]
         model = client.get_logged_model(model_id)
         assert model.source_run_id == by_name[name]["info"]["run_id"] and str(model.status) in ("READY", "LoggedModelStatus.READY")
-        folder = download_model(server, model_id, tmp_path)
+        mlflow.set_tracking_uri(server)  # how an MLflow user resolves models:/<id>
+        folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=str(tmp_path / name)))
         config = json.loads((folder / "config.json").read_text())
         assert config["quantization_config"]["quant_method"] == "compressed-tensors"
         tokenizer = AutoTokenizer.from_pretrained(folder)
