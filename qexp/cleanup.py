@@ -7,25 +7,20 @@ does it for the whole experiment. Its defaults are the composed config's `tracki
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from .errors import QexpError
-from .schema import tracking_defaults
+from .schema import store_parser
 from .tracking import TAGS, Store
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        defaults = tracking_defaults()  # where `python -m qexp` logs: conf/tracking/mlflow.yaml
+        parser, defaults = store_parser("python -m qexp.cleanup", __doc__)
     except QexpError as err:
         print(f"qexp.cleanup: {err}", file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(prog="python -m qexp.cleanup", description=__doc__)
-    parser.add_argument("--tracking-uri", default=defaults.uri, help=f"MLflow store (default: {defaults.uri})")
-    parser.add_argument("--experiment", default=defaults.experiment,
-                        help=f"MLflow experiment (default: {defaults.experiment})")
     parser.add_argument("--stale-after", type=float, default=defaults.stale_after_seconds, metavar="SECONDS",
                         help="a heartbeat older than this marks a run on another host dead "
                              f"(default: {defaults.stale_after_seconds})")

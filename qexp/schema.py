@@ -41,6 +41,7 @@ __all__ = [
     "compose",
     "validate",
     "tracking_defaults",
+    "store_parser",
     "composition_error",
 ]
 
@@ -217,6 +218,19 @@ def validate(cfg: DictConfig) -> DictConfig:
 def tracking_defaults() -> DictConfig:
     """The composed `tracking` group: the defaults `python -m qexp` logs with, for the other tools."""
     return compose().tracking
+
+
+def store_parser(prog: str, description: str | None) -> tuple[Any, DictConfig]:
+    """An argument parser with --tracking-uri and --experiment, defaulting to where `python -m qexp`
+    logs (the composed `tracking` group), and that group; ConfigError when conf/ does not compose."""
+    import argparse
+
+    defaults = tracking_defaults()
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--tracking-uri", default=defaults.uri, help=f"MLflow store (default: {defaults.uri})")
+    parser.add_argument("--experiment", default=defaults.experiment,
+                        help=f"MLflow experiment (default: {defaults.experiment})")
+    return parser, defaults
 
 
 # ----------------------------------------------------------------------------- errors

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, open_dict
 
-from qexp.schema import CONF_DIR, compose
+from qexp.schema import compose
 
 
 @pytest.fixture(scope="session")

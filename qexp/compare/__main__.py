@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from ..errors import QexpError
-from ..schema import tracking_defaults
+from ..schema import store_parser
 from .data import load_study
 from .report import build_report, render, to_json
 
@@ -26,14 +25,10 @@ def _metric_args(values: list[str]) -> tuple[str, dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        defaults = tracking_defaults()  # where `python -m qexp` logs: conf/tracking/mlflow.yaml
+        parser, _ = store_parser("python -m qexp.compare", __doc__)
     except QexpError as err:
         print(f"qexp.compare: {err}", file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(prog="python -m qexp.compare", description=__doc__)
-    parser.add_argument("--tracking-uri", default=defaults.uri, help=f"MLflow store (default: {defaults.uri})")
-    parser.add_argument("--experiment", default=defaults.experiment,
-                        help=f"MLflow experiment (default: {defaults.experiment})")
     parser.add_argument("--model", help="the qexp.model tag to report on, when the experiment holds several")
     parser.add_argument("--sweep-id", help="only the runs of this sweep (its baseline may be older)")
     parser.add_argument("--metric", action="append", default=[], metavar="METRIC or TASK=METRIC",

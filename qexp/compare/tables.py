@@ -400,7 +400,9 @@ def recommendations(study: Study, ranked: pd.DataFrame, tests: pd.DataFrame, riv
     for r in rivals[rivals["significant"] & (rivals["winner"] != best)].itertuples():
         lines.append(f"{best} is significantly worse than {r.b} on {display_name(r.task)} "
                      f"({_points(r.delta)} points on {r.n} documents, p Holm {r.p_adjusted:.3g}).")
-    if study.baseline and "vs_baseline" in ranked:
+    if study.baseline and "vs_baseline" in ranked and pd.isna(ranked.loc[best, "vs_baseline"]):
+        lines.append(f"{best} vs Baseline: not tested (a task without documents both runs scored).")
+    elif study.baseline and "vs_baseline" in ranked:
         row = ranked.loc[best]
         mine = vs_baseline[vs_baseline["a"] == best]
         worse = list(mine.loc[mine["significant"] & (mine["delta"] < 0), "task"])

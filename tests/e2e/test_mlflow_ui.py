@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.servers import free_port, get
 
 pytestmark = pytest.mark.e2e
 
@@ -24,23 +24,9 @@ def _ui_command() -> list[str]:
     return line.split("#")[0].split()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, data: dict | None = None):
-    body = json.dumps(data).encode() if data is not None else None
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        raw = response.read()
-    return json.loads(raw) if data is not None or "/api/" in url else raw
-
-
 @pytest.fixture
 def server(sweep):
-    port = _free_port()
+    port = free_port()
     command = _ui_command()
     exe = Path(sys.executable).with_name("mlflow")
     command[0] = str(exe) if exe.exists() else shutil.which("mlflow")
@@ -50,7 +36,7 @@ def server(sweep):
     try:
         for _ in range(120):
             try:
-                _get(f"{base}/health")
+                get(f"{base}/health")
                 break
             except OSError:
                 time.sleep(0.5)
@@ -63,8 +49,8 @@ def server(sweep):
 
 
 def _search(server: str) -> dict[str, dict]:
-    experiment = _get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=qexp")["experiment"]
-    runs = _get(f"{server}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    experiment = get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=qexp")["experiment"]
+    runs = get(f"{server}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     return experiment, {r["info"]["run_name"]: r for r in runs}
 
 
@@ -81,11 +67,11 @@ def test_ui_serves_the_sweep_as_one_parent_with_its_report(server, sweep):
     assert parent["info"]["run_name"] == "tiny-qwen3 · gptq,awq × 8,16"
     children = {name for name, r in by_name.items() if _tags(r).get("mlflow.parentRunId") == parent["info"]["run_id"]}
     assert children == {"baseline", "gptq-8", "gptq-16", "awq-8", "awq-16"}
-    listing = _get(f"{server}/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}&path=report")
+    listing = get(f"{server}/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}&path=report")
     assert {"report/report.md", "report/report.json", "report/members.json"} <= {f["path"] for f in listing["files"]}
-    plots = _get(f"{server}/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}&path=report/plots")
+    plots = get(f"{server}/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}&path=report/plots")
     assert "report/plots/accuracy_vs_size.png" in {f["path"] for f in plots["files"]}
-    report = json.loads(_get(f"{server}/get-artifact?path=report/report.json&run_uuid={parent['info']['run_id']}"))
+    report = json.loads(get(f"{server}/get-artifact?path=report/report.json&run_uuid={parent['info']['run_id']}"))
     assert {r["label"] for r in report["runs"]} == {"Baseline", "GPTQ-8", "GPTQ-16", "AWQ-8", "AWQ-16"}
     assert {m["key"] for m in parent["data"]["metrics"]} >= {"average/Baseline", "average/AWQ-16", "recovery/GPTQ-8"}
     ui = f"http://127.0.0.1:5000/#/experiments/{experiment['experiment_id']}?workflowType=machine_learning"
