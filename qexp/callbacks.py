@@ -7,6 +7,7 @@ after all jobs have returned, with the sweep's comparison report logged on it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -60,7 +61,7 @@ def abort_active_sweep(reason: str) -> None:
     """End the running sweep's parent run KILLED (the entry point calls this on Ctrl-C or SIGTERM)."""
     global _active
     if _active is not None:
-        _active.run.end("KILLED", reason)
+        _active.end("KILLED", reason)
         _active = None
 
 
@@ -78,8 +79,15 @@ def _summary(outcomes: list[Outcome], what: str) -> list[str]:
 class Sweep:
     """A multirun's parent run."""
 
-    def __init__(self, store, run, sweep: str):
+    def __init__(self, store, run, sweep: str, heartbeat_seconds: float):
         self.store, self.run, self.sweep = store, run, sweep
+        # A heartbeat like a job's, so `python -m qexp.cleanup` on another host sees a live sweep.
+        self._heartbeat = contextlib.ExitStack()
+        self._heartbeat.enter_context(run.heartbeat(heartbeat_seconds))
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        self._heartbeat.close()
+        self.run.end(status, reason)
 
     @classmethod
     def start(cls, config: DictConfig) -> Sweep | None:
@@ -99,7 +107,7 @@ class Sweep:
                 TAGS.DESCRIPTION: f"Sweep {sweep}: `python -m qexp -m {' '.join(_overrides(config))}`. "
                                   "Its jobs' runs are the children; the comparison report is under report/."}
         run = store.start_run(_name(config), tags)
-        return cls(store, run, sweep)
+        return cls(store, run, sweep, config.tracking.heartbeat_seconds)
 
     def finish(self, outcomes: list[Outcome]) -> list[str]:
         """Log the sweep's report and members on the parent, end it, and say where to look."""
@@ -111,7 +119,7 @@ class Sweep:
             self.run.log_text(f"{type(err).__name__}: {err}\n", "report/error.txt")
             lines.append(f"qexp: no report for this sweep ({type(err).__name__}: {err})")
         finally:
-            self.run.end(status)
+            self.end(status)
         return lines + [f"Browse the runs: {self.store.ui_url()}  (parent run {self.run.run_id})"]
 
     def _log_report(self) -> list[str]:
