@@ -40,7 +40,7 @@ class Study:
     settings: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> evaluation setting -> value
     repeats: dict[str, list[str]] = field(default_factory=dict)  # configuration -> its runs over calibration seeds
     notes: list[str] = field(default_factory=list)  # what the loader chose or could not find
-    _cache: dict = field(default_factory=dict, repr=False)  # metric -> documents × runs matrix
+    _cache: dict = field(default_factory=dict, repr=False)  # matrices, pair sums and scores, built once
 
     @property
     def labels(self) -> list[str]:
