@@ -42,7 +42,7 @@ def app(cfg: DictConfig) -> None:
     outcome = Outcome(job=name, status="FAILED")
     try:
         cache_dir = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else default_cache_dir()
-        gpus.claim(cfg.gpus_per_job, cache_dir / "gpu-slots")  # before anything initialises CUDA here
+        gpus.pin(cfg.device, cfg.gpus_per_job, cache_dir / "gpu-slots")  # before anything initialises CUDA here
         folder = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
         result = run(cfg, sweep_id=sweep_id(folder), log_file=log_file)
         outcome = Outcome(job=name, status=result.status, run_id=result.run_id, run_name=result.name)

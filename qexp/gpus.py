@@ -1,4 +1,11 @@
-"""Each job process holds GPUs of its own, claimed before torch initialises CUDA in it.
+"""Each job process sees only its device, set before torch initialises CUDA in it.
+
+llmcompressor calibrates on the first GPU a process sees, whatever it is asked, and CUDA
+reads CUDA_VISIBLE_DEVICES once, when it starts; so `pin(device, ...)`, called by
+`python -m qexp` before anything touches CUDA, makes the job's device the only one it can
+see: `cpu` hides every GPU, `cuda:N` leaves only GPU N, and `auto`/`cuda` claim
+`gpus_per_job` free GPUs (below). `spec.prepare` then refuses a device the process cannot
+honour (e.g. `cuda:1` in a notebook that was not pinned).
 
 With parallel jobs on one machine (launcher=local), every job process claims `gpus_per_job`
 GPUs no other process holds, through file locks in `<cache_dir>/gpu-slots/`, and restricts
@@ -12,15 +19,48 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
 
 from .errors import config_error
 
-__all__ = ["visible_gpus", "claim"]
+__all__ = ["visible_gpus", "claim", "pin", "pinned"]
 
 _held: list = []  # this process's open lock files (closing them would release the GPUs)
+_pinned: list[str] = []  # the device this process was pinned to, once it was
+
+
+def pin(device: str, count: int, lock_dir: Path) -> None:
+    """Make `device` what this process's jobs see, before CUDA starts; later calls must agree."""
+    if _pinned:
+        if device != _pinned[0]:
+            raise config_error("device", device, f"This process already runs its jobs on device={_pinned[0]}, "
+                               "and CUDA cannot move once it has started",
+                               "Run jobs with different devices in separate commands.")
+        return
+    index = re.fullmatch(r"cuda:(\d+)", device)
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif index:
+        gpus = visible_gpus()
+        if int(index.group(1)) >= len(gpus):
+            fix = f"Use device=cuda:0 .. cuda:{len(gpus) - 1}, or device=auto." if gpus else \
+                "Use device=cpu or device=auto."
+            raise config_error("device", device, f"Only {len(gpus)} GPUs are visible here "
+                               f"({','.join(gpus) or 'none'})", fix)
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[int(index.group(1))]
+    elif device in ("auto", "cuda"):
+        claim(count, lock_dir)
+    else:
+        return  # not a device: prepare() says what is wrong
+    _pinned.append(device)
+
+
+def pinned() -> str | None:
+    """The device `pin` made this process's only one, or None when it was not pinned."""
+    return _pinned[0] if _pinned else None
 
 
 def visible_gpus() -> list[str]:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import quantization
 from .evaluation import evaluate
 from .files import digest, read_jsonl
-from .perf import PeakMemory, weights_mb
+from .perf import PhaseMemory, weights_mb
 from .spec import RunSpec, baseline_config, prepare
 from .tracking import ARTIFACTS, TAGS, Run, Store, results_metrics, source_tags
 
@@ -131,17 +131,17 @@ def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = 
     """Run one validated spec as one MLflow run (`run`, or a new one), which ends FINISHED, FAILED or KILLED."""
     status, killed_reason = "FAILED", None
     libraries_log = spec.output_dir / "libraries.log"
-    memory = PeakMemory()
+    memory = PhaseMemory.for_device(spec.device)
     run = run or store.start_run(spec.run_name, _tags(spec, store, sweep_id))
     try:  # from here on, however the job ends (a signal included), the run ends with it
         log.info("%s: MLflow run %s (config_hash %s)", spec.run_name, run.run_id, spec.config_hash)
         spec.output_dir.mkdir(parents=True, exist_ok=True)
-        memory.reset()
         with run.monitor(spec.cfg.tracking.heartbeat_seconds, spec.cfg.tracking.system_metrics_seconds), \
                 _library_output(libraries_log, spec.cfg.verbose):
             _log_inputs(spec, run)
-            checkpoint, perf = _checkpoint(spec, run)
-            metrics, perf["perf/eval_seconds"] = _evaluate(spec, run, checkpoint)
+            checkpoint, perf = _checkpoint(spec, run, memory)
+            with memory.phase("eval"):
+                metrics, perf["perf/eval_seconds"] = _evaluate(spec, run, checkpoint)
             metrics.update({**perf, **memory.metrics(), **_sizes(spec, checkpoint)})
             run.log_metrics(metrics)
             _log_checkpoint(spec, run, checkpoint)
@@ -231,9 +231,9 @@ def _log_inputs(spec: RunSpec, run: Run) -> None:
         run.log_dataset(**dataset, context="evaluation")
 
 
-def _checkpoint(spec: RunSpec, run: Run) -> tuple[Path, dict[str, float]]:
+def _checkpoint(spec: RunSpec, run: Run, memory: PhaseMemory) -> tuple[Path, dict[str, float]]:
     """What to evaluate: the model itself for the baseline, else the configuration's checkpoint,
-    reused when an earlier attempt left it complete, quantized now otherwise."""
+    reused when an earlier attempt left it complete, quantized now (the `quant` phase) otherwise."""
     if spec.is_baseline:
         return Path(spec.model_path), {}
     cfg = spec.cfg
@@ -245,8 +245,9 @@ def _checkpoint(spec: RunSpec, run: Run) -> tuple[Path, dict[str, float]]:
     else:
         log.info("%s: quantizing %s with %d calibration samples (<= %d tokens each) into %s", spec.run_name,
                  spec.model_path, len(spec.calibration), cfg.calib.max_seq_length, spec.checkpoint)
-        found = quantization.quantize(spec.model_path, spec.calibration, cfg.quant, dtype=cfg.model.dtype,
-                                      max_seq_length=cfg.calib.max_seq_length, out=spec.checkpoint)
+        with memory.phase("quant"):
+            found = quantization.quantize(spec.model_path, spec.calibration, cfg.quant, dtype=cfg.model.dtype,
+                                          max_seq_length=cfg.calib.max_seq_length, out=spec.checkpoint)
     if (found.path / "recipe.yaml").is_file():
         run.log_path(found.path / "recipe.yaml")
     return found.path, {"perf/quant_seconds": found.quant_seconds}
@@ -260,7 +261,7 @@ def _evaluate(spec: RunSpec, run: Run, checkpoint: Path) -> tuple[dict[str, floa
     started = time.perf_counter()
     evaluation = evaluate(
         checkpoint, spec.plan, dtype=cfg.model.dtype, device=spec.device,
-        num_fewshot=cfg.eval.num_fewshot, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,
+        num_fewshot=cfg.eval.num_fewshot, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,  # set per device
         seed=cfg.seed, cache_dir=spec.cache_dir,
     )
     seconds = time.perf_counter() - started

@@ -58,7 +58,11 @@ def build_recipe(q: Any) -> list:
         from llmcompressor.modifiers.quantization import QuantizationModifier
         from llmcompressor.modifiers.transform.awq import AWQModifier
 
-        return [AWQModifier(duo_scaling=q.duo_scaling, n_grid=int(q.n_grid)),
+        if q.offload_device not in ("cpu", "none"):  # `auto` is resolved per device by spec.prepare
+            raise config_error("quant.offload_device", q.offload_device, "Expected cpu or none here",
+                               "Set quant.offload_device=cpu or none.")
+        offload = None if q.offload_device == "none" else q.offload_device
+        return [AWQModifier(duo_scaling=q.duo_scaling, n_grid=int(q.n_grid), offload_device=offload),
                 QuantizationModifier(config_groups=config_groups, ignore=ignore)]
     raise config_error("quant.name", q.name, "No recipe for this quantization method", "Use quant=gptq or quant=awq.")
 
@@ -89,6 +93,27 @@ def _cpu_safe_awq() -> Iterator[None]:
         yield
     finally:
         IntermediatesCache.pin_memory = original
+
+
+@contextlib.contextmanager
+def _forget_traced_models() -> Iterator[None]:
+    """llmcompressor's sequential pipeline traces the model's forward with `torch.fx.wrap`, in a
+    namespace holding the model itself as `self`, and torch.fx keeps every such namespace in a
+    module-level registry forever: without this, each quantized model (8 GB for Qwen3-4B in
+    bfloat16) stays in memory until the process ends, and a sweep's next job starts with it.
+    The registry entries made during the call are dropped afterwards.
+    (torch 2.13 `torch.fx._symbolic_trace._wrapped_fns_to_patch`; llmcompressor 0.14
+    pipelines/sequential/ast_helpers.py.)
+    """
+    from torch.fx import _symbolic_trace
+
+    registry = _symbolic_trace._wrapped_fns_to_patch
+    before = set(registry)
+    try:
+        yield
+    finally:
+        for key in set(registry) - before:
+            del registry[key]
 
 
 @functools.cache
@@ -151,7 +176,7 @@ def quantize(model_path: str, samples: list[Conversation], q: Any, *, dtype: str
     with atomic_folder(out, replace=True) as tmp:
         # A fresh session per call: the global one would keep this model alive for the next run.
         # Saving inside it lets llmcompressor write the applied recipe as recipe.yaml.
-        with create_session(), _cpu_safe_awq():
+        with create_session(), _cpu_safe_awq(), _forget_traced_models():
             oneshot(
                 model=model,
                 processor=tokenizer,

@@ -85,6 +85,7 @@ class AWQConfig(WeightQuantConfig):
     # (AssertionError in expand), so the type is Any and `prepare` checks the value.
     duo_scaling: Any = MISSING
     n_grid: int = MISSING
+    offload_device: str = MISSING  # auto | cpu | none: where AWQ caches layer inputs (not in the config hash)
 
 
 @dataclass
@@ -101,7 +102,7 @@ class EvalConfig:
     tasks: list[str] = MISSING
     num_fewshot: int = MISSING
     limit: int | None = MISSING
-    batch_size: Any = MISSING  # an integer or auto (Any: see AWQConfig.duo_scaling)
+    batch_size: Any = MISSING  # an integer, auto, or null: per device (Any: see AWQConfig.duo_scaling)
     data_dir: str | None = None
     heldout_docs: int = MISSING
     heldout_max_chars: int = MISSING

@@ -11,12 +11,13 @@ held-out data file) and the identity that names the result.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
-from . import calibration, heldout, identity, models
+from . import calibration, gpus, heldout, identity, models
 from .calibration import Conversation
 from .errors import config_error
 from .evaluation import TaskPlan, plan_tasks
@@ -112,6 +113,9 @@ def _check_values(cfg: DictConfig) -> None:
     if quant.name == "awq":
         _one_of(cfg, "quant.duo_scaling", (True, False, "both"), "Use quant.duo_scaling=true, false or both.")
         _at_least(cfg, "quant.n_grid", 1, "Set quant.n_grid to a positive integer, e.g. 20.")
+        _one_of(cfg, "quant.offload_device", ("auto", "cpu", "none"),
+                "Use quant.offload_device=auto (cpu on a GPU), cpu (cached activations in host memory) "
+                "or none (on the calibrating device).")
     for key in ("model.name", "model.path"):
         if not OmegaConf.select(cfg, key):
             raise config_error(key, OmegaConf.select(cfg, key), "Missing model setting",
@@ -131,9 +135,10 @@ def _check_values(cfg: DictConfig) -> None:
     _at_least(cfg, "eval.limit", 1, "Set eval.limit to a positive number of documents per task, or "
               "eval.limit=null for all of them.")
     batch = cfg.eval.batch_size
-    if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
-        raise config_error("eval.batch_size", batch, "Expected a positive integer or auto",
-                           "Set eval.batch_size to a positive integer or auto.")
+    if batch not in ("auto", None) and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise config_error("eval.batch_size", batch, "Expected a positive integer, auto or null",
+                           "Set eval.batch_size to a positive integer, auto (lm-eval finds the largest that "
+                           "fits), or null (auto on CUDA, 8 on CPU).")
     _at_least(cfg, "seed", 0, "Set seed to a non-negative integer.")
     _at_least(cfg, "gpus_per_job", 1, "Set gpus_per_job to a positive number of GPUs, e.g. 1.")
     _at_least(cfg, "tracking.heartbeat_seconds", 1, "Set tracking.heartbeat_seconds to a positive number, e.g. 30.")
@@ -149,18 +154,40 @@ def _check_values(cfg: DictConfig) -> None:
 
 
 def _device(value: str) -> str:
+    """The torch device every phase of the job uses, or a ConfigError when `value` cannot be honoured.
+
+    llmcompressor calibrates on the first GPU this process sees, whatever qexp asks, so a
+    device is honoured by what the process sees: `python -m qexp` pins each job process to
+    its device before CUDA starts (`gpus.pin`). A process that was not pinned (a notebook
+    calling `run`) can use the first GPU or, with no GPU visible, the CPU; anything else
+    would quantize on one device and evaluate on another, and is refused.
+    """
     import torch
 
+    cuda = re.fullmatch(r"cuda(?::(\d+))?", value)
+    if value not in ("auto", "cpu") and not cuda:
+        raise config_error("device", value, "Unknown device", "Use device=auto, cpu, cuda or cuda:N.")
+    visible = torch.cuda.is_available()
     if value == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if visible else "cpu"
     if value == "cpu":
+        if visible:
+            raise config_error("device", value, "GPUs are visible to this process, and llmcompressor calibrates "
+                               "on the first of them whatever device says",
+                               "Run the job with `python -m qexp device=cpu` (which hides the GPUs from the job), "
+                               "or start Python with CUDA_VISIBLE_DEVICES= (empty).")
         return "cpu"
-    if value == "cuda" or value.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise config_error("device", value, "No CUDA device is available on this machine",
-                               "Use device=cpu or device=auto.")
-        return value
-    raise config_error("device", value, "Unknown device", "Use device=auto, cpu, cuda or cuda:N.")
+    if not visible:
+        raise config_error("device", value, "No CUDA device is available on this machine",
+                           "Use device=cpu or device=auto.")
+    if value == gpus.pinned():
+        return "cuda"  # the one GPU this process sees
+    if int(cuda.group(1) or 0) != 0:
+        raise config_error("device", value, "llmcompressor calibrates on the first visible GPU (cuda:0), so this "
+                           "job would quantize on cuda:0 and evaluate on another GPU",
+                           f"Run the job with `python -m qexp device={value}` (which makes that GPU the only one "
+                           "the job sees), or start Python with CUDA_VISIBLE_DEVICES=<that GPU> and use device=cuda.")
+    return value
 
 
 def _check_group_size(cfg: DictConfig, model_path: str) -> None:
@@ -200,8 +227,26 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
         return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation)
     calib = {"n": cfg.calib.n, "seed": cfg.calib.seed, "max_seq_length": cfg.calib.max_seq_length,
              "source": cfg.calib.source, "file": [calib_path.name, calib_path.stat().st_size]}
-    return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation,
-                             quant=OmegaConf.to_container(cfg.quant), calib=calib)
+    quant = OmegaConf.to_container(cfg.quant)
+    quant.pop("offload_device", None)  # where activations wait does not change the checkpoint
+    return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation, quant=quant, calib=calib)
+
+
+def _resolve_per_device(cfg: DictConfig, device: str) -> None:
+    """Settings whose default depends on the device get their value for this one, so the logged
+    config says what the run used. Neither is part of the config hash: neither changes a score.
+
+    - eval.batch_size null: lm-eval's `auto` on CUDA (the largest batch that fits); 8 on CPU,
+      where `auto` spends minutes probing.
+    - quant.offload_device auto (AWQ): `cpu` on a GPU, where caching every layer's inputs would
+      take ~30 GB for Qwen3-4B at 512 x 2048 tokens; `none` on CPU, where there is nowhere else.
+    """
+    on_gpu = device.startswith("cuda")
+    with read_write(cfg):
+        if cfg.eval.batch_size is None:
+            cfg.eval.batch_size = "auto" if on_gpu else 8
+        if cfg.quant.name == "awq" and cfg.quant.offload_device == "auto":
+            cfg.quant.offload_device = "cpu" if on_gpu else "none"
 
 
 # ----------------------------------------------------------------------------- prepare
@@ -210,6 +255,7 @@ def prepare(cfg: DictConfig) -> RunSpec:
     cfg = validate(cfg)
     _check_values(cfg)
     device = _device(cfg.device)
+    _resolve_per_device(cfg, device)
     is_baseline = cfg.quant.name == identity.BASELINE
     cache_dir = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else default_cache_dir()
 

@@ -69,6 +69,9 @@ def _error(*overrides: str, edit=None) -> str:
     (["quant.ignore=lm_head"], "quant.ignore"),
     (["quant.group_size=big"], "quant.group_size"),
     (["quant=awq", "quant.n_grid=0"], "quant.n_grid"),
+    (["quant=awq", "quant.offload_device=disk"], "quant.offload_device"),
+    (["device=cuda:x"], "device"),
+    (["device=cuda:0"], "device"),  # no GPU on a CPU machine
     (["quant=awq", "quant.scheme=null"], "quant.scheme"),
     (["model.name="], "model.name"),
     (["calib.n=null"], "calib.n"),

@@ -1,0 +1,90 @@
+"""Every phase runs on the job's device, or the device is refused; defaults that depend on it.
+
+There is no GPU here: GPUs are simulated by CUDA_VISIBLE_DEVICES (what `gpus.pin` reads and
+writes) and by making torch report CUDA available (what `spec.prepare` checks).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qexp import gpus
+from qexp.errors import ConfigError
+from qexp.spec import prepare
+from tests.conftest import compose_config
+
+
+@pytest.fixture
+def unpinned(monkeypatch):
+    """A process that `gpus.pin` has not pinned yet, with four GPUs visible."""
+    monkeypatch.setattr(gpus, "_pinned", [])
+    monkeypatch.setattr(gpus, "_held", [])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+
+
+@pytest.fixture
+def cuda_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+
+def test_pinning_cuda_n_leaves_only_that_gpu_visible(unpinned, tmp_path):
+    gpus.pin("cuda:1", 1, tmp_path)
+    assert gpus.visible_gpus() == ["5"] and gpus.pinned() == "cuda:1"
+    gpus.pin("cuda:1", 1, tmp_path)  # the next job of a sweep in the same process: nothing changes
+    assert gpus.visible_gpus() == ["5"]
+    with pytest.raises(ConfigError, match="<device='cuda:0'>"):  # CUDA cannot move once started
+        gpus.pin("cuda:0", 1, tmp_path)
+
+
+def test_pinning_cpu_hides_every_gpu(unpinned, tmp_path):
+    gpus.pin("cpu", 1, tmp_path)
+    assert gpus.visible_gpus() == []
+
+
+def test_pinning_auto_claims_gpus_per_job(unpinned, tmp_path):
+    gpus.pin("auto", 2, tmp_path)
+    assert gpus.visible_gpus() == ["4", "5"]
+
+
+def test_a_gpu_that_is_not_there_is_refused(unpinned, tmp_path):
+    with pytest.raises(ConfigError, match=r"Only 4 GPUs.*<device='cuda:4'>.*cuda:0 \.\. cuda:3"):
+        gpus.pin("cuda:4", 1, tmp_path)
+
+
+def _prepare(*overrides):
+    return prepare(compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", *overrides))
+
+
+def test_a_pinned_cuda_n_is_the_only_gpu_the_job_uses(unpinned, cuda_available, tmp_path):
+    gpus.pin("cuda:2", 1, tmp_path)
+    assert _prepare("device=cuda:2").device == "cuda"  # cuda:0 of a process that sees only GPU 6
+
+
+def test_devices_an_unpinned_process_cannot_honour_are_refused(unpinned, cuda_available):
+    # llmcompressor would calibrate on the first visible GPU: quantize there, evaluate elsewhere
+    with pytest.raises(ConfigError, match="<device='cuda:1'>.*python -m qexp device=cuda:1"):
+        _prepare("device=cuda:1")
+    with pytest.raises(ConfigError, match="<device='cpu'>.*CUDA_VISIBLE_DEVICES"):
+        _prepare("device=cpu")
+    assert _prepare("device=cuda:0").device == "cuda:0"
+
+
+def test_batch_size_and_awq_offload_default_per_device(cuda_available):
+    on_gpu = _prepare("quant=awq")
+    assert on_gpu.device == "cuda"
+    assert on_gpu.cfg.eval.batch_size == "auto" and on_gpu.cfg.quant.offload_device == "cpu"
+
+
+def test_batch_size_and_awq_offload_default_on_cpu():
+    on_cpu = _prepare("quant=awq", "device=cpu")
+    assert on_cpu.cfg.eval.batch_size == 8 and on_cpu.cfg.quant.offload_device == "none"
+    given = _prepare("quant=awq", "device=cpu", "eval.batch_size=auto", "quant.offload_device=cpu")
+    assert given.cfg.eval.batch_size == "auto" and given.cfg.quant.offload_device == "cpu"
+
+
+def test_neither_setting_changes_the_config_hash():
+    plain = _prepare("quant=awq", "device=cpu")
+    other = _prepare("quant=awq", "device=cpu", "eval.batch_size=2", "quant.offload_device=cpu")
+    assert plain.config_hash == other.config_hash and plain.checkpoint == other.checkpoint
