@@ -107,7 +107,7 @@ def _forget_traced_models() -> Iterator[None]:
     """
     from torch.fx import _symbolic_trace
 
-    registry = _symbolic_trace._wrapped_fns_to_patch
+    registry = getattr(_symbolic_trace, "_wrapped_fns_to_patch", {})
     before = set(registry)
     try:
         yield

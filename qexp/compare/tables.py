@@ -538,7 +538,8 @@ def _loglikelihoods(study: Study, label: str, task: str) -> pd.DataFrame | None:
 
 COSTS = {"perf/checkpoint_mb": "checkpoint MB", "perf/compression_ratio": "compression x",
          "perf/quant_seconds": "quantize s", "perf/eval_seconds": "evaluate s",
-         "perf/peak_rss_mb": "peak RSS MB", "perf/peak_gpu_mb": "peak GPU MB"}
+         "perf/peak_rss_mb": "peak RSS MB", "perf/quant_peak_gpu_mb": "quantize peak GPU MB",
+         "perf/eval_peak_gpu_mb": "evaluate peak GPU MB"}
 
 
 def repeats_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:

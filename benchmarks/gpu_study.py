@@ -1,0 +1,223 @@
+"""GPTQ and AWQ at Qwen3-4B's real size, through qexp's own quantization and evaluation code.
+
+    python benchmarks/gpu_study.py --samples 64 128                 # on a GPU machine
+    python benchmarks/gpu_study.py --layers 1 --samples 2 4 --seq-len 64 --device cpu   # smoke run
+
+No download: the model is built here with Qwen3-4B's exact architecture (hidden 2560, 36
+layers, 32 query / 8 key-value heads of 128, intermediate 9728, vocabulary 151,936, tied
+embeddings) and random weights, on the device, with qexp's byte-level tokenizer; so every
+matrix has the real shape and accuracy means nothing. Calibration samples are synthetic
+conversations rendered with the chat template and cut at `--seq-len` tokens (2048, as in
+the study), so every sample is exactly that long.
+
+For each method and sample count it runs `qexp.quantization.quantize` (the `quant` phase),
+and for each method's largest sample count `qexp.evaluation.evaluate` on qexp's fixture
+tasks (the `eval` phase), each measured like a qexp run (`qexp.perf.PhaseMemory`): wall
+time, peak GPU memory allocated, peak RSS, and GPU memory and RSS still held after the
+phase, once memory was released. From two or more sample counts it extrapolates the
+`quant` phase to `--target` samples (512), linear in the sample count.
+
+Imports only what quantization and evaluation need (torch, transformers, llmcompressor,
+compressed-tensors, lm-eval, qexp): no MLflow, no Hydra. `--json PATH` writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # qexp from this checkout, installed or not
+
+from qexp.calibration import Conversation  # noqa: E402
+from qexp.perf import PhaseMemory  # noqa: E402
+
+# Qwen/Qwen3-4B's config.json, the parts that give every tensor its shape.
+QWEN3_4B = dict(
+    hidden_size=2560,
+    intermediate_size=9728,
+    num_hidden_layers=36,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=151936,
+    max_position_embeddings=40960,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+)
+
+# The study's presets (conf/quant/gptq.yaml, awq.yaml with model=qwen3_4b); a unit test checks
+# that they match what `python -m qexp model=qwen3_4b quant=...` composes.
+QUANT = {
+    "gptq": dict(name="gptq", scheme="W4A16", group_size=128, targets=["Linear"], ignore=["lm_head"],
+                 block_size=128, dampening_frac=0.01),
+    "awq": dict(name="awq", scheme="W4A16_ASYM", group_size=128, targets=["Linear"], ignore=["lm_head"],
+                duo_scaling=True, n_grid=20, offload_device="cpu"),
+}
+
+EVAL_TASKS = ["arc_easy", "hellaswag"]
+WORDS = ("the model weights quantize group scale zero point layer calibration sample token hidden "
+         "state attention head matrix vector error loss grid search smooth activation channel").split()
+
+
+def build_model(folder: Path, layers: int, device: str) -> None:
+    """A random-weight Qwen3 with Qwen3-4B's shapes (`layers` of them), made on `device`, saved in bfloat16."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from qexp.models import build_byte_tokenizer
+
+    tokenizer = build_byte_tokenizer()
+    config = Qwen3Config(**{**QWEN3_4B, "num_hidden_layers": layers}, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen3ForCausalLM._from_config(config, dtype=torch.bfloat16)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def conversations(n: int, chars: int) -> list[Conversation]:
+    """`n` synthetic two-turn conversations of at least `chars` characters (one byte-level token each)."""
+    rng = random.Random(0)
+
+    def text(length: int) -> str:
+        words: list[str] = []
+        while sum(len(w) + 1 for w in words) < length:
+            words.append(rng.choice(WORDS))
+        return " ".join(words)
+
+    return [Conversation(f"synthetic-{i}", (("user", text(chars // 2)), ("assistant", text(chars // 2))))
+            for i in range(n)]
+
+
+def measure(memory: PhaseMemory, phase: str, work) -> dict:
+    started = time.perf_counter()
+    with memory.phase(phase):
+        work()
+    return {"seconds": time.perf_counter() - started, **memory.phases[phase]}
+
+
+def extrapolate(points: list[tuple[int, float]], target: int) -> float | None:
+    """Least-squares line through (samples, value), read at `target`; None from fewer than two counts.
+
+    A figure that did not grow with the sample count (a negative slope: noise, or a cost that
+    does not depend on n) is projected as its largest measured value.
+    """
+    if len({n for n, _ in points}) < 2:
+        return None
+    mean_n = sum(n for n, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    slope = (sum((n - mean_n) * (v - mean_v) for n, v in points)
+             / sum((n - mean_n) ** 2 for n, _ in points))
+    return mean_v + slope * (target - mean_n) if slope > 0 else max(v for _, v in points)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, nargs="+", default=[64, 128], help="calibration sample counts")
+    parser.add_argument("--target", type=int, default=512, help="sample count to extrapolate the quant phase to")
+    parser.add_argument("--methods", nargs="+", choices=sorted(QUANT), default=["gptq", "awq"])
+    parser.add_argument("--layers", type=int, default=QWEN3_4B["num_hidden_layers"],
+                        help="decoder layers (36 is Qwen3-4B; fewer for a quick run)")
+    parser.add_argument("--seq-len", type=int, default=2048, help="tokens per calibration sample")
+    parser.add_argument("--awq-offload", choices=["cpu", "none"], default="cpu",
+                        help="quant.offload_device for AWQ (qexp's default on a GPU is cpu)")
+    parser.add_argument("--eval-limit", type=int, default=20, help="documents per evaluation task")
+    parser.add_argument("--no-eval", action="store_true", help="measure quantization only")
+    parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the model and checkpoints go")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--library-log", type=Path, default=Path("gpu_study.libraries.log"),
+                        help="where the libraries' progress bars and warnings go ('-': the terminal)")
+    args = parser.parse_args(argv)
+    if str(args.library_log) == "-":
+        return study(args)
+    with open(args.library_log, "w", encoding="utf-8") as sink, contextlib.redirect_stderr(sink):
+        return study(args)
+
+
+def study(args: argparse.Namespace) -> int:
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("--device cuda, but torch sees no CUDA device", file=sys.__stderr__)
+        return 2
+    memory = PhaseMemory.for_device(device)
+    card = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
+    print(f"device: {device} ({card}); torch {torch.__version__}; {args.layers} layers; "
+          f"{args.seq_len}-token samples; n = {args.samples}", flush=True)
+
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        work = Path(tmp)
+        model_path = work / "qwen3-4b-shaped"
+        rows = [{"method": "-", "n": 0, "phase": "build",
+                 **measure(memory, "build", lambda: build_model(model_path, args.layers, device))}]
+        _print(rows[-1])
+        for method in args.methods:
+            q = SimpleNamespace(**{**QUANT[method], **({"offload_device": args.awq_offload}
+                                                      if method == "awq" else {})})
+            for n in sorted(args.samples):
+                out = work / f"{method}-{n}"
+                rows.append({"method": method, "n": n, "phase": "quant",
+                             **measure(memory, "quant", lambda: _quantize(model_path, q, n, args.seq_len, out))})
+                _print(rows[-1])
+            if not args.no_eval:
+                checkpoint = work / f"{method}-{max(args.samples)}"
+                rows.append({"method": method, "n": max(args.samples), "phase": "eval",
+                             **measure(memory, "eval", lambda: _evaluate(checkpoint, device, args.eval_limit,
+                                                                         work / "cache"))})
+                _print(rows[-1])
+
+    projections = []
+    for method in args.methods:
+        quant = [r for r in rows if r["method"] == method and r["phase"] == "quant"]
+        projection = {"method": method, "n": args.target}
+        for key in ("seconds", "peak_gpu_mb", "peak_rss_mb"):
+            if quant and key in quant[0]:
+                projection[key] = extrapolate([(r["n"], r[key]) for r in quant], args.target)
+        projections.append(projection)
+        if projection.get("seconds") is not None:
+            print(f"{method} quant at n={args.target} (linear in n from n={sorted(args.samples)}): "
+                  + ", ".join(f"{k} {v:,.0f}" for k, v in projection.items()
+                              if k not in ("method", "n") and v is not None), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"device": device, "card": card, "torch": torch.__version__,
+                                         "layers": args.layers, "seq_len": args.seq_len, "rows": rows,
+                                         "extrapolated": projections}, indent=2))
+    return 0
+
+
+def _quantize(model_path: Path, q, n: int, seq_len: int, out: Path) -> None:
+    from qexp.quantization import quantize
+
+    quantize(str(model_path), conversations(n, 2 * seq_len), q, dtype="bfloat16", max_seq_length=seq_len, out=out)
+
+
+def _evaluate(checkpoint: Path, device: str, limit: int, cache_dir: Path) -> None:
+    from qexp.evaluation import evaluate, plan_tasks
+    from qexp.fixtures import FIXTURES_DIR
+
+    plan = plan_tasks(EVAL_TASKS, FIXTURES_DIR, cache_dir)
+    evaluate(checkpoint, plan, dtype="bfloat16", device=device, num_fewshot=0, limit=limit,
+             batch_size="auto" if device.startswith("cuda") else 8, seed=0, cache_dir=cache_dir)
+
+
+def _print(row: dict) -> None:
+    figures = ", ".join(f"{k} {row[k]:,.1f}" for k in ("seconds", "peak_gpu_mb", "held_gpu_mb", "peak_rss_mb",
+                                                       "held_rss_mb") if k in row)
+    print(f"{row['phase']:>5} {row['method']:>4} n={row['n']:<4} {figures}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
