@@ -167,7 +167,9 @@ def _device(value: str) -> str:
     cuda = re.fullmatch(r"cuda(?::(\d+))?", value)
     if value not in ("auto", "cpu") and not cuda:
         raise config_error("device", value, "Unknown device", "Use device=auto, cpu, cuda or cuda:N.")
-    visible = torch.cuda.is_available()
+    # device_count asks NVML and leaves CUDA unstarted (is_available would start it), so a sweep's
+    # process that prepares its first job here can still be pinned when the job runs in it.
+    visible = torch.cuda.device_count() > 0
     if value == "auto":
         return "cuda" if visible else "cpu"
     if value == "cpu":

@@ -1,7 +1,7 @@
 """Every phase runs on the job's device, or the device is refused; defaults that depend on it.
 
 There is no GPU here: GPUs are simulated by CUDA_VISIBLE_DEVICES (what `gpus.pin` reads and
-writes) and by making torch report CUDA available (what `spec.prepare` checks).
+writes) and by making torch count GPUs (what `spec.prepare` checks).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def unpinned(monkeypatch):
 
 @pytest.fixture
 def cuda_available(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
 
 
 def test_pinning_cuda_n_leaves_only_that_gpu_visible(unpinned, tmp_path):
@@ -88,3 +88,15 @@ def test_neither_setting_changes_the_config_hash():
     plain = _prepare("quant=awq", "device=cpu")
     other = _prepare("quant=awq", "device=cpu", "eval.batch_size=2", "quant.offload_device=cpu")
     assert plain.config_hash == other.config_hash and plain.checkpoint == other.checkpoint
+
+
+def test_preparing_a_job_does_not_start_cuda(monkeypatch):
+    """A sweep prepares its first job in the process that then runs the jobs (basic launcher): were
+    CUDA started there, pinning a job to its device afterwards would do nothing."""
+    def started():
+        raise AssertionError("prepare() asked torch.cuda.is_available(), which starts CUDA")
+
+    monkeypatch.setattr(torch.cuda, "is_available", started)
+    monkeypatch.setattr(torch.cuda, "_lazy_init", started)
+    _prepare("quant=awq")
+    _prepare("quant=gptq", "device=cpu")
