@@ -62,8 +62,9 @@ def identity(*, model: dict, dtype: str, eval: dict, quant: dict | None = None, 
 
     `model` is the weights' fingerprint, `eval` the evaluation settings with a fingerprint
     of their data; `quant` and `calib` are absent for the baseline. Left out on purpose:
-    output folders, tracking settings, eval.batch_size and device (they change numerics at
-    most in the last float bits; both are logged as params).
+    output folders, tracking settings, eval.batch_size, device and quant.offload_device (they
+    change numerics at most in the last float bits; all are logged as params; spec leaves
+    offload_device out of `quant`).
     """
     out: dict[str, Any] = {"model": {**model, "dtype": dtype}, "eval": eval, "versions": _versions(EVAL_LIBRARIES)}
     if quant is not None:

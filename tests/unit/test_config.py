@@ -36,7 +36,7 @@ def test_default_study_settings():
 @pytest.mark.parametrize("quant,keys", [
     ("none", {"name"}),
     ("gptq", {"name", "scheme", "group_size", "targets", "ignore", "block_size", "dampening_frac"}),
-    ("awq", {"name", "scheme", "group_size", "targets", "ignore", "duo_scaling", "n_grid"}),
+    ("awq", {"name", "scheme", "group_size", "targets", "ignore", "duo_scaling", "n_grid", "offload_device"}),
 ])
 def test_quant_presets(quant, keys):
     cfg = compose_config(f"quant={quant}")
