@@ -168,7 +168,7 @@ def _check_first_job(config: DictConfig) -> None:
     job = OmegaConf.masked_copy(job, [key for key in job if key != "hydra"])
     with open_dict(job):
         job.paths.output_dir = str(config.hydra.sweep.dir)
-    prepare(job)
+    prepare(job, pinned=job.device)  # the job's own process will be pinned to its device
 
 
 def _overrides(config: DictConfig) -> list[str]:

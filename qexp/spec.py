@@ -153,14 +153,14 @@ def _check_values(cfg: DictConfig) -> None:
         raise config_error("paths.output_dir", None, "No output folder", "Set paths.output_dir=<dir>.")
 
 
-def _device(value: str) -> str:
+def _device(value: str, pinned: str | None) -> str:
     """The torch device every phase of the job uses, or a ConfigError when `value` cannot be honoured.
 
     llmcompressor calibrates on the first GPU this process sees, whatever qexp asks, so a
     device is honoured by what the process sees: `python -m qexp` pins each job process to
-    its device before CUDA starts (`gpus.pin`). A process that was not pinned (a notebook
-    calling `run`) can use the first GPU or, with no GPU visible, the CPU; anything else
-    would quantize on one device and evaluate on another, and is refused.
+    its device before CUDA starts (`gpus.pin`; `pinned` is that device). A process that was
+    not pinned (a notebook calling `run`) can use the first GPU or, with no GPU visible, the
+    CPU; anything else would quantize on one device and evaluate on another, and is refused.
     """
     import torch
 
@@ -169,22 +169,26 @@ def _device(value: str) -> str:
         raise config_error("device", value, "Unknown device", "Use device=auto, cpu, cuda or cuda:N.")
     # device_count asks NVML and leaves CUDA unstarted (is_available would start it), so a sweep's
     # process that prepares its first job here can still be pinned when the job runs in it.
-    visible = torch.cuda.device_count() > 0
+    count = torch.cuda.device_count()
     if value == "auto":
-        return "cuda" if visible else "cpu"
+        return "cuda" if count else "cpu"
     if value == "cpu":
-        if visible:
+        if count and pinned != "cpu":
             raise config_error("device", value, "GPUs are visible to this process, and llmcompressor calibrates "
                                "on the first of them whatever device says",
                                "Run the job with `python -m qexp device=cpu` (which hides the GPUs from the job), "
                                "or start Python with CUDA_VISIBLE_DEVICES= (empty).")
         return "cpu"
-    if not visible:
+    if not count:
         raise config_error("device", value, "No CUDA device is available on this machine",
                            "Use device=cpu or device=auto.")
-    if value == gpus.pinned():
-        return "cuda"  # the one GPU this process sees
-    if int(cuda.group(1) or 0) != 0:
+    if value == pinned:
+        return "cuda"  # the one GPU the job's process sees
+    index = int(cuda.group(1) or 0)
+    if index >= count:
+        raise config_error("device", value, f"Only {count} GPUs are visible here",
+                           f"Use device=cuda:0 .. cuda:{count - 1}, or device=auto.")
+    if index != 0:
         raise config_error("device", value, "llmcompressor calibrates on the first visible GPU (cuda:0), so this "
                            "job would quantize on cuda:0 and evaluate on another GPU",
                            f"Run the job with `python -m qexp device={value}` (which makes that GPU the only one "
@@ -252,11 +256,15 @@ def _resolve_per_device(cfg: DictConfig, device: str) -> None:
 
 
 # ----------------------------------------------------------------------------- prepare
-def prepare(cfg: DictConfig) -> RunSpec:
-    """Validate the whole config, cheapest checks first; raise ConfigError on the first problem."""
+def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
+    """Validate the whole config, cheapest checks first; raise ConfigError on the first problem.
+
+    `pinned`: the device the job's process is pinned to (`gpus.pin`), when that is not this
+    process (a sweep checks its first job before the launcher starts it); else this process's.
+    """
     cfg = validate(cfg)
     _check_values(cfg)
-    device = _device(cfg.device)
+    device = _device(cfg.device, pinned or gpus.pinned())
     _resolve_per_device(cfg, device)
     is_baseline = cfg.quant.name == identity.BASELINE
     cache_dir = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else default_cache_dir()

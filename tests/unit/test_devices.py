@@ -100,3 +100,16 @@ def test_preparing_a_job_does_not_start_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "_lazy_init", started)
     _prepare("quant=awq")
     _prepare("quant=gptq", "device=cpu")
+
+
+def test_a_sweep_checks_its_first_job_as_the_pinned_process_will_see_it(unpinned, cuda_available):
+    """The sweep's own process prepares the first job before the launcher pins the job's process."""
+    job = compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "device=cuda:1")
+    assert prepare(job, pinned="cuda:1").device == "cuda"
+    cpu_job = compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "device=cpu")
+    assert prepare(cpu_job, pinned="cpu").device == "cpu"
+
+
+def test_an_unpinned_process_is_told_which_gpus_exist(unpinned, cuda_available):
+    with pytest.raises(ConfigError, match=r"Only 4 GPUs.*<device='cuda:7'>.*cuda:0 \.\. cuda:3"):
+        _prepare("device=cuda:7")
