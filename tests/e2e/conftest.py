@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 SWEEP = ["-m", "quant=gptq,awq", "calib.n=8,16", "model=tiny", "eval=fixtures", "model.max_seq_length=64",
-         "tracking.system_metrics_seconds=1"]
+         "tracking.system_metrics_seconds=1", "device=cpu"]
 
 
 @dataclass

@@ -33,6 +33,9 @@ def test_sweep_logs_baseline_and_four_quantized_runs(sweep):
         assert "FIXTURE" in tags["mlflow.note.content"]
         assert run.data.params["quant.name"] == tags["qexp.quant"]
         assert run.data.params["eval.limit"] == "50"
+        assert run.data.params["eval.batch_size"] == "8"  # null resolved for the CPU, and logged so
+        if method == "awq":
+            assert run.data.params["quant.offload_device"] == "none"  # auto on CPU
     assert "qexp sweep: 4 jobs, 4 ok, 0 failed" in sweep.proc.stdout
 
 
@@ -90,11 +93,14 @@ def test_heldout_perplexity_and_cost_are_logged(sweep):
         assert metrics["sharegpt_heldout/n_samples"] == 50
         heldout = sweep.artifact_json(run, "sharegpt_heldout/sample_ids.json")
         assert len(heldout) == 100 and not set(heldout) & calibration
-        assert {"perf/eval_seconds", "perf/peak_rss_mb", "perf/checkpoint_mb", "perf/compression_ratio"} <= set(metrics)
+        assert {"perf/eval_seconds", "perf/eval_peak_rss_mb", "perf/peak_rss_mb", "perf/checkpoint_mb",
+                "perf/compression_ratio"} <= set(metrics)
+        assert not any(key.startswith("perf/") and "gpu" in key for key in metrics)  # device=cpu
         if name == "baseline":
             assert metrics["perf/compression_ratio"] == 1.0
+            assert "perf/quant_peak_rss_mb" not in metrics  # nothing was quantized
         else:
-            assert metrics["perf/quant_seconds"] > 0
+            assert metrics["perf/quant_seconds"] > 0 and metrics["perf/quant_peak_rss_mb"] > 0
             assert metrics["perf/checkpoint_mb"] < metrics["perf/baseline_mb"] / 2
 
 
