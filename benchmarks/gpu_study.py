@@ -146,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def study(args: argparse.Namespace) -> int:
-
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -154,48 +153,52 @@ def study(args: argparse.Namespace) -> int:
         print("--device cuda, but torch sees no CUDA device", file=sys.__stderr__)
         return 2
     memory = PhaseMemory.for_device(device)
-    card = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
-    print(f"device: {device} ({card}); torch {torch.__version__}; {args.layers} layers; "
+    figures = {"device": device, "card": torch.cuda.get_device_name() if device.startswith("cuda") else "CPU",
+               "torch": torch.__version__, "layers": args.layers, "seq_len": args.seq_len, "rows": [],
+               "extrapolated": []}
+    print(f"device: {device} ({figures['card']}); torch {torch.__version__}; {args.layers} layers; "
           f"{args.seq_len}-token samples; n = {args.samples}", flush=True)
+
+    def record(method: str, n: int, phase: str, work) -> None:
+        """Run and measure one phase; print it and save the figures so far (a run cut short keeps them)."""
+        row = {"method": method, "n": n, "phase": phase, **measure(memory, phase, work)}
+        figures["rows"].append(row)
+        _print(row)
+        _save(args.json, figures)
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         model_path = work / "qwen3-4b-shaped"
-        rows = [{"method": "-", "n": 0, "phase": "build",
-                 **measure(memory, "build", lambda: build_model(model_path, args.layers, device))}]
-        _print(rows[-1])
+        record("-", 0, "build", lambda: build_model(model_path, args.layers, device))
         for method in args.methods:
-            q = SimpleNamespace(**{**QUANT[method], **({"offload_device": args.awq_offload}
-                                                      if method == "awq" else {})})
+            settings = {**QUANT[method], **({"offload_device": args.awq_offload} if method == "awq" else {})}
+            q = SimpleNamespace(**settings)
             for n in sorted(args.samples):
                 out = work / f"{method}-{n}"
-                rows.append({"method": method, "n": n, "phase": "quant",
-                             **measure(memory, "quant", lambda: _quantize(model_path, q, n, args.seq_len, out))})
-                _print(rows[-1])
+                record(method, n, "quant", lambda: _quantize(model_path, q, n, args.seq_len, out))
             if not args.no_eval:
                 checkpoint = work / f"{method}-{max(args.samples)}"
-                rows.append({"method": method, "n": max(args.samples), "phase": "eval",
-                             **measure(memory, "eval", lambda: _evaluate(checkpoint, device, args.eval_limit,
-                                                                         work / "cache"))})
-                _print(rows[-1])
+                record(method, max(args.samples), "eval",
+                       lambda: _evaluate(checkpoint, device, args.eval_limit, work / "cache"))
 
-    projections = []
     for method in args.methods:
-        quant = [r for r in rows if r["method"] == method and r["phase"] == "quant"]
+        quant = [r for r in figures["rows"] if r["method"] == method and r["phase"] == "quant"]
         projection = {"method": method, "n": args.target}
         for key in ("seconds", "peak_gpu_mb", "peak_rss_mb"):
             if quant and key in quant[0]:
                 projection[key] = extrapolate([(r["n"], r[key]) for r in quant], args.target)
-        projections.append(projection)
+        figures["extrapolated"].append(projection)
         if projection.get("seconds") is not None:
             print(f"{method} quant at n={args.target} (linear in n from n={sorted(args.samples)}): "
                   + ", ".join(f"{k} {v:,.0f}" for k, v in projection.items()
                               if k not in ("method", "n") and v is not None), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"device": device, "card": card, "torch": torch.__version__,
-                                         "layers": args.layers, "seq_len": args.seq_len, "rows": rows,
-                                         "extrapolated": projections}, indent=2))
+    _save(args.json, figures)
     return 0
+
+
+def _save(path: Path | None, figures: dict) -> None:
+    if path is not None:
+        path.write_text(json.dumps(figures, indent=2))
 
 
 def _quantize(model_path: Path, q, n: int, seq_len: int, out: Path) -> None:
