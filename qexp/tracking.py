@@ -184,7 +184,7 @@ class Store:
             raise config_error("tracking.experiment", experiment, "The experiment is deleted in this store",
                                "Restore it in the MLflow UI, or choose another tracking.experiment.")
         if create and TAGS.EXPERIMENT_KIND not in found.tags:  # else the UI opens on a GenAI traces view
-            client.set_experiment_tag(found.experiment_id, TAGS.EXPERIMENT_KIND, "custom_model_development")
+            _set_experiment_kind(client, found.experiment_id)
         return cls(client, found.experiment_id, uri, experiment)
 
     def ui_url(self) -> str:
@@ -264,6 +264,16 @@ def _create_experiment(client, uri: str, name: str):
         raise TrackingError(f"Cannot create the experiment <tracking.experiment={name!r}> in "
                             f"<tracking.uri={uri!r}>. Check that the store is writable.")
     return found
+
+
+def _set_experiment_kind(client, experiment_id: str) -> None:
+    """Tag the experiment as classic ML. Jobs starting together on a fresh experiment all try; with a
+    database store, all but the first insert fail on the tag's unique key, and that first one is enough."""
+    try:
+        client.set_experiment_tag(experiment_id, TAGS.EXPERIMENT_KIND, "custom_model_development")
+    except Exception:
+        if TAGS.EXPERIMENT_KIND not in client.get_experiment(experiment_id).tags:
+            raise
 
 
 def _process_gone(pid: int, started_ms: int) -> bool:

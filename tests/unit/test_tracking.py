@@ -60,3 +60,27 @@ def test_unreachable_server_is_a_tracking_error():
 def test_flatten_gives_dotted_string_params():
     flat = flatten({"quant": {"name": "gptq", "ignore": ["lm_head"]}, "eval": {"limit": None}})
     assert flat == {"quant.name": "gptq", "quant.ignore": '["lm_head"]', "eval.limit": "None"}
+
+
+def test_jobs_opening_a_new_experiment_together_all_succeed(tmp_path, monkeypatch):
+    """With a PostgreSQL-backed server, jobs that find the experiment untagged all insert the tag, and
+    every insert but the first fails on its unique key; those jobs must carry on."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    set_tag = MlflowClient.set_experiment_tag
+
+    def another_job_was_first(self, experiment_id, key, value):
+        set_tag(self, experiment_id, key, value)  # the rival's insert lands ...
+        raise RuntimeError("duplicate key value violates unique constraint \"experiment_tag_pk\"")  # ... ours fails
+
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", another_job_was_first)
+    store = Store.open(uri, "race")
+    assert MlflowClient(uri).get_experiment(store.experiment_id).tags["mlflow.experimentKind"]
+
+
+def test_a_store_that_cannot_tag_the_experiment_is_an_error(tmp_path, monkeypatch):
+    def refused(self, experiment_id, key, value):
+        raise RuntimeError("permission denied")
+
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", refused)
+    with pytest.raises(RuntimeError, match="permission denied"):
+        Store.open(f"sqlite:///{tmp_path}/mlflow.db", "race")
