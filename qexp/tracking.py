@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import re
 import socket
@@ -29,6 +30,8 @@ from urllib.parse import urlparse
 
 from .errors import TrackingError, config_error
 from .files import write_jsonl
+
+log = logging.getLogger("qexp")
 
 __all__ = ["TAGS", "ARTIFACTS", "check_uri", "metric_name", "results_metrics", "source_tags", "flatten", "Store",
            "Run"]
@@ -73,6 +76,7 @@ class ARTIFACTS:
 
 URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+END_ATTEMPTS, END_RETRY_SECONDS = 3, 1.0  # ending a run: see Run.end
 
 _METRIC_UNSAFE = re.compile(r"[^/\w.\- :]")
 
@@ -164,6 +168,9 @@ class Store:
         from mlflow import MlflowClient
 
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        # qexp says where its runs are (per job, and the UI address at the end of a sweep); MLflow's
+        # own "View run" lines would cost a request at every run's end and crowd the terminal.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         client = MlflowClient(tracking_uri=uri)
         try:
@@ -378,9 +385,21 @@ class Run:
         self._client.delete_run(self.run_id)
 
     def end(self, status: str, reason: str | None = None) -> None:
+        """End the run with `status`. Ending is idempotent, so one failed attempt (a tracking server's
+        keep-alive connection answering 400 "Invalid HTTP request received" now and then) is retried:
+        a run left RUNNING would be reaped as dead, and its results with it."""
         if reason:
             self.set_tag(TAGS.KILLED_REASON, reason)
-        self._client.set_terminated(self.run_id, status)
+        for attempt in range(END_ATTEMPTS):
+            try:
+                self._client.set_terminated(self.run_id, status)
+                return
+            except Exception as err:
+                if attempt + 1 == END_ATTEMPTS:
+                    raise
+                log.warning("Ending MLflow run %s failed (%s: %s); trying again", self.run_id,
+                            type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                time.sleep(END_RETRY_SECONDS)
 
     @contextlib.contextmanager
     def monitor(self, heartbeat_seconds: float, system_metrics_seconds: float | None) -> Iterator[None]:

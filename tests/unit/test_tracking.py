@@ -84,3 +84,36 @@ def test_a_store_that_cannot_tag_the_experiment_is_an_error(tmp_path, monkeypatc
     monkeypatch.setattr(MlflowClient, "set_experiment_tag", refused)
     with pytest.raises(RuntimeError, match="permission denied"):
         Store.open(f"sqlite:///{tmp_path}/mlflow.db", "race")
+
+
+def test_ending_a_run_survives_one_failed_request(tmp_path, monkeypatch):
+    """A tracking server answers a keep-alive request with 400 now and then; the run must still end."""
+    monkeypatch.setattr("qexp.tracking.END_RETRY_SECONDS", 0)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    store = Store.open(uri, "qexp")
+    run = store.start_run("gptq-8", {"qexp.config_hash": "abc"})
+    set_terminated, failures = MlflowClient.set_terminated, []
+
+    def flaky(self, run_id, status=None, end_time=None):
+        if not failures:
+            failures.append(run_id)
+            raise RuntimeError("API request to endpoint /api/2.0/mlflow/runs/get failed with error code 400")
+        return set_terminated(self, run_id, status, end_time)
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", flaky)
+    run.end("FINISHED")
+    assert failures == [run.run_id]
+    assert MlflowClient(uri).get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_a_run_that_cannot_be_ended_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr("qexp.tracking.END_RETRY_SECONDS", 0)
+    store = Store.open(f"sqlite:///{tmp_path}/mlflow.db", "qexp")
+    run = store.start_run("gptq-8", {})
+
+    def down(self, run_id, status=None, end_time=None):
+        raise RuntimeError("connection refused")
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", down)
+    with pytest.raises(RuntimeError, match="connection refused"):
+        run.end("FINISHED")
