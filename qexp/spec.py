@@ -245,7 +245,7 @@ def _resolve_per_device(cfg: DictConfig, device: str) -> None:
     - eval.batch_size null: lm-eval's `auto` on CUDA (the largest batch that fits); 8 on CPU,
       where `auto` spends minutes probing.
     - quant.offload_device auto (AWQ): `cpu` on a GPU, where caching every layer's inputs would
-      take ~30 GB for Qwen3-4B at 512 x 2048 tokens; `none` on CPU, where there is nowhere else.
+      take an estimated ~30 GB (not yet measured) for Qwen3-4B at 512 x 2048 tokens; `none` on CPU.
     """
     on_gpu = device.startswith("cuda")
     with read_write(cfg):
