@@ -90,7 +90,7 @@ def _ensure_baseline(spec: RunSpec, store: Store, sweep_id: str, log_file: Path 
     many hosts, need it at the same moment: the store is the only thing they share, so it decides.
 
     Each job that finds no baseline claims it by starting the baseline run; after a settling pause
-    the earliest claim (start time, then run id) wins, the others delete theirs and wait for it.
+    one claim wins (`_claim_wins`), the others delete theirs and wait for it.
     A winner that dies stops its heartbeat, is reaped, and the wait starts over.
     """
     base_cfg = baseline_config(spec.cfg)
@@ -109,20 +109,46 @@ def _ensure_baseline(spec: RunSpec, store: Store, sweep_id: str, log_file: Path 
             time.sleep(WAIT_POLL_SECONDS)
             continue
         claim = store.start_run(base.run_name, _tags(base, store, sweep_id))
+        visible_ms = time.time() * 1000  # every reader sees the claim from here on
         try:
             time.sleep(CLAIM_SETTLE_SECONDS)
-            claims = store.find_runs(same, status="RUNNING")
+            runs = store.find_runs(same, status=None)
         except KeyboardInterrupt as err:
             claim.end("KILLED", str(err) or "interrupted (Ctrl-C)")
             raise
-        first = min(claims, key=lambda r: (r.info.start_time, r.info.run_id)) if claims else None
-        if first is not None and first.info.run_id != claim.run_id:
-            claim.discard()  # another job claimed it first
+        if any(r.info.status == "FINISHED" for r in runs):
+            claim.discard()  # a claim this one arrived too late to see has finished the baseline already
+            return
+        claims = [r for r in runs if r.info.status == "RUNNING"]
+        if not _claim_wins(claim.run_id, visible_ms, claims, CLAIM_SETTLE_SECONDS * 1000):
+            claim.discard()
             continue
         log.info("No finished baseline for %s with these evaluation settings: evaluating it first",
                  spec.cfg.model.name)
         execute(base, store, sweep_id, log_file, run=claim)
         return
+
+
+def _claim_wins(claim_id: str, visible_ms: float, claims: list, settle_ms: float) -> bool:
+    """Whether the claim `claim_id` (visible to every reader since `visible_ms`) wins among the RUNNING
+    `claims` read `settle_ms` after that.
+
+    The earliest claim (start time, then run id) wins. But a start time is stamped before the claim
+    reaches the store, so a claim that was slow to arrive may have been missed by a later claim that
+    already looked and won. A claim therefore also yields to any claim whose settling pause may have
+    ended before this one arrived. Two claims can then never both win; both may lose, and try again.
+    """
+    mine = next((r for r in claims if r.info.run_id == claim_id), None)
+    if mine is None:
+        return False  # no longer RUNNING: reaped
+    for other in claims:
+        if other.info.run_id == claim_id:
+            continue
+        if (other.info.start_time, other.info.run_id) < (mine.info.start_time, claim_id):
+            return False  # claimed first
+        if other.info.start_time + settle_ms < visible_ms:
+            return False  # looked before this claim arrived, and may have won
+    return True
 
 
 # ----------------------------------------------------------------------------- one run

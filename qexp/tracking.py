@@ -350,7 +350,15 @@ class Run:
 
         dataset = Dataset(name=name, digest=digest, source_type="local" if source.startswith("/") else "hub",
                           source=json.dumps({"uri": source}), profile=json.dumps(profile or {}))
-        self._client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+        try:
+            self._client.log_inputs(self.run_id, inputs)
+        except Exception as err:
+            # MLflow looks the dataset up, then inserts it: jobs logging the same new dataset together all
+            # insert, and all but the first fail on its unique key. Once it is there, logging reuses it.
+            log.info("Logging dataset %r to run %s failed (%s); trying again, as another job may have "
+                     "just added it", name, self.run_id, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            self._client.log_inputs(self.run_id, inputs)
 
     def log_model(self, folder: Path, name: str, tags: dict[str, str]) -> str:
         """`folder` (a checkpoint) as an MLflow logged model whose source is this run; returns its id."""

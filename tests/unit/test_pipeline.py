@@ -89,20 +89,69 @@ def test_the_checkpoint_is_a_logged_model_and_can_be_registered(fakes, tmp_path)
     assert "qexp.model_id" not in baseline.data.tags  # the baseline's weights are the model itself
 
 
-def test_jobs_racing_for_a_missing_baseline_evaluate_it_once(fakes, tmp_path, monkeypatch):
+def _claims_decided(stamps_and_delays, settle_ms=500):
+    """Which of a set of baseline claims win: claim i is stamped at t_i, reaches the store d_i later,
+    waits `settle_ms` and reads every claim that has reached the store by then."""
+    from types import SimpleNamespace
+
+    runs = [SimpleNamespace(info=SimpleNamespace(run_id=f"r{i}", start_time=t))
+            for i, (t, _) in enumerate(stamps_and_delays)]
+    arrived = [t + d for t, d in stamps_and_delays]
+    winners = []
+    for i, run in enumerate(runs):
+        read_at = arrived[i] + settle_ms
+        seen = [r for j, r in enumerate(runs) if arrived[j] <= read_at]
+        if pipeline._claim_wins(run.info.run_id, arrived[i], seen, settle_ms):
+            winners.append(run.info.run_id)
+    return winners
+
+
+def test_a_late_claim_with_the_earliest_stamp_does_not_win_beside_the_claim_that_missed_it():
+    # r0 is stamped first but arrives after r1 has settled and won: r0 must yield.
+    assert _claims_decided([(1000, 900), (1010, 5)]) == ["r1"]
+    # Arriving within the settling pause, the earliest stamp wins as before.
+    assert _claims_decided([(1000, 300), (1010, 5)]) == ["r0"]
+
+
+def test_at_most_one_claim_ever_wins_and_one_wins_when_claims_arrive_promptly():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        claims = [(rng.randint(0, 2000), rng.choice([0, 1, rng.randint(0, 1500)])) for _ in range(rng.randint(1, 5))]
+        winners = _claims_decided(claims)
+        assert len(winners) <= 1, claims
+        if all(delay < 500 for _, delay in claims):
+            assert len(winners) == 1, claims
+
+
+@pytest.mark.parametrize("late_claim", [False, True], ids=["together", "one-claim-arrives-late"])
+def test_jobs_racing_for_a_missing_baseline_evaluate_it_once(fakes, tmp_path, monkeypatch, late_claim):
     import threading
     import time
 
     from qexp.spec import prepare
-    from qexp.tracking import Store
+    from qexp.tracking import TAGS, Store
 
     real_evaluate = pipeline.evaluate
+    real_create_run = MlflowClient.create_run
+    delayed = []
+
+    def create_run(self, experiment_id, start_time=None, tags=None, run_name=None):
+        if late_claim and not delayed and (tags or {}).get(TAGS.QUANT) == "none":
+            # The first baseline claim is stamped, then reaches the store after the others have settled
+            # (a busy store or a slow network): the earliest start time, yet seen by nobody in time.
+            delayed.append(run_name)
+            start_time = int(time.time() * 1000)
+            time.sleep(1.0)
+        return real_create_run(self, experiment_id, start_time=start_time, tags=tags, run_name=run_name)
 
     def slow_evaluate(*args, **kwargs):  # long enough for every job to find the baseline missing
         time.sleep(1.0)
         return real_evaluate(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "evaluate", slow_evaluate)
+    monkeypatch.setattr(MlflowClient, "create_run", create_run)
     monkeypatch.setattr(pipeline, "CLAIM_SETTLE_SECONDS", 0.5)
     monkeypatch.setattr(pipeline, "WAIT_POLL_SECONDS", 0.2)
     # Threads stand in for job processes here: verbose=true keeps each from swapping the process's
@@ -126,3 +175,4 @@ def test_jobs_racing_for_a_missing_baseline_evaluate_it_once(fakes, tmp_path, mo
     assert [b.info.status for b in baselines] == ["FINISHED"]
     evaluated = [path for path in fakes["evaluate"] if not path.startswith(str(tmp_path / "ckpt"))]
     assert len(evaluated) == 1  # the unquantized model, once
+    assert len(delayed) == late_claim

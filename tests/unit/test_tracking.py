@@ -77,6 +77,29 @@ def test_jobs_opening_a_new_experiment_together_all_succeed(tmp_path, monkeypatc
     assert MlflowClient(uri).get_experiment(store.experiment_id).tags["mlflow.experimentKind"]
 
 
+def test_jobs_logging_the_same_new_dataset_together_both_record_it(tmp_path):
+    """Two jobs calibrating on the same samples log the same dataset at once: MLflow looks it up, then
+    inserts, so the slower insert fails on the datasets table's unique key; that job must carry on."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    store = Store.open(uri, "qexp")
+    rival, ours = store.start_run("awq-8", {}), store.start_run("gptq-8", {})
+    log_inputs, failures = store.client.log_inputs, []
+
+    def rival_was_first(run_id, datasets=None, models=None):
+        if not failures:
+            failures.append(run_id)
+            rival.log_dataset("ShareGPT V3", "/data/sharegpt.json", "d1g3st", "calibration")  # the rival's insert lands ...
+            raise RuntimeError("UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest")
+        return log_inputs(run_id, datasets, models)
+
+    store.client.log_inputs = rival_was_first
+    ours.log_dataset("ShareGPT V3", "/data/sharegpt.json", "d1g3st", "calibration")
+    assert failures == [ours.run_id]
+    client = MlflowClient(uri)
+    logged = [client.get_run(run.run_id).inputs.dataset_inputs for run in (rival, ours)]
+    assert [[(d.dataset.name, d.dataset.digest) for d in inputs] for inputs in logged] == [[("ShareGPT V3", "d1g3st")]] * 2
+
+
 def test_a_store_that_cannot_tag_the_experiment_is_an_error(tmp_path, monkeypatch):
     def refused(self, experiment_id, key, value):
         raise RuntimeError("permission denied")
