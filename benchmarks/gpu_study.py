@@ -171,7 +171,9 @@ def study(args: argparse.Namespace) -> int:
         model_path = work / "qwen3-4b-shaped"
         record("-", 0, "build", lambda: build_model(model_path, args.layers, device))
         for method in args.methods:
-            settings = {**QUANT[method], **({"offload_device": args.awq_offload} if method == "awq" else {})}
+            settings = dict(QUANT[method])
+            if method == "awq":
+                settings["offload_device"] = args.awq_offload  # replaces the preset's
             q = SimpleNamespace(**settings)
             for n in sorted(args.samples):
                 out = work / f"{method}-{n}"

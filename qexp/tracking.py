@@ -283,6 +283,19 @@ def _set_experiment_kind(client, experiment_id: str) -> None:
             raise
 
 
+def _retry(what: str, call, attempts: int, pause: float):
+    """`call()`, tried up to `attempts` times `pause` seconds apart; each failure but the last is logged."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as err:
+            if attempt + 1 == attempts:
+                raise
+            first_line = str(err).splitlines()[0] if str(err) else ""
+            log.warning("%s failed (%s: %s); trying again", what, type(err).__name__, first_line)
+            time.sleep(pause)
+
+
 def _process_gone(pid: int, started_ms: int) -> bool:
     """True when no process `pid` runs here, or it started after the run (the pid was reused)."""
     import psutil
@@ -351,14 +364,10 @@ class Run:
         dataset = Dataset(name=name, digest=digest, source_type="local" if source.startswith("/") else "hub",
                           source=json.dumps({"uri": source}), profile=json.dumps(profile or {}))
         inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
-        try:
-            self._client.log_inputs(self.run_id, inputs)
-        except Exception as err:
-            # MLflow looks the dataset up, then inserts it: jobs logging the same new dataset together all
-            # insert, and all but the first fail on its unique key. Once it is there, logging reuses it.
-            log.info("Logging dataset %r to run %s failed (%s); trying again, as another job may have "
-                     "just added it", name, self.run_id, str(err).splitlines()[0] if str(err) else type(err).__name__)
-            self._client.log_inputs(self.run_id, inputs)
+        # MLflow looks the dataset up, then inserts it: jobs logging the same new dataset together all
+        # insert, and all but the first fail on its unique key. Once it is there, logging reuses it.
+        _retry(f"Logging dataset {name!r} to run {self.run_id} (another job may have just added it)",
+               lambda: self._client.log_inputs(self.run_id, inputs), attempts=2, pause=0.0)
 
     def log_model(self, folder: Path, name: str, tags: dict[str, str]) -> str:
         """`folder` (a checkpoint) as an MLflow logged model whose source is this run; returns its id."""
@@ -398,16 +407,8 @@ class Run:
         a run left RUNNING would be reaped as dead, and its results with it."""
         if reason:
             self.set_tag(TAGS.KILLED_REASON, reason)
-        for attempt in range(END_ATTEMPTS):
-            try:
-                self._client.set_terminated(self.run_id, status)
-                return
-            except Exception as err:
-                if attempt + 1 == END_ATTEMPTS:
-                    raise
-                log.warning("Ending MLflow run %s failed (%s: %s); trying again", self.run_id,
-                            type(err).__name__, str(err).splitlines()[0] if str(err) else "")
-                time.sleep(END_RETRY_SECONDS)
+        _retry(f"Ending MLflow run {self.run_id}", lambda: self._client.set_terminated(self.run_id, status),
+               attempts=END_ATTEMPTS, pause=END_RETRY_SECONDS)
 
     @contextlib.contextmanager
     def monitor(self, heartbeat_seconds: float, system_metrics_seconds: float | None) -> Iterator[None]:
