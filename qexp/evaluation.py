@@ -339,8 +339,16 @@ def evaluate(
     batch_size: int | str,
     seed: int,
     cache_dir: Path,
+    responses: Path | None = None,
 ) -> EvalResult:
-    """Run lm-eval's `simple_evaluate` on a saved checkpoint and keep per-document samples."""
+    """Run lm-eval's `simple_evaluate` on a saved checkpoint and keep per-document samples.
+
+    `responses`: where lm-eval keeps this model's answer to every request as it computes it (its
+    `use_cache` SQLite file, committed per request), so an evaluation that dies part way resumes
+    from the requests already answered. Only responses are kept there, never scores: a result
+    exists only once every request of the evaluation has an answer. The file must be this
+    model's alone (lm-eval keys it by the request text).
+    """
     import lm_eval
 
     custom = plan.local or plan.own
@@ -361,6 +369,7 @@ def evaluate(
                 numpy_random_seed=seed,
                 torch_random_seed=seed,
                 fewshot_random_seed=seed,
+                use_cache=str(responses) if responses else None,
             )
     except (KeyError, FileNotFoundError, ValueError) as err:
         if plan.local:

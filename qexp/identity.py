@@ -22,6 +22,7 @@ __all__ = [
     "run_label",
     "sweep_id",
     "checkpoint_folder",
+    "responses_key",
     "identity",
     "eval_identity",
     "quant_identity",
@@ -94,3 +95,10 @@ def quant_identity(ident: dict) -> dict:
 def checkpoint_folder(root: Path, model_name: str, method: str, calib_n: int, ident: dict) -> Path:
     """One folder per quantization configuration: `<model>-<run name>-<quant hash>`."""
     return Path(root) / f"{model_name}-{run_name(method, calib_n)}-{digest(quant_identity(ident))}"
+
+
+def responses_key(ident: dict) -> str:
+    """Names the cache of a model's answers to lm-eval requests (`evaluation.evaluate(responses=...)`):
+    the model, its dtype, the quantization and the libraries that produce the numbers. lm-eval's
+    version is left out: the cache is keyed by each request's text, whatever formatted it."""
+    return digest(quant_identity(ident))

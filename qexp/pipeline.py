@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import quantization
 from .evaluation import evaluate
 from .files import digest, read_jsonl
+from .identity import responses_key
 from .perf import PhaseMemory, weights_mb
 from .spec import RunSpec, baseline_config, prepare
 from .tracking import ARTIFACTS, TAGS, Run, Store, results_metrics, source_tags
@@ -292,6 +293,7 @@ def _evaluate(spec: RunSpec, run: Run, checkpoint: Path) -> tuple[dict[str, floa
         checkpoint, spec.plan, dtype=cfg.model.dtype, device=spec.device,
         num_fewshot=cfg.eval.num_fewshot, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,  # set per device
         seed=cfg.seed, cache_dir=spec.cache_dir,
+        responses=spec.cache_dir / "lm_eval_responses" / responses_key(spec.identity),  # resumes a dead evaluation
     )
     seconds = time.perf_counter() - started
     run.log_json(evaluation.results, ARTIFACTS.RESULTS)

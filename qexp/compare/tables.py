@@ -48,7 +48,8 @@ __all__ = [
 MMLU_CATEGORIES = ["mmlu_humanities", "mmlu_other", "mmlu_social_sciences", "mmlu_stem"]
 _NAMES = {"arc_challenge": "ARC Challenge", "arc_easy": "ARC Easy", "hellaswag": "HellaSwag", "mmlu": "MMLU",
           "mmlu_humanities": "Humanities", "mmlu_other": "Other", "mmlu_social_sciences": "Social sciences",
-          "mmlu_stem": "STEM", "average": "Average"}
+          "mmlu_stem": "STEM", "piqa": "PIQA", "winogrande": "Winogrande", "lambada_openai": "LAMBADA",
+          "average": "Average"}
 
 
 def display_name(task: str) -> str:

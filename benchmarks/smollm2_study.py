@@ -1,0 +1,63 @@
+"""The first real study, on this machine: SmolLM2-135M, GPTQ and AWQ at 16 and 32 samples, real data.
+
+    python benchmarks/smollm2_study.py [--out DIR] [--report FILE] [overrides ...]
+
+Runs `python -m qexp -m +experiment=smollm2_study` (conf/experiment/smollm2_study.yaml; any extra
+Hydra overrides are passed on) in DIR (default: a new temporary folder) and prints, after the
+sweep, its wall time, each run's phases (quantization and evaluation seconds, from the runs'
+`perf/*` metrics) and the comparison report in Markdown, which --report also writes to FILE.
+The README's "A real study offline" section is this script's output. About an hour on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def phases(store: Path) -> str:
+    """Each run's phase times as a Markdown table, from the store the sweep wrote."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("qexp")
+    rows = ["| run | quantize (s) | evaluate (s) | peak RSS (GB) |", "|---|---|---|---|"]
+    for run in sorted(client.search_runs([experiment.experiment_id]), key=lambda r: r.info.start_time):
+        if run.data.tags.get("qexp.role") == "sweep":
+            continue
+        m = run.data.metrics
+        quant = f"{m['perf/quant_seconds']:.0f}" if "perf/quant_seconds" in m else "–"
+        rows.append(f"| {run.info.run_name} | {quant} | {m.get('perf/eval_seconds', float('nan')):.0f} | "
+                    f"{m.get('perf/peak_rss_mb', float('nan')) / 1024:.1f} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="folder for the store and outputs (default: temporary)")
+    parser.add_argument("--report", type=Path, help="also write the Markdown report here")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. eval.limit=50")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="qexp-smollm2-"))
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "qexp", "-m", "+experiment=smollm2_study", *args.overrides], cwd=out)
+    wall = time.perf_counter() - started
+    print(f"\nsweep: {wall / 60:.1f} min wall, exit {proc.returncode}, store {out / 'mlruns'}\n")
+    if proc.returncode != 0:
+        return proc.returncode
+    print(phases(out / "mlruns") + "\n")
+    report = subprocess.run([sys.executable, "-m", "qexp.compare", "--format", "markdown"], cwd=out,
+                            capture_output=True, text=True)
+    print(report.stdout, report.stderr, sep="")
+    if args.report:
+        args.report.write_text(f"sweep wall time: {wall / 60:.1f} min\n\n{phases(out / 'mlruns')}\n\n{report.stdout}")
+    return report.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
