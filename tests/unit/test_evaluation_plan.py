@@ -47,7 +47,7 @@ def test_few_shot_without_an_example_split_is_refused_with_the_fix(tmp_path, cac
     with pytest.raises(ConfigError) as err:
         plan_tasks(["arc_easy"], _without_train(tmp_path), cache_dir, num_fewshot=3)
     message = str(err.value)
-    assert message.startswith("Few-shot needs a split the evaluation data lacks: arc_easy draw examples from "
+    assert message.startswith("Few-shot needs a split the evaluation data lacks: arc_easy take examples from "
                               "split 'train'")
     assert "<eval.num_fewshot=3>" in message and "Use eval.num_fewshot=0" in message
     assert plan_tasks(["arc_easy"], FIXTURES_DIR, cache_dir, num_fewshot=3).absent == {}  # fixtures have train
