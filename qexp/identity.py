@@ -97,8 +97,10 @@ def checkpoint_folder(root: Path, model_name: str, method: str, calib_n: int, id
     return Path(root) / f"{model_name}-{run_name(method, calib_n)}-{digest(quant_identity(ident))}"
 
 
-def responses_key(ident: dict) -> str:
+def responses_key(ident: dict, weights: list) -> str:
     """Names the cache of a model's answers to lm-eval requests (`evaluation.evaluate(responses=...)`):
-    the model, its dtype, the quantization and the libraries that produce the numbers. lm-eval's
-    version is left out: the cache is keyed by each request's text, whatever formatted it."""
-    return digest(quant_identity(ident))
+    the quantization identity (model, dtype, method, calibration, libraries) and `weights`, the name,
+    size and modification time of each weight file evaluated, so a checkpoint written again (a rerun
+    that quantizes afresh, a local model saved over) never reads answers computed on the old one.
+    lm-eval's version is left out: the cache is keyed by each request's text, whatever formatted it."""
+    return digest([quant_identity(ident), weights])

@@ -25,6 +25,7 @@ from . import quantization
 from .evaluation import evaluate
 from .files import digest, read_jsonl
 from .identity import responses_key
+from .models import WEIGHT_SUFFIXES
 from .perf import PhaseMemory, weights_mb
 from .spec import RunSpec, baseline_config, prepare
 from .tracking import ARTIFACTS, TAGS, Run, Store, results_metrics, source_tags
@@ -293,12 +294,21 @@ def _evaluate(spec: RunSpec, run: Run, checkpoint: Path) -> tuple[dict[str, floa
         checkpoint, spec.plan, dtype=cfg.model.dtype, device=spec.device,
         num_fewshot=cfg.eval.num_fewshot, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,  # set per device
         seed=cfg.seed, cache_dir=spec.cache_dir,
-        responses=spec.cache_dir / "lm_eval_responses" / responses_key(spec.identity),  # resumes a dead evaluation
+        responses=spec.cache_dir / "lm_eval_responses" / responses_key(spec.identity, _weight_files(checkpoint)),
     )
     seconds = time.perf_counter() - started
     run.log_json(evaluation.results, ARTIFACTS.RESULTS)
     run.log_records({f"{task}.jsonl": records for task, records in evaluation.samples.items()}, ARTIFACTS.SAMPLES)
     return results_metrics(evaluation.results), seconds
+
+
+def _weight_files(checkpoint: Path) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of each weight file of a local checkpoint (none for a hub id)."""
+    folder = Path(checkpoint)
+    if not folder.is_dir():
+        return []
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()
+                  if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
 
 
 def _log_checkpoint(spec: RunSpec, run: Run, checkpoint: Path) -> None:

@@ -176,3 +176,24 @@ def test_jobs_racing_for_a_missing_baseline_evaluate_it_once(fakes, tmp_path, mo
     evaluated = [path for path in fakes["evaluate"] if not path.startswith(str(tmp_path / "ckpt"))]
     assert len(evaluated) == 1  # the unquantized model, once
     assert len(delayed) == late_claim
+
+
+def test_answers_are_kept_per_checkpoint_as_written(tmp_path):
+    """A retried evaluation of the same checkpoint finds its answers; a checkpoint written again
+    (same configuration, same file sizes) gets a cache of its own."""
+    import os
+
+    from qexp.identity import identity, responses_key
+
+    ident = identity(model={"builtin": "tiny"}, dtype="float32", eval={"tasks": ["arc_easy"]},
+                     quant={"name": "gptq"}, calib={"n": 8})
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"a" * 64)
+    (tmp_path / "config.json").write_text("{}")
+    first = responses_key(ident, pipeline._weight_files(tmp_path))
+    assert responses_key(ident, pipeline._weight_files(tmp_path)) == first
+    assert responses_key({**ident, "quant": {"name": "awq"}}, pipeline._weight_files(tmp_path)) != first
+    weights.write_bytes(b"b" * 64)
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    assert responses_key(ident, pipeline._weight_files(tmp_path)) != first
+    assert pipeline._weight_files("Qwen/Qwen3-4B") == []  # a hub id: nothing on disk to stamp
