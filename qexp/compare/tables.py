@@ -124,7 +124,7 @@ def _scores(study: Study, tasks: list[str], metric: str, overrides: dict[str, st
 def summary_table(study: Study, tasks: list[str] | None = None, metric: str = "acc",
                   overrides: dict[str, str] | None = None) -> pd.DataFrame:
     """Rows: runs; columns: tasks and their unweighted Average, as fractions."""
-    tasks = tasks or study.tasks
+    tasks = study.tasks if tasks is None else tasks
     long = scores(study, tasks, metric, overrides)
     wide = long.pivot(index="label", columns="task", values="score").reindex(index=study.labels, columns=tasks)
     wide["average"] = wide[tasks].mean(axis=1, skipna=False)
@@ -246,7 +246,7 @@ def average_differences(study: Study, pairs: list[tuple[str, str]], tasks: list[
                         metric: str = "acc", overrides: dict[str, str] | None = None) -> pd.DataFrame:
     """The difference of two runs' averages over tasks, paired over documents, with a 95% interval
     and a z-test (`stats.weighted_mean_difference`); Holm across the pairs given."""
-    tasks = tasks or study.tasks
+    tasks = study.tasks if tasks is None else tasks
     per_task = [_pair_stats(study, task, metric_for(study, task, metric, overrides)) for task in tasks]
     sums = {key: np.full((len(pairs), len(tasks)), np.nan) for key in ("n", "sum_d", "sum_sq")}
     for j, stats in enumerate(per_task):
@@ -271,9 +271,10 @@ def deltas_vs_baseline(study: Study, tasks: list[str] | None = None, metric: str
     """Each quantized run against the baseline, per task, best first within a task."""
     if not study.baseline:
         return compare(study, [], [], table)
+    tasks = study.tasks if tasks is None else tasks  # [] (no MMLU categories in the runs) means none
     pairs = [(label, study.baseline) for label in study.labels if label != study.baseline]
-    frame = compare(study, pairs, tasks or study.tasks, table, metric, overrides)
-    return frame.sort_values(["task", "delta"], ascending=[True, False], key=_task_order(tasks or study.tasks))
+    frame = compare(study, pairs, tasks, table, metric, overrides)
+    return frame.sort_values(["task", "delta"], ascending=[True, False], key=_task_order(tasks))
 
 
 def _task_order(tasks: list[str]):
@@ -302,7 +303,7 @@ def method_comparison(study: Study, tasks: list[str] | None = None, metric: str 
     for _, same in runs.groupby(["calib_n", "shared_variant"], sort=True):
         pairs += [(a, b) for a, b in itertools.combinations(sorted(same.index), 2)
                   if same.loc[a, "method"] != same.loc[b, "method"]]
-    return compare(study, pairs, tasks or study.tasks, "methods", metric, overrides)
+    return compare(study, pairs, study.tasks if tasks is None else tasks, "methods", metric, overrides)
 
 
 def calibration_comparison(study: Study, tasks: list[str] | None = None, metric: str = "acc",
@@ -313,7 +314,7 @@ def calibration_comparison(study: Study, tasks: list[str] | None = None, metric:
     for _, same_method in runs.groupby(["method", "variant"], sort=True):
         ordered = list(same_method.sort_values("calib_n").index)
         pairs += list(itertools.combinations(ordered, 2))
-    return compare(study, pairs, tasks or study.tasks, "calibration", metric, overrides)
+    return compare(study, pairs, study.tasks if tasks is None else tasks, "calibration", metric, overrides)
 
 
 def ranking(study: Study, tasks: list[str] | None = None, metric: str = "acc",
@@ -384,7 +385,7 @@ def best_vs_others(study: Study, ranked: pd.DataFrame, tasks: list[str] | None =
     """The best quantized run by average against each other quantized run, per task (its own Holm family)."""
     quantized = [label for label in ranked.index if label != study.baseline and not pd.isna(ranked.loc[label, "average"])]
     pairs = [(quantized[0], other) for other in quantized[1:]] if quantized else []
-    return compare(study, pairs, tasks or study.tasks, "best_vs_others", metric, overrides)
+    return compare(study, pairs, study.tasks if tasks is None else tasks, "best_vs_others", metric, overrides)
 
 
 def recommendations(study: Study, ranked: pd.DataFrame, tests: pd.DataFrame, rivals: pd.DataFrame,

