@@ -11,9 +11,7 @@ for loading lm-eval and the data, so a warm-up evaluation runs before timing.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 from qexp.evaluation import evaluate, plan_tasks
 from qexp.files import default_cache_dir
@@ -37,16 +35,15 @@ def main() -> None:
     model = resolve_model(args.model, cache_dir)
     plan = plan_tasks(TASKS, PACKAGED, cache_dir)
     common = dict(dtype="float32", device="cpu", num_fewshot=0, seed=0, cache_dir=cache_dir)
-    with tempfile.TemporaryDirectory():
-        evaluate(model, plan, limit=2, batch_size=1, **common)  # warm-up: imports, task index, data cache
-        print(f"{args.model} on {TASKS}, {args.limit} documents per task, float32, CPU")
-        print("| batch size | requests | seconds | requests/s |\n|---|---|---|---|")
-        for batch_size in args.batch_sizes:
-            started = time.perf_counter()
-            out = evaluate(model, plan, limit=args.limit, batch_size=batch_size, **common)
-            seconds = time.perf_counter() - started
-            n = requests(out.samples)
-            print(f"| {batch_size} | {n} | {seconds:.1f} | {n / seconds:.2f} |", flush=True)
+    evaluate(model, plan, limit=2, batch_size=1, **common)  # warm-up: imports, task index, data cache
+    print(f"{args.model} on {TASKS}, {args.limit} documents per task, float32, CPU")
+    print("| batch size | requests | seconds | requests/s |\n|---|---|---|---|")
+    for batch_size in args.batch_sizes:
+        started = time.perf_counter()
+        out = evaluate(model, plan, limit=args.limit, batch_size=batch_size, **common)
+        seconds = time.perf_counter() - started
+        n = requests(out.samples)
+        print(f"| {batch_size} | {n} | {seconds:.1f} | {n / seconds:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
