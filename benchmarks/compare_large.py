@@ -90,6 +90,33 @@ def timed_report(uri: str, cache: Path) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
+BREAKDOWN = """
+import json, sys, time
+started = time.perf_counter()
+from mlflow import MlflowClient
+imported = time.perf_counter()
+MlflowClient(tracking_uri=sys.argv[1]).get_experiment_by_name("qexp")
+opened = time.perf_counter()
+from qexp.compare import build_report, load_study, to_json
+study = load_study(sys.argv[1], "qexp")
+loaded = time.perf_counter()
+report = build_report(study)
+built = time.perf_counter()
+json.dumps(to_json(report))
+written = time.perf_counter()
+print(f"warm, in one process: import MLflow {imported - started:.1f} s, open the store {opened - imported:.1f} s, "
+      f"load the study {loaded - opened:.1f} s (qexp's imports and MLflow's queries), "
+      f"build the report {built - loaded:.1f} s, its JSON {written - built:.1f} s")
+"""
+
+
+def breakdown(uri: str, cache: Path) -> str:
+    """Where a warm report's time goes, phase by phase, in a fresh process."""
+    env = {**os.environ, "QEXP_CACHE_DIR": str(cache)}
+    proc = subprocess.run([sys.executable, "-c", BREAKDOWN, uri], env=env, capture_output=True, text=True)
+    return proc.stdout.strip() or proc.stderr[-2000:]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, default=50, help="calibration sizes per method (runs = 1 + 2 * counts)")
@@ -108,6 +135,7 @@ def main() -> int:
           f"({len(data['runs'])} runs, {len(data['comparisons'])} comparisons, "
           f"{len(data['average_tests'])} average tests); warm target <= 5 s")
     print("cold and warm reports identical:", first == second)
+    print(breakdown(uri, cache))
     return 0 if first == second else 1
 
 

@@ -2,6 +2,9 @@
 
     python benchmarks/gpu_study.py --samples 64 128                 # on a GPU machine
     python benchmarks/gpu_study.py --layers 1 --samples 2 4 --seq-len 64 --device cpu   # smoke run
+    # the test's run: narrower too, in float32 (CPUs without bfloat16 units are slow at it)
+    python benchmarks/gpu_study.py --layers 1 --samples 1 2 --hidden-size 1024 --intermediate-size 3072 \
+        --vocab-size 131072 --dtype float32 --device cpu
 
 No download: the model is built here with Qwen3-4B's exact architecture (hidden 2560, 36
 layers, 32 query / 8 key-value heads of 128, intermediate 9728, vocabulary 151,936, tied
@@ -57,7 +60,7 @@ QWEN3_4B = dict(
 # that they match what `python -m qexp model=qwen3_4b quant=...` composes.
 QUANT = {
     "gptq": dict(name="gptq", scheme="W4A16", group_size=128, targets=["Linear"], ignore=["lm_head"],
-                 block_size=128, dampening_frac=0.01),
+                 block_size=128, dampening_frac=0.01, actorder="static"),
     "awq": dict(name="awq", scheme="W4A16_ASYM", group_size=128, targets=["Linear"], ignore=["lm_head"],
                 duo_scaling=True, n_grid=20, offload_device="cpu"),
 }
@@ -67,19 +70,20 @@ WORDS = ("the model weights quantize group scale zero point layer calibration sa
          "state attention head matrix vector error loss grid search smooth activation channel").split()
 
 
-def build_model(folder: Path, layers: int, device: str) -> None:
-    """A random-weight Qwen3 with Qwen3-4B's shapes (`layers` of them), made on `device`, saved in bfloat16."""
+def build_model(folder: Path, shape: dict, dtype: str, device: str) -> None:
+    """A random-weight Qwen3 with Qwen3-4B's shapes, but for what `shape` changes (the number of
+    layers, for a quick run the widths), made on `device`, saved in `dtype`."""
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from qexp.models import build_byte_tokenizer
 
     tokenizer = build_byte_tokenizer()
-    config = Qwen3Config(**{**QWEN3_4B, "num_hidden_layers": layers}, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    config = Qwen3Config(**{**QWEN3_4B, **shape},
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen3ForCausalLM._from_config(config, dtype=torch.bfloat16)
+        model = Qwen3ForCausalLM._from_config(config, dtype=getattr(torch, dtype))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -128,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", choices=sorted(QUANT), default=["gptq", "awq"])
     parser.add_argument("--layers", type=int, default=QWEN3_4B["num_hidden_layers"],
                         help="decoder layers (36 is Qwen3-4B; fewer for a quick run)")
+    parser.add_argument("--hidden-size", type=int, default=QWEN3_4B["hidden_size"],
+                        help="model width (2560 is Qwen3-4B; a multiple of 128 for the group size)")
+    parser.add_argument("--intermediate-size", type=int, default=QWEN3_4B["intermediate_size"],
+                        help="MLP width (9728 is Qwen3-4B; a multiple of 128)")
+    parser.add_argument("--vocab-size", type=int, default=QWEN3_4B["vocab_size"],
+                        help="embedding rows (151,936 is Qwen3-4B; at least the byte tokenizer's 259)")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
+                        help="weights and activations (the study's bfloat16; float32 for a quick CPU run)")
     parser.add_argument("--seq-len", type=int, default=2048, help="tokens per calibration sample")
     parser.add_argument("--awq-offload", choices=["cpu", "none"], default="cpu",
                         help="quant.offload_device for AWQ (qexp's default on a GPU is cpu)")
@@ -154,9 +166,12 @@ def study(args: argparse.Namespace) -> int:
         return 2
     memory = PhaseMemory.for_device(device)
     figures = {"device": device, "card": torch.cuda.get_device_name() if device.startswith("cuda") else "CPU",
-               "torch": torch.__version__, "layers": args.layers, "seq_len": args.seq_len, "rows": [],
+               "torch": torch.__version__, "layers": args.layers, "hidden_size": args.hidden_size,
+               "intermediate_size": args.intermediate_size, "vocab_size": args.vocab_size,
+               "dtype": args.dtype, "seq_len": args.seq_len, "rows": [],
                "extrapolated": []}
-    print(f"device: {device} ({figures['card']}); torch {torch.__version__}; {args.layers} layers; "
+    print(f"device: {device} ({figures['card']}); torch {torch.__version__}; {args.layers} layers of width "
+          f"{args.hidden_size} (MLP {args.intermediate_size}), vocabulary {args.vocab_size:,}, {args.dtype}; "
           f"{args.seq_len}-token samples; n = {args.samples}", flush=True)
 
     def record(method: str, n: int, phase: str, work) -> None:
@@ -169,7 +184,9 @@ def study(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         model_path = work / "qwen3-4b-shaped"
-        record("-", 0, "build", lambda: build_model(model_path, args.layers, device))
+        shape = {"num_hidden_layers": args.layers, "hidden_size": args.hidden_size,
+                 "intermediate_size": args.intermediate_size, "vocab_size": args.vocab_size}
+        record("-", 0, "build", lambda: build_model(model_path, shape, args.dtype, device))
         for method in args.methods:
             settings = dict(QUANT[method])
             if method == "awq":
@@ -177,11 +194,11 @@ def study(args: argparse.Namespace) -> int:
             q = SimpleNamespace(**settings)
             for n in sorted(args.samples):
                 out = work / f"{method}-{n}"
-                record(method, n, "quant", lambda: _quantize(model_path, q, n, args.seq_len, out))
+                record(method, n, "quant", lambda: _quantize(model_path, q, n, args.seq_len, args.dtype, out))
             if not args.no_eval:
                 checkpoint = work / f"{method}-{max(args.samples)}"
                 record(method, max(args.samples), "eval",
-                       lambda: _evaluate(checkpoint, device, args.eval_limit, work / "cache"))
+                       lambda: _evaluate(checkpoint, device, args.eval_limit, args.dtype, work / "cache"))
 
     for method in args.methods:
         quant = [r for r in figures["rows"] if r["method"] == method and r["phase"] == "quant"]
@@ -203,18 +220,18 @@ def _save(path: Path | None, figures: dict) -> None:
         path.write_text(json.dumps(figures, indent=2))
 
 
-def _quantize(model_path: Path, q, n: int, seq_len: int, out: Path) -> None:
+def _quantize(model_path: Path, q, n: int, seq_len: int, dtype: str, out: Path) -> None:
     from qexp.quantization import quantize
 
-    quantize(str(model_path), conversations(n, 2 * seq_len), q, dtype="bfloat16", max_seq_length=seq_len, out=out)
+    quantize(str(model_path), conversations(n, 2 * seq_len), q, dtype=dtype, max_seq_length=seq_len, out=out)
 
 
-def _evaluate(checkpoint: Path, device: str, limit: int, cache_dir: Path) -> None:
+def _evaluate(checkpoint: Path, device: str, limit: int, dtype: str, cache_dir: Path) -> None:
     from qexp.evaluation import evaluate, plan_tasks
     from qexp.fixtures import FIXTURES_DIR
 
     plan = plan_tasks(EVAL_TASKS, FIXTURES_DIR, cache_dir)
-    evaluate(checkpoint, plan, dtype="bfloat16", device=device, num_fewshot=0, limit=limit,
+    evaluate(checkpoint, plan, dtype=dtype, device=device, num_fewshot=0, limit=limit,
              batch_size="auto" if device.startswith("cuda") else 8, seed=0, cache_dir=cache_dir)
 
 

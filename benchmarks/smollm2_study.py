@@ -1,12 +1,14 @@
-"""The first real study, on this machine: SmolLM2-135M, GPTQ and AWQ at 16 and 32 samples, real data.
+"""Real studies on this machine: SmolLM2-135M quantized and evaluated on the real benchmark data.
 
-    python benchmarks/smollm2_study.py [--out DIR] [--report FILE] [overrides ...]
+    python benchmarks/smollm2_study.py [--experiment NAME] [--out DIR] [--report FILE] [overrides ...]
 
-Runs `python -m qexp -m +experiment=smollm2_study` (conf/experiment/smollm2_study.yaml; any extra
-Hydra overrides are passed on) in DIR (default: a new temporary folder) and prints, after the
-sweep, its wall time, each run's phases (quantization and evaluation seconds, from the runs'
-`perf/*` metrics) and the comparison report in Markdown, which --report also writes to FILE.
-The README's "A real study offline" section is this script's output. About an hour on 2 CPU cores.
+Runs `python -m qexp -m +experiment=NAME` (conf/experiment/NAME.yaml; any extra Hydra overrides
+are passed on) in DIR (default: a new temporary folder) and prints, after the sweep, its wall
+time, each run's phases (quantization and evaluation seconds, from the runs' `perf/*` metrics)
+and the comparison report in Markdown, which --report also writes to FILE. The README's real
+studies are this script's output:
+- `smollm2_study` (default): GPTQ and AWQ at 16 and 32 samples; about 90 minutes on 2 CPU cores.
+- `smollm2_methods`: RTN, GPTQ, AWQ and AutoRound at 32 samples.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def phases(store: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="smollm2_study", help="a preset under conf/experiment/")
     parser.add_argument("--out", type=Path, help="folder for the store and outputs (default: temporary)")
     parser.add_argument("--report", type=Path, help="also write the Markdown report here")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. eval.limit=50")
@@ -45,7 +48,7 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="qexp-smollm2-"))
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "qexp", "-m", "+experiment=smollm2_study", *args.overrides], cwd=out)
+    proc = subprocess.run([sys.executable, "-m", "qexp", "-m", f"+experiment={args.experiment}", *args.overrides], cwd=out)
     wall = time.perf_counter() - started
     print(f"\nsweep: {wall / 60:.1f} min wall, exit {proc.returncode}, store {out / 'mlruns'}\n")
     if proc.returncode != 0:

@@ -8,6 +8,11 @@ import signal
 import sys
 from pathlib import Path
 
+# MLflow installs its own console handler on import, re-applied by some of its lazily imported modules;
+# without it, its records go through qexp's logging: the job's log file, and the terminal with verbose=true.
+# (Set before the imports below: they import MLflow.)
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -48,7 +53,7 @@ def app(cfg: DictConfig) -> None:
         outcome = Outcome(job=name, status=result.status, run_id=result.run_id, run_name=result.name)
     except QexpError as err:
         log.error("%s", err)
-        outcome.error = str(err)
+        outcome.error, outcome.refused = str(err), err.refused
     except KeyboardInterrupt as err:
         outcome.status, outcome.error = "KILLED", str(err) or "interrupted"
         write_outcome(output_dir, outcome)
@@ -92,7 +97,10 @@ def main() -> None:
     # Hydra prints composition errors in its own words and exits; with HYDRA_FULL_ERROR it
     # raises them instead, so they can be said in qexp's (key, value, fix).
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # it has its own console handler; verbose=true undoes this
+    # The levels MLflow would set for itself (MLFLOW_CONFIGURE_LOGGING=false above): its database migrations
+    # are not news. Its own INFO lines (system metrics starting and stopping) only with verbose=true.
+    for name in ("mlflow", "alembic", "sqlalchemy", "huey"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         app()
     except (HydraException, OmegaConfBaseException, QexpError) as err:

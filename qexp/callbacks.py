@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ log = logging.getLogger("qexp")
 __all__ = ["SweepSummary", "Sweep", "abort_active_sweep"]
 
 _active: Sweep | None = None  # the sweep this process is running, for main() to close on Ctrl-C or SIGTERM
+_progress: Progress | None = None  # where it stands, while its jobs run in this process
 
 
 class SweepSummary(Callback):
@@ -37,10 +39,29 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _active
-        _active = Sweep.start(config)
+        try:
+            _active = Sweep.start(config)
+        except SweepCannotRun as err:  # every job would fail the same way: stop here, in seconds
+            print(f"qexp: {err} (the sweep's first job was checked; no job was started)", file=sys.stderr)
+            sys.exit(2)  # SystemExit: Hydra's callback runner lets it through (it swallows Exceptions)
+        global _progress
+        _progress = Progress(_job_count(config))
+
+    # Jobs start and end in the sweep's process only with the basic launcher. A launcher that runs them
+    # elsewhere (joblib workers, SLURM) calls these there, where no sweep is in progress (a module
+    # global, not an attribute: this object travels to the workers pickled): nothing is said.
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _progress is not None:
+            print(_progress.starting(_job_name(config)), flush=True)
+
+    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if _progress is not None:
+            outcomes = read_outcomes(Path(config.hydra.runtime.output_dir), recursive=False)
+            _progress.ended(outcomes[0].status if outcomes else "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global _active
+        global _active, _progress
+        _progress = None
         outcomes = read_outcomes(Path(config.hydra.sweep.dir), recursive=True)
         lines = _summary(outcomes, "sweep")
         if _active is not None:
@@ -53,8 +74,69 @@ class SweepSummary(Callback):
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         outcomes = read_outcomes(Path(config.hydra.runtime.output_dir), recursive=False)
-        if any(not o.ok for o in outcomes):
-            sys.exit(1)
+        failed = [o for o in outcomes if not o.ok]
+        if failed:  # 2: a setting to fix (the job never started), as for a config Hydra refuses; 1: the run failed
+            sys.exit(2 if all(o.refused for o in failed) else 1)
+
+
+class Progress:
+    """Where a sweep stands: which job of how many, how many ended how, and the time left, estimated
+    from the jobs that ran (skipped jobs take seconds, and are left out of the estimate)."""
+
+    def __init__(self, total: int | None):
+        self.total, self.started_at = total, None
+        self.counts = {"ok": 0, "failed": 0, "skipped": 0}
+        self.ran: list[float] = []  # seconds of each job that quantized or evaluated
+
+    def starting(self, name: str) -> str:
+        self.started_at = time.monotonic()
+        done = sum(self.counts.values())
+        of = f" of {self.total}" if self.total else ""
+        ended = f"{done} done ({', '.join(f'{n} {k}' for k, n in self.counts.items())})" if done else "none done yet"
+        return f"qexp sweep: job {done + 1}{of}, {name}; {ended}; {self._left(done)}"
+
+    def ended(self, status: str) -> None:
+        key = {"FINISHED": "ok", "SKIPPED": "skipped"}.get(status, "failed")
+        self.counts[key] += 1
+        if key != "skipped" and self.started_at is not None:
+            self.ran.append(time.monotonic() - self.started_at)
+
+    def _left(self, done: int) -> str:
+        if not self.total:
+            return "time left unknown (the sweep's size is not known)"
+        if not self.ran:
+            return "no estimate of the time left yet (no job has run)"
+        seconds = sum(self.ran) / len(self.ran) * (self.total - done)
+        minutes, rest = divmod(round(seconds), 60)
+        when = f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+        return f"about {when} left (from {len(self.ran)} job{'s' if len(self.ran) > 1 else ''} that ran)"
+
+
+def _parsed_overrides(config: DictConfig) -> list:
+    """The sweep's overrides as Hydra parses them: the command line's and the sweeper's params."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    lines = _overrides(config) + [f"{key}={value}" for key, value in params.items()]
+    return OverridesParser.create().parse_overrides(lines)
+
+
+def _job_count(config: DictConfig) -> int | None:
+    """How many jobs the sweep runs: the product of each swept key's number of values."""
+    try:
+        total = 1
+        for override in _parsed_overrides(config):
+            if override.is_sweep_override():
+                total *= len(list(override.sweep_string_iterator()))
+        return total
+    except Exception:  # a sweep Hydra can run but this cannot count: say so rather than guess
+        return None
+
+
+def _job_name(config: DictConfig) -> str:
+    from .identity import run_name
+
+    return run_name(str(config.quant.name), config.calib.n)
 
 
 def abort_active_sweep(reason: str) -> None:
@@ -91,20 +173,30 @@ class Sweep:
 
     @classmethod
     def start(cls, config: DictConfig) -> Sweep | None:
-        """Create the store (once, before parallel jobs race on a fresh SQLite schema) and the parent run,
-        unless the sweep's config is already wrong: then no run is created, and each job reports why."""
+        """Create the store (once, before parallel jobs race on a fresh SQLite schema) and the parent run.
+
+        The first job is prepared first (no weights load). When it fails for a reason every job
+        shares (the model, the store, the data: a key the sweep does not vary), `SweepCannotRun`
+        stops the sweep before any run exists; when the offending key is one the sweep varies
+        (a bad `calib.n` in the list), the jobs run and each reports for itself, without a parent run."""
         from .errors import QexpError
-        from .tracking import TAGS, Store, source_tags
+        from .tracking import TAGS, Store, redact, source_tags
 
         try:
             _check_first_job(config)
+        except QexpError as err:
+            if _per_job(str(err), config):
+                return None  # another job's values may be fine: each job reports for itself
+            raise SweepCannotRun(str(err)) from None
+        try:
             store = Store.open(config.tracking.uri, config.tracking.experiment)
-        except QexpError:
-            return None
+        except QexpError as err:
+            raise SweepCannotRun(str(err)) from None
+        store.wait_out_outages(config.tracking.outage_seconds)  # the parent and its report outlast a restart
         sweep = sweep_id(config.hydra.sweep.dir)
         tags = {**source_tags(), TAGS.ROLE: "sweep", TAGS.SWEEP_ID: sweep, TAGS.MODEL: str(config.model.name),
                 TAGS.HOST: socket.gethostname(), TAGS.PID: str(os.getpid()),
-                TAGS.DESCRIPTION: f"Sweep {sweep}: `python -m qexp -m {' '.join(_overrides(config))}`. "
+                TAGS.DESCRIPTION: f"Sweep {sweep}: `python -m qexp -m {redact(' '.join(_overrides(config)))}`. "
                                   "Its jobs' runs are the children; the comparison report is under report/."}
         run = store.start_run(_name(config), tags)
         return cls(store, run, sweep, config.tracking.heartbeat_seconds)
@@ -128,7 +220,8 @@ class Sweep:
         from .compare.report import summary_text
         from .tracking import TAGS
 
-        study = load_study(self.store.uri, self.store.experiment, sweep_id=self.sweep)
+        study = load_study(self.store.uri, self.store.experiment, sweep_id=self.sweep,
+                           outage_seconds=self.store.outage_seconds)
         report = build_report(study)
         self.run.log_text(render(report, "markdown"), "report/report.md")
         self.run.log_json(to_json(report), "report/report.json")
@@ -150,15 +243,12 @@ def _check_first_job(config: DictConfig) -> None:
     """Prepare the sweep's first job as its launcher will compose it (reads files, loads no weights):
     a config every job shares that is wrong stops the sweep before any run is created."""
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from .schema import composition_error
     from .spec import prepare
 
-    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
-    lines = _overrides(config) + [f"{key}={value}" for key, value in params.items()]
     first = []
-    for override in OverridesParser.create().parse_overrides(lines):
+    for override in _parsed_overrides(config):
         value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() else None
         first.append(f"{override.get_key_element()}={value}" if value is not None else override.input_line)
     try:
@@ -169,6 +259,24 @@ def _check_first_job(config: DictConfig) -> None:
     with open_dict(job):
         job.paths.output_dir = str(config.hydra.sweep.dir)
     prepare(job, pinned=job.device)  # the job's own process will be pinned to its device
+
+
+class SweepCannotRun(Exception):
+    """The sweep's first job cannot run, for a reason every job shares."""
+
+
+def _per_job(message: str, config: DictConfig) -> bool:
+    """Whether the key a ConfigError names (`<key=value>`) is one the sweep varies, or lies in a
+    config group it varies (`quant.group_size` when sweeping `quant=gptq,awq`)."""
+    import re
+
+    found = re.search(r"<([\w.]+)=", message)
+    if not found:
+        return False
+    key = found.group(1)
+    swept = [o.split("=", 1)[0].lstrip("+~") for o in _overrides(config) if "," in o.partition("=")[2]]
+    swept += [str(k) for k in (OmegaConf.select(config, "hydra.sweeper.params", default=None) or {})]
+    return any(key == s or key.startswith(s + ".") for s in swept)
 
 
 def _overrides(config: DictConfig) -> list[str]:

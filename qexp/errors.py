@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["QexpError", "ConfigError", "DataError", "TrackingError", "Interrupted", "config_error"]
+__all__ = ["QexpError", "ConfigError", "DataError", "TrackingError", "StoreRefused", "StoreAway", "Interrupted",
+           "config_error"]
 
 
 class QexpError(Exception):
     """An error a user can act on. The entry points print it without a traceback."""
 
+    refused = False  # raised before the job started anything: a setting to fix, exit status 2
+
 
 class ConfigError(QexpError):
     """The composed configuration is unusable; raised before any model is loaded."""
+
+    refused = True
 
 
 class DataError(QexpError):
@@ -21,6 +26,17 @@ class DataError(QexpError):
 
 class TrackingError(QexpError):
     """The MLflow store cannot be reached or used."""
+
+
+class StoreAway(TrackingError):
+    """The store stopped answering while the job ran, for longer than tracking.outage_seconds."""
+
+
+class StoreRefused(TrackingError):
+    """The store refused the job before it started (no server, no or wrong credentials, no permission):
+    like a ConfigError, a setting to fix, not a failed run."""
+
+    refused = True
 
 
 def config_error(key: str, value: Any, problem: str, fix: str) -> ConfigError:

@@ -8,6 +8,7 @@ half a file and a killed writer leaves nothing that looks finished.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -15,7 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-__all__ = ["default_cache_dir", "digest", "atomic_file", "write_atomic", "atomic_folder", "read_jsonl", "jsonl_text", "write_jsonl"]
+__all__ = ["default_cache_dir", "digest", "file_sha256", "atomic_file", "write_atomic", "atomic_folder", "read_jsonl",
+           "jsonl_text", "write_jsonl"]
 
 
 def default_cache_dir() -> Path:
@@ -30,6 +32,23 @@ def digest(value: Any, length: int = 16) -> str:
     elif not isinstance(value, bytes):
         value = json.dumps(value, sort_keys=True, default=str).encode()
     return hashlib.sha256(value).hexdigest()[:length]
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's content, read in chunks (weights run to gigabytes) and computed once per
+    version of the file (its size and modification time) in this process."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def _temporary(final: Path) -> Path:

@@ -2,6 +2,8 @@
 
 - `run_name("gptq", 215)` -> `gptq-215` names the MLflow run, the sweep sub-folder and the
   checkpoint folder; `run_label` is the same name as the report prints it (`GPTQ-215`).
+  A data-free method (`DATA_FREE`: `rtn`, `fp8`) uses no calibration, so its name has no
+  sample count (`rtn`, `RTN`) and its identity leaves calibration out.
 - `identity(...)` lists everything that determines a run's result; its digest is the
   `config_hash` that resume matches on. Its evaluation part (`eval_identity`) is what
   "same evaluation settings" means everywhere: its digest is the `eval_hash` tag, and
@@ -18,6 +20,10 @@ from .files import digest
 
 __all__ = [
     "BASELINE",
+    "DATA_FREE",
+    "METHOD_NAMES",
+    "method_name",
+    "calibrated",
     "run_name",
     "run_label",
     "sweep_id",
@@ -32,15 +38,23 @@ __all__ = [
 ]
 
 BASELINE = "none"  # quant.name of the unquantized baseline
+DATA_FREE = ("rtn", "fp8")  # quantization methods that read no calibration data: calib.n does not apply
 
 # What a result depends on besides the config: a version change re-runs the sweep.
 EVAL_LIBRARIES = ("torch", "transformers", "lm_eval")
 QUANT_LIBRARIES = ("llmcompressor", "compressed-tensors")
 
 
+def calibrated(method: str) -> bool:
+    """Whether `method` reads calibration samples (so calib.n is part of its result)."""
+    return method != BASELINE and method not in DATA_FREE
+
+
 def run_name(method: str, calib_n: int | str) -> str:
-    """`baseline`, `gptq-215`, `awq-512`: the one naming rule for runs, folders and reports."""
-    return "baseline" if method == BASELINE else f"{method}-{calib_n}"
+    """`baseline`, `rtn`, `gptq-215`, `awq-512`: the one naming rule for runs, folders and reports."""
+    if method == BASELINE:
+        return "baseline"
+    return f"{method}-{calib_n}" if calibrated(method) else method
 
 
 def sweep_id(folder: str | Path) -> str:
@@ -48,10 +62,21 @@ def sweep_id(folder: str | Path) -> str:
     return "_".join(Path(str(folder)).parts[-2:])
 
 
+# How reports spell each method; an unlisted method prints in capitals.
+METHOD_NAMES = {"rtn": "RTN", "gptq": "GPTQ", "awq": "AWQ", "autoround": "AutoRound", "w8a8": "W8A8", "fp8": "FP8"}
+
+
+def method_name(method: str) -> str:
+    """`AutoRound` for `autoround`: a method as reports, plots and run descriptions spell it."""
+    return METHOD_NAMES.get(method, method.upper())
+
+
 def run_label(method: str, calib_n: int | str) -> str:
-    """The run name as reports print it: `Baseline`, `GPTQ-215`."""
-    name = run_name(method, calib_n)
-    return name.capitalize() if method == BASELINE else name.upper()
+    """The run name as reports print it: `Baseline`, `RTN`, `GPTQ-215`, `AutoRound-512`."""
+    if method == BASELINE:
+        return "Baseline"
+    shown = method_name(method)
+    return f"{shown}-{calib_n}" if calibrated(method) else shown
 
 
 def _versions(names: tuple[str, ...]) -> dict[str, str]:
@@ -62,7 +87,8 @@ def identity(*, model: dict, dtype: str, eval: dict, quant: dict | None = None, 
     """Everything that determines the result, and nothing that does not.
 
     `model` is the weights' fingerprint, `eval` the evaluation settings with a fingerprint
-    of their data; `quant` and `calib` are absent for the baseline. Left out on purpose:
+    of their data; `quant` and `calib` are absent for the baseline, `calib` for a data-free
+    method (the same RTN checkpoint whatever calib.n says). Left out on purpose:
     output folders, tracking settings, eval.batch_size, device and quant.offload_device (they
     change numerics at most in the last float bits; all are logged as params; spec leaves
     offload_device out of `quant`).
@@ -70,7 +96,8 @@ def identity(*, model: dict, dtype: str, eval: dict, quant: dict | None = None, 
     out: dict[str, Any] = {"model": {**model, "dtype": dtype}, "eval": eval, "versions": _versions(EVAL_LIBRARIES)}
     if quant is not None:
         out["quant"] = quant
-        out["calib"] = calib
+        if calib is not None:
+            out["calib"] = calib
         out["versions"].update(_versions(QUANT_LIBRARIES))
     return out
 

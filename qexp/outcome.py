@@ -22,6 +22,7 @@ class Outcome:
     run_id: str | None = None
     run_name: str | None = None
     error: str | None = None
+    refused: bool = False  # refused before it started (a config or store setting to fix): exit status 2
 
     @property
     def ok(self) -> bool:

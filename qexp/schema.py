@@ -31,7 +31,9 @@ __all__ = [
     "QuantConfig",
     "WeightQuantConfig",
     "GPTQConfig",
+    "W8A8Config",
     "AWQConfig",
+    "AutoRoundConfig",
     "CalibConfig",
     "EvalConfig",
     "TrackingConfig",
@@ -62,13 +64,15 @@ class ModelConfig:
 class QuantConfig:
     """quant=none: the unquantized baseline."""
 
-    name: str = MISSING  # none | gptq | awq
+    name: str = MISSING  # none | rtn | gptq | awq | autoround | w8a8 | fp8
 
 
 @dataclass
 class WeightQuantConfig(QuantConfig):
-    scheme: str = MISSING  # a compressed-tensors preset: W4A16, W4A16_ASYM, ...
-    group_size: int | None = MISSING
+    """quant=rtn and quant=fp8: the scheme applied as it is, round-to-nearest, no calibration data."""
+
+    scheme: str = MISSING  # a compressed-tensors preset: W4A16, W4A16_ASYM, W8A8, FP8_DYNAMIC, ...
+    group_size: int | None = MISSING  # null for schemes that are not grouped (per channel: W8A8, FP8_DYNAMIC)
     targets: list[str] = MISSING
     ignore: list[str] = MISSING
 
@@ -77,6 +81,14 @@ class WeightQuantConfig(QuantConfig):
 class GPTQConfig(WeightQuantConfig):
     block_size: int = MISSING
     dampening_frac: float = MISSING
+    actorder: str | None = MISSING  # static | group | weight | null (columns in their own order)
+
+
+@dataclass
+class W8A8Config(GPTQConfig):
+    """quant=w8a8: SmoothQuant moves activation outliers into the weights, then GPTQ."""
+
+    smoothing_strength: float = MISSING
 
 
 @dataclass
@@ -86,6 +98,13 @@ class AWQConfig(WeightQuantConfig):
     duo_scaling: Any = MISSING
     n_grid: int = MISSING
     offload_device: str = MISSING  # auto | cpu | none: where AWQ caches layer inputs (not in the config hash)
+
+
+@dataclass
+class AutoRoundConfig(WeightQuantConfig):
+    iters: int = MISSING  # sign-gradient steps per decoder layer
+    lr: float | None = MISSING  # null: AutoRound's default, 1 / iters
+    batch_size: int = MISSING  # calibration samples per tuning step
 
 
 @dataclass
@@ -115,6 +134,7 @@ class TrackingConfig:
     log_checkpoint: bool = MISSING
     heartbeat_seconds: int = MISSING
     stale_after_seconds: int = MISSING
+    outage_seconds: int = MISSING  # how long a running job waits for a store that went away
     system_metrics_seconds: int | None = MISSING  # MLflow system metrics' sampling interval; null: off
     register_model: bool = MISSING  # register each checkpoint's logged model (name: <model>-<method>)
 
@@ -141,14 +161,18 @@ class Config:
     gpus_per_job: int = MISSING  # GPUs a job holds while it runs (qexp/gpus.py)
 
 
-QUANT_SCHEMAS = {"none": QuantConfig, "gptq": GPTQConfig, "awq": AWQConfig}
+QUANT_SCHEMAS = {"none": QuantConfig, "rtn": WeightQuantConfig, "gptq": GPTQConfig, "awq": AWQConfig,
+                 "autoround": AutoRoundConfig, "w8a8": W8A8Config, "fp8": WeightQuantConfig}
 
 SCHEMAS: dict[tuple[str | None, str], Any] = {
     (None, "base_config"): Config,
     ("model", "base_model"): ModelConfig,
     ("quant", "base_none"): QuantConfig,
+    ("quant", "base_weights"): WeightQuantConfig,
     ("quant", "base_gptq"): GPTQConfig,
+    ("quant", "base_w8a8"): W8A8Config,
     ("quant", "base_awq"): AWQConfig,
+    ("quant", "base_autoround"): AutoRoundConfig,
     ("calib", "base_calib"): CalibConfig,
     ("eval", "base_eval"): EvalConfig,
     ("tracking", "base_tracking"): TrackingConfig,
@@ -205,7 +229,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     method = (plain.get("quant") or {}).get("name")
     if method not in QUANT_SCHEMAS:
         raise config_error("quant.name", method, "Unknown quantization method",
-                           "Use quant=none, quant=gptq or quant=awq.")
+                           f"Use one of quant={','.join(QUANT_SCHEMAS)}.")
     try:
         typed = OmegaConf.merge(OmegaConf.structured(Config),
                                 {"quant": OmegaConf.structured(QUANT_SCHEMAS[method])}, plain)

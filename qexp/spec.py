@@ -21,7 +21,7 @@ from . import calibration, gpus, heldout, identity, models
 from .calibration import Conversation
 from .errors import config_error
 from .evaluation import TaskPlan, plan_tasks
-from .files import default_cache_dir, digest
+from .files import default_cache_dir, digest, file_sha256
 from .quantization import check_scheme, quantized_widths
 from .schema import validate
 from .tracking import check_uri
@@ -38,8 +38,8 @@ class RunSpec:
     cfg: DictConfig
     model_path: str  # loadable by from_pretrained
     plan: TaskPlan
-    calib_path: Path | None  # the ShareGPT file; None for the baseline
-    calibration: list[Conversation] | None  # the selected samples, in order; None for the baseline
+    calib_path: Path | None  # the ShareGPT file; None for the baseline and data-free methods
+    calibration: list[Conversation] | None  # the selected samples, in order; None when nothing calibrates
     cache_dir: Path
     output_dir: Path
     device: str
@@ -55,8 +55,12 @@ class RunSpec:
         return self.method == identity.BASELINE
 
     @property
+    def calibrated(self) -> bool:
+        return identity.calibrated(self.method)
+
+    @property
     def calib_n(self) -> int:
-        return 0 if self.is_baseline else int(self.cfg.calib.n)
+        return int(self.cfg.calib.n) if self.calibrated else 0
 
     @property
     def run_name(self) -> str:
@@ -101,15 +105,29 @@ def _check_values(cfg: DictConfig) -> None:
     """What the schema's types cannot say; no file is read."""
     quant = cfg.quant
     if quant.name != identity.BASELINE:
-        check_scheme(quant.scheme)
         _at_least(cfg, "quant.group_size", 1, "Set quant.group_size to a positive integer such as 128 or 64.")
+        check_scheme(quant.scheme, quant.group_size)
         _names(cfg, "quant.targets", "Set quant.targets to a list of module types, e.g. [Linear].", allow_empty=False)
         _names(cfg, "quant.ignore", "Set quant.ignore to a list of module names, e.g. [lm_head].")
-    if quant.name == "gptq":
+    if quant.name in ("gptq", "w8a8"):
         _at_least(cfg, "quant.block_size", 1, "Set quant.block_size to a positive integer, e.g. 128.")
         if not 0 <= quant.dampening_frac < 1:
             raise config_error("quant.dampening_frac", quant.dampening_frac, "Expected a number in [0, 1)",
                                "Set quant.dampening_frac=0.01 (GPTQ's usual value).")
+        _one_of(cfg, "quant.actorder", ("static", "group", "weight", None),
+                "Use quant.actorder=static, group, weight or null (no activation ordering).")
+        if quant.actorder == "group" and quant.group_size is None:
+            raise config_error("quant.actorder", quant.actorder, f"Scheme {quant.scheme} has no groups to order",
+                               "Use quant.actorder=static, weight or null.")
+    if quant.name == "w8a8" and not 0 < quant.smoothing_strength <= 1:
+        raise config_error("quant.smoothing_strength", quant.smoothing_strength, "Expected a number in (0, 1]",
+                           "Set quant.smoothing_strength=0.8 (SmoothQuant's usual value for Llama-like models).")
+    if quant.name == "autoround":
+        _at_least(cfg, "quant.iters", 1, "Set quant.iters to a positive number of tuning steps, e.g. 200.")
+        _at_least(cfg, "quant.batch_size", 1, "Set quant.batch_size to a positive number of samples, e.g. 8.")
+        if quant.lr is not None and not quant.lr > 0:
+            raise config_error("quant.lr", quant.lr, "Expected a positive learning rate or null",
+                               "Set quant.lr=null (AutoRound's default, 1 / iters) or a positive number.")
     if quant.name == "awq":
         _one_of(cfg, "quant.duo_scaling", (True, False, "both"), "Use quant.duo_scaling=true, false or both.")
         _at_least(cfg, "quant.n_grid", 1, "Set quant.n_grid to a positive integer, e.g. 20.")
@@ -123,9 +141,12 @@ def _check_values(cfg: DictConfig) -> None:
     _one_of(cfg, "model.dtype", DTYPES)
     _at_least(cfg, "eval.heldout_docs", 1, "Set eval.heldout_docs to a positive number of conversations, e.g. 100.")
     _at_least(cfg, "eval.heldout_max_chars", 1, "Set eval.heldout_max_chars to a positive number, e.g. 2000.")
-    if quant.name != identity.BASELINE or heldout.TASK in cfg.eval.tasks:
+    if identity.calibrated(quant.name) or heldout.TASK in cfg.eval.tasks:
         _one_of(cfg, "calib.source", ("package", "file", "hub"))
-    if quant.name != identity.BASELINE:
+    if quant.name in identity.DATA_FREE:  # calib.n does not apply, but a negative one means nothing
+        _at_least(cfg, "calib.n", 0, f"quant={quant.name} uses no calibration data: leave calib.n at a "
+                  "non-negative value (it is ignored), e.g. calib.n=0.")
+    elif quant.name != identity.BASELINE:
         _at_least(cfg, "calib.n", 1, "Set calib.n to a positive number of calibration samples, e.g. calib.n=512.")
         _at_least(cfg, "calib.seed", 0, "Set calib.seed to a non-negative integer.")
         _at_least(cfg, "calib.max_seq_length", 1, "Set calib.max_seq_length to a positive number of tokens, e.g. 2048.")
@@ -143,6 +164,15 @@ def _check_values(cfg: DictConfig) -> None:
     _at_least(cfg, "gpus_per_job", 1, "Set gpus_per_job to a positive number of GPUs, e.g. 1.")
     _at_least(cfg, "tracking.heartbeat_seconds", 1, "Set tracking.heartbeat_seconds to a positive number, e.g. 30.")
     _at_least(cfg, "tracking.stale_after_seconds", 1, "Set tracking.stale_after_seconds to a positive number, e.g. 300.")
+    _at_least(cfg, "tracking.outage_seconds", 0, "Set tracking.outage_seconds to 0 (stop at once) or more, e.g. 180.")
+    tracking = cfg.tracking
+    if tracking.outage_seconds + tracking.heartbeat_seconds >= tracking.stale_after_seconds:
+        # a job waiting out an outage writes no heartbeat: another host's job must not take it for dead
+        raise config_error("tracking.outage_seconds", tracking.outage_seconds,
+                           f"A job waiting this long for its store, plus one heartbeat "
+                           f"({tracking.heartbeat_seconds} s), would look dead to other hosts "
+                           f"(tracking.stale_after_seconds={tracking.stale_after_seconds})",
+                           "Lower tracking.outage_seconds, or raise tracking.stale_after_seconds above their sum.")
     _at_least(cfg, "tracking.system_metrics_seconds", 1, "Set tracking.system_metrics_seconds to a positive "
               "number, e.g. 10, or null to record no system metrics.")
     if not cfg.tracking.experiment:
@@ -220,6 +250,7 @@ def _check_group_size(cfg: DictConfig, model_path: str) -> None:
 
 
 def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path | None) -> dict:
+    """What the config hash covers: `calib_path` is the calibration file, None when nothing calibrates."""
     evaluation = {
         "tasks": list(cfg.eval.tasks),
         "num_fewshot": cfg.eval.num_fewshot,
@@ -229,10 +260,12 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
         "own_data": {task: path.name for task, path in sorted(plan.own.items())},
     }
     model = models.model_fingerprint(str(cfg.model.path), model_path)
-    if calib_path is None:
+    if cfg.quant.name == identity.BASELINE:
         return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation)
-    calib = {"n": cfg.calib.n, "seed": cfg.calib.seed, "max_seq_length": cfg.calib.max_seq_length,
-             "source": cfg.calib.source, "file": [calib_path.name, calib_path.stat().st_size]}
+    calib = None if calib_path is None else {
+        "n": cfg.calib.n, "seed": cfg.calib.seed, "max_seq_length": cfg.calib.max_seq_length,
+        "source": cfg.calib.source,
+        "file": [calib_path.name, calib_path.stat().st_size, file_sha256(calib_path)[:16]]}
     quant = OmegaConf.to_container(cfg.quant)
     quant.pop("offload_device", None)  # where activations wait does not change the checkpoint
     return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation, quant=quant, calib=calib)
@@ -267,14 +300,15 @@ def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
     device = _device(cfg.device, pinned or gpus.pinned())
     _resolve_per_device(cfg, device)
     is_baseline = cfg.quant.name == identity.BASELINE
+    calibrates = identity.calibrated(cfg.quant.name)
     cache_dir = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else default_cache_dir()
 
     # Reads files, but no weights.
     models.check_model_path(cfg.model.path)
     calib_path = samples = None
-    if not is_baseline or heldout.TASK in cfg.eval.tasks:
+    if calibrates or heldout.TASK in cfg.eval.tasks:
         calib_path = calibration.source_path(cfg.calib.source, cfg.calib.path)
-    if not is_baseline:
+    if calibrates:
         samples = calibration.select(calibration.load_conversations(calib_path), cfg.calib.n, cfg.calib.seed)
     own = {}
     if heldout.TASK in cfg.eval.tasks:
@@ -285,12 +319,12 @@ def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
     if not is_baseline:
         _check_group_size(cfg, model_path)
 
-    ident = _identity(cfg, model_path, plan, None if is_baseline else calib_path)
+    ident = _identity(cfg, model_path, plan, calib_path if calibrates else None)
     checkpoint = None
     if not is_baseline:
         root = Path(cfg.paths.checkpoint_dir or cache_dir / "checkpoints").expanduser()
         checkpoint = identity.checkpoint_folder(root, cfg.model.name, cfg.quant.name, cfg.calib.n, ident)
-    return RunSpec(cfg=cfg, model_path=model_path, plan=plan, calib_path=None if is_baseline else calib_path,
+    return RunSpec(cfg=cfg, model_path=model_path, plan=plan, calib_path=calib_path if calibrates else None,
                    calibration=samples, cache_dir=cache_dir, output_dir=Path(cfg.paths.output_dir), device=device,
                    identity=ident, checkpoint=checkpoint)
 

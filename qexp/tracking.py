@@ -28,18 +28,18 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 from urllib.parse import urlparse
 
-from .errors import TrackingError, config_error
+from .errors import QexpError, StoreAway, StoreRefused, TrackingError, config_error
 from .files import write_jsonl
 
 log = logging.getLogger("qexp")
 
-__all__ = ["TAGS", "ARTIFACTS", "check_uri", "metric_name", "results_metrics", "source_tags", "flatten", "Store",
-           "Run"]
+__all__ = ["TAGS", "ARTIFACTS", "check_uri", "redact", "metric_name", "results_metrics", "source_tags", "flatten",
+           "Store", "Run"]
 
 
 class TAGS:
-    QUANT = "qexp.quant"  # none | gptq | awq
-    CALIB_N = "qexp.calib_n"  # "0" for the baseline
+    QUANT = "qexp.quant"  # quant.name: none | rtn | gptq | awq | autoround | w8a8 | fp8
+    CALIB_N = "qexp.calib_n"  # "0" for the baseline and data-free methods (rtn, fp8)
     MODEL = "qexp.model"
     MODEL_NOTE = "qexp.model_note"  # a caveat about the model's weights (e.g. SmolLM2's GGUF origin)
     EVAL_DATA = "qexp.eval_data"  # hub | packaged | local | fixtures | mixed
@@ -59,6 +59,7 @@ class TAGS:
     VERSION = "qexp.version"
     DESCRIPTION = "mlflow.note.content"  # the run's description in the UI
     PARENT = "mlflow.parentRunId"
+    USER = "mlflow.user"  # the run's User column: the store's user, else this machine's
     SOURCE_NAME = "mlflow.source.name"
     SOURCE_TYPE = "mlflow.source.type"
     GIT_COMMIT = "mlflow.source.git.commit"
@@ -90,10 +91,10 @@ def check_uri(uri: Any) -> None:
         raise config_error("tracking.uri", uri, "Missing tracking URI", fix)
     scheme = urlparse(uri).scheme
     if scheme in ("", "file"):
-        raise config_error("tracking.uri", uri, "MLflow's plain file store is in maintenance mode and "
+        raise config_error("tracking.uri", redact(uri), "MLflow's plain file store is in maintenance mode and "
                            "refuses to start without MLFLOW_ALLOW_FILE_STORE=true", fix)
     if scheme not in URI_SCHEMES:
-        raise config_error("tracking.uri", uri, "Unknown tracking URI scheme", fix)
+        raise config_error("tracking.uri", redact(uri), "Unknown tracking URI scheme", fix)
     if scheme == "sqlite":
         path = uri[len("sqlite:///"):]
         if not uri.startswith("sqlite:///") or not path:
@@ -103,6 +104,56 @@ def check_uri(uri: Any) -> None:
         except OSError as err:
             raise config_error("tracking.uri", uri, f"Cannot create the store's folder ({err.strerror})",
                                "Choose a writable location.") from None
+
+
+def redact(text: str) -> str:
+    """`text` (a URI, or a line holding one) with the password of any `scheme://user:password@host`
+    replaced by `***`: how qexp prints and logs a store's address. Credentials belong in
+    MLFLOW_TRACKING_USERNAME/PASSWORD or ~/.mlflow/credentials, never in a URI (which lands in shell
+    histories); this is for those who put them there anyway."""
+    return _URI_PASSWORD.sub(r"\1:***@", text)
+
+
+_URI_PASSWORD = re.compile(r"(://[^/\s:@]+):[^@\s/]*@")
+
+
+def _user() -> str | None:
+    """The user MLflow's client authenticates as: MLFLOW_TRACKING_USERNAME, else ~/.mlflow/credentials."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    return read_mlflow_creds().username
+
+
+def _store_error(uri: str, experiment: str, err: Exception, writing: bool) -> TrackingError:
+    """What MLflow raised while qexp opened the store, said as one line with the fix; the refusals a
+    job can do nothing about (no or wrong credentials, no permission, no server) are `StoreRefused`."""
+    shown = redact(uri)
+    code = getattr(err, "error_code", "")
+    if code == "UNAUTHENTICATED":
+        user = _user()
+        who = f"the password of user {user!r}" if user else "a request without credentials"
+        return StoreRefused(
+            f"The MLflow server at <tracking.uri={shown!r}> refused {who} (401, not authenticated). "
+            "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server "
+            "(or put them in ~/.mlflow/credentials); its admin creates users (README, 'One shared store').")
+    if code == "PERMISSION_DENIED":
+        what = "write to" if writing else "read"
+        return StoreRefused(
+            f"User {_user()!r} may not {what} the experiment <tracking.experiment={experiment!r}> at "
+            f"<tracking.uri={shown!r}> (403, permission denied). Ask the server's admin for "
+            f"{'EDIT' if writing else 'READ'} permission on it (README, 'One shared store'), "
+            "or choose an experiment you may use.")
+    first = str(err).splitlines()[0] if str(err) else ""
+    served = urlparse(uri).scheme in ("http", "https")
+    if served and _is_outage(err) and "error responses" in first:  # urllib3's "too many 503 error responses"
+        return StoreRefused(f"The MLflow server at <tracking.uri={shown!r}> answers with server errors "
+                            "(its database may be down). Check the server's log and its database.")
+    if served and _is_outage(err):
+        return StoreRefused(f"No MLflow server answers at <tracking.uri={shown!r}> (connection failed). "
+                            "Start the server, or fix tracking.uri (--tracking-uri for the command-line tools).")
+    return TrackingError(
+        f"Cannot use the MLflow store <tracking.uri={shown!r}>: {type(err).__name__}: {first}. "
+        "Start the server, or fix tracking.uri (--tracking-uri for the command-line tools).")
 
 
 def metric_name(task: str, key: str) -> str | None:
@@ -129,12 +180,13 @@ def results_metrics(results: dict) -> dict[str, float]:
 
 @functools.cache
 def source_tags() -> dict[str, str]:
-    """What produced a run, for the UI's Source column: the command, qexp's version and, from a git
-    checkout, the commit."""
+    """What produced a run, for the UI's Source and User columns: the command, qexp's version, from a
+    git checkout the commit, and who ran it (the tracking server's user, else the login name)."""
     import subprocess
     from importlib import metadata
 
-    tags = {TAGS.SOURCE_NAME: "python -m qexp", TAGS.SOURCE_TYPE: "LOCAL", TAGS.VERSION: metadata.version("qexp")}
+    tags = {TAGS.SOURCE_NAME: "python -m qexp", TAGS.SOURCE_TYPE: "LOCAL", TAGS.VERSION: metadata.version("qexp"),
+            TAGS.USER: _user() or _login()}
     try:
         commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10)
@@ -143,6 +195,15 @@ def source_tags() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         pass
     return tags
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container without a passwd entry)
+        return "unknown"
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, str]:
@@ -158,14 +219,27 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- the store
 class Store:
-    """One MLflow experiment in one store: where runs are found, created, reaped and read."""
+    """One MLflow experiment in one store: where runs are found, created, reaped and read.
+
+    Opening fails at once when the store does not answer. Once open, `wait_out_outages(seconds)`
+    makes every call wait for a store that went away (a server restarting, its database failing
+    over) for up to that long before `StoreAway` is raised."""
 
     def __init__(self, client, experiment_id: str, uri: str, experiment: str):
-        self.client, self.experiment_id, self.uri, self.experiment = client, experiment_id, uri, experiment
+        self.client = _Patient(client, uri)
+        self.experiment_id, self.uri, self.experiment = experiment_id, uri, experiment
+
+    @property
+    def outage_seconds(self) -> float:
+        return self.client.patience
+
+    def wait_out_outages(self, seconds: float) -> None:
+        self.client.patience = seconds
 
     @classmethod
     def open(cls, uri: str, experiment: str, create: bool = True) -> Store:
-        """Connect (TrackingError when the store does not answer) and find, or create, the experiment."""
+        """Connect and find, or create, the experiment; with `create` (a job, which writes runs), also
+        check that this user may write to it. `StoreRefused` when the store cannot be used at all."""
         from mlflow import MlflowClient
 
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -176,28 +250,26 @@ class Store:
         client = MlflowClient(tracking_uri=uri)
         try:
             found = client.get_experiment_by_name(experiment)
+            if found is None and not create:
+                raise TrackingError(f"No experiment <tracking.experiment={experiment!r}> in "
+                                    f"<tracking.uri={redact(uri)!r}>. Run `python -m qexp` first, or choose the "
+                                    "store and experiment it wrote (--tracking-uri, --experiment).")
+            if found is None:
+                found = _create_experiment(client, uri, experiment)
+            if found.lifecycle_stage == "deleted":
+                raise config_error("tracking.experiment", experiment, "The experiment is deleted in this store",
+                                   "Restore it in the MLflow UI, or choose another tracking.experiment.")
+            if create:  # the UI opens classic experiments on the runs table; setting the tag is also the
+                _set_experiment_kind(client, found.experiment_id)  # check that this user may write here
+        except QexpError:
+            raise
         except Exception as err:
-            raise TrackingError(
-                f"Cannot use the MLflow store <tracking.uri={uri!r}>: {type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}. Start the server, or fix tracking.uri "
-                "(--tracking-uri for the command-line tools)."
-            ) from None
-        if found is None and not create:
-            raise TrackingError(f"No experiment <tracking.experiment={experiment!r}> in <tracking.uri={uri!r}>. "
-                                "Run `python -m qexp` first, or choose the store and experiment it wrote "
-                                "(--tracking-uri, --experiment).")
-        if found is None:
-            found = _create_experiment(client, uri, experiment)
-        if found.lifecycle_stage == "deleted":
-            raise config_error("tracking.experiment", experiment, "The experiment is deleted in this store",
-                               "Restore it in the MLflow UI, or choose another tracking.experiment.")
-        if create and TAGS.EXPERIMENT_KIND not in found.tags:  # else the UI opens on a GenAI traces view
-            _set_experiment_kind(client, found.experiment_id)
+            raise _store_error(uri, experiment, err, writing=create) from None
         return cls(client, found.experiment_id, uri, experiment)
 
     def ui_url(self) -> str:
         """The address that opens this experiment's runs table (`mlflow ui` for a local store)."""
-        base = self.uri if self.uri.startswith(("http://", "https://")) else UI_ADDRESS
+        base = redact(self.uri) if self.uri.startswith(("http://", "https://")) else UI_ADDRESS
         return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}?workflowType=machine_learning"
 
     def sweep_parent(self, sweep_id: str):
@@ -258,6 +330,88 @@ class Store:
         return found
 
 
+class _Patient:
+    """An MlflowClient whose calls wait out an outage: a call that fails because the store is away
+    (no connection, or server errors, after the client's own retries; nothing was stored) is tried
+    again every few seconds, until `patience` seconds after the outage began; then `StoreAway`.
+
+    Jobs' writes are what this protects. The heartbeat thread shares the outage's clock; a call that
+    succeeds stops it, so a job that computes through a long outage logs once the store is back."""
+
+    PAUSE_SECONDS = 5.0
+
+    def __init__(self, client, uri: str, patience: float = 0.0):
+        self._client, self._uri, self.patience = client, uri, patience
+        self._away_since: float | None = None  # when the outage began; None while the store answers
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            while True:
+                try:
+                    result = attr(*args, **kwargs)
+                except Exception as err:
+                    if not _is_outage(err):
+                        raise
+                    self._wait(name, err)
+                    continue
+                self._back()
+                return result
+
+        return call
+
+    def _wait(self, call: str, err: Exception) -> None:
+        with self._lock:
+            now = time.time()
+            if self._away_since is None:
+                self._away_since = now
+                if self.patience:
+                    log.warning("The MLflow store at %s is not answering (%s); waiting up to %.0f s for it "
+                                "(tracking.outage_seconds)", redact(self._uri), _first_line(err), self.patience)
+            away = now - self._away_since
+        if away >= self.patience:  # the outage's clock keeps running: a later call that fails gives up at once
+            where = f"The MLflow store at <tracking.uri={redact(self._uri)!r}>"
+            if not self.patience:
+                raise StoreAway(f"{where} stopped answering ({call}: {_first_line(err)}). "
+                                "Check that the server and its database are up, then try again.") from None
+            raise StoreAway(
+                f"{where} has not answered for {away:.0f} s (<tracking.outage_seconds={self.patience:g}>; "
+                f"last call {call}: {_first_line(err)}). What this job computed is kept (its checkpoint, and "
+                "its evaluation once finished): run the same command again when the store is back, and it "
+                "logs them without computing them again.") from None
+        time.sleep(min(self.PAUSE_SECONDS, self.patience - away))
+
+    def _back(self) -> None:
+        if self._away_since is not None:
+            with self._lock:
+                if self._away_since is not None:
+                    log.info("The MLflow store at %s answers again, after %.0f s", redact(self._uri),
+                             time.time() - self._away_since)
+                    self._away_since = None
+
+
+_REFUSALS = ("UNAUTHENTICATED", "PERMISSION_DENIED")  # the server answered: no credentials, or no permission
+_OUTAGE_SIGNS = ("Max retries exceeded", "Failed to establish a new connection", "Connection aborted",
+                 "Connection refused", "RemoteDisconnected", "OperationalError")
+
+
+def _is_outage(err: Exception) -> bool:
+    """Whether `err` says the store is away (a call worth trying again) rather than refusing the call."""
+    if getattr(err, "error_code", "") in (*_REFUSALS, "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE",
+                                          "RESOURCE_ALREADY_EXISTS"):
+        return False
+    text = str(err)
+    return any(sign in text for sign in _OUTAGE_SIGNS)
+
+
+def _first_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
 def _create_experiment(client, uri: str, name: str):
     """A new experiment; with a SQLite store its artifacts go in a folder beside the database."""
     location = None
@@ -270,16 +424,19 @@ def _create_experiment(client, uri: str, name: str):
     found = client.get_experiment_by_name(name)
     if found is None:
         raise TrackingError(f"Cannot create the experiment <tracking.experiment={name!r}> in "
-                            f"<tracking.uri={uri!r}>. Check that the store is writable.")
+                            f"<tracking.uri={redact(uri)!r}>. Check that the store is writable.")
     return found
 
 
 def _set_experiment_kind(client, experiment_id: str) -> None:
-    """Tag the experiment as classic ML. Jobs starting together on a fresh experiment all try; with a
-    database store, all but the first insert fail on the tag's unique key, and that first one is enough."""
+    """Tag the experiment as classic ML (idempotent). Jobs starting together on a fresh experiment all
+    try; with a database store, all but the first insert fail on the tag's unique key, and that first
+    one is enough. A refusal (no permission) is raised as it is."""
     try:
         client.set_experiment_tag(experiment_id, TAGS.EXPERIMENT_KIND, "custom_model_development")
-    except Exception:
+    except Exception as err:
+        if getattr(err, "error_code", "") in _REFUSALS:
+            raise
         if TAGS.EXPERIMENT_KIND not in client.get_experiment(experiment_id).tags:
             raise
 
@@ -289,6 +446,8 @@ def _retry(what: str, call, attempts: int, pause: float):
     for attempt in range(attempts):
         try:
             return call()
+        except StoreAway:
+            raise  # waited out already
         except Exception as err:
             if attempt + 1 == attempts:
                 raise

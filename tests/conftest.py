@@ -34,6 +34,8 @@ def compose_config(*overrides: str, root: Path | None = None) -> DictConfig:
     with open_dict(cfg):
         if "paths.output_dir" not in given:
             cfg.paths.output_dir = str(root / "out")
+        if "paths.checkpoint_dir" not in given:  # quantize here, never reuse another test's checkpoint
+            cfg.paths.checkpoint_dir = str(root / "checkpoints")
         if "tracking.uri" not in given:
             cfg.tracking.uri = f"sqlite:///{root}/mlruns/mlflow.db"
     return cfg

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except QexpError as err:
         print(f"qexp.compare: {err}", file=sys.stderr)
         return 2
-    text = json.dumps(to_json(report), indent=2) if args.format == "json" else render(report, args.format)
+    text = json.dumps(to_json(report)) if args.format == "json" else render(report, args.format)
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)

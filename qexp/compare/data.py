@@ -19,7 +19,7 @@ from ..errors import QexpError
 from ..files import atomic_file, default_cache_dir, digest, read_jsonl
 from ..identity import eval_identity, run_label
 from ..schema import tracking_defaults
-from ..tracking import ARTIFACTS, TAGS, Store
+from ..tracking import ARTIFACTS, TAGS, Store, redact
 
 __all__ = ["Study", "load_study", "run_label"]
 
@@ -152,7 +152,8 @@ def _variant(run) -> dict[str, str]:
 def _labels(runs: list) -> list[dict[str, str]]:
     """Per run: its `label` (`GPTQ-215`, plus whatever else varies between the runs of that method:
     `GPTQ-215 g64 seed1`, so no two configurations share a label), the `repeat` group (the label
-    without the seed), its `variant` (the added part) and the part methods share (`shared`)."""
+    without the seed), its `variant` (the added part), the part methods share (`shared`) and its
+    quantization settings alone (`shared_quant`, what a data-free method shares with the others)."""
     variants = [_variant(r) for r in runs]
     methods = [r.data.tags[TAGS.QUANT] for r in runs]
     varying: dict[str, list[str]] = {}
@@ -169,6 +170,7 @@ def _labels(runs: list) -> list[dict[str, str]]:
             "repeat": " ".join([base] + [part for k, part in parts.items() if k != REPEAT_PARAM]),
             "variant": " ".join(parts.values()),
             "shared": " ".join(part for k, part in parts.items() if not k.startswith("quant.") or k in SHARED),
+            "shared_quant": " ".join(part for k, part in parts.items() if k in SHARED),
         })
     return out
 
@@ -198,6 +200,7 @@ def _row(names: dict[str, str], run) -> dict:
     tags = run.data.tags
     return {
         "label": names["label"], "variant": names["variant"], "shared_variant": names["shared"],
+        "shared_quant": names["shared_quant"],
         "run_id": run.info.run_id, "method": tags[TAGS.QUANT],
         "calib_n": int(tags.get(TAGS.CALIB_N, 0) or 0), "model": tags.get(TAGS.MODEL),
         "eval_data": tags.get(TAGS.EVAL_DATA, "unknown"), "eval_source": tags.get(TAGS.EVAL_SOURCE),
@@ -215,18 +218,21 @@ def load_study(
     model: str | None = None,
     sweep_id: str | None = None,
     with_docs: bool = True,
+    outage_seconds: float = 0,
 ) -> Study:
     """Query MLflow for the FINISHED qexp runs of one model; the newest run wins per label.
 
     The store and experiment default to the composed config's (`tracking.uri`, `tracking.experiment`).
+    `outage_seconds`: how long to wait for a store that stops answering part way (the sweep's report).
     """
     defaults = tracking_defaults() if tracking_uri is None or experiment is None else None
     store = Store.open(tracking_uri or defaults.uri, experiment or defaults.experiment, create=False)
+    store.wait_out_outages(outage_seconds)
     notes: list[str] = []
     chosen, repeats = _choose(store.study_runs(sweep_id), model, notes)
     if not chosen:
         raise QexpError(f"No finished qexp runs in <tracking.experiment={store.experiment!r}> at "
-                        f"<tracking.uri={store.uri!r}>" + (f" for <model={model!r}>" if model else "")
+                        f"<tracking.uri={redact(store.uri)!r}>" + (f" for <model={model!r}>" if model else "")
                         + ". Run a sweep first.")
     frame = pd.DataFrame([_row(names, run) for names, run in chosen]).set_index("label")
     baseline = run_label("none", 0)

@@ -8,8 +8,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..identity import calibrated, method_name
 from .report import Report
-from .tables import display_name
+from .scores import display_name
 
 __all__ = ["plot_scores", "plot_category_deltas", "plot_calibration", "plot_accuracy_vs_size", "save_plots"]
 
@@ -75,14 +76,19 @@ def plot_calibration(report: Report):
     for ax, task in zip(axes[0], panels):
         for method, runs in quantized.groupby("method"):
             runs = runs.sort_values("calib_n")
+            name = method_name(method)
+            if not calibrated(method):  # data-free: one score whatever the calibration size
+                for label in runs.index:
+                    ax.axhline(report.summary.loc[label, task] * 100, linestyle=":", color="black", label=label)
+                continue
             if task == "average":
                 y = report.summary.loc[runs.index, "average"] * 100
-                ax.plot(runs.calib_n, y, marker="o", label=method.upper())
+                ax.plot(runs.calib_n, y, marker="o", label=name)
                 continue
             part = long[(long.task == task)].set_index("label").loc[runs.index]
             ax.errorbar(runs.calib_n, part.score * 100,
                         yerr=np.vstack([part.score - part.ci_low, part.ci_high - part.score]) * 100,
-                        marker="o", capsize=3, label=method.upper())
+                        marker="o", capsize=3, label=name)
         if study.baseline:
             base = report.summary.loc[study.baseline, task] * 100
             ax.axhline(base, color="gray", linestyle="--", label="Baseline")

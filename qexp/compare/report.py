@@ -10,27 +10,10 @@ from tabulate import tabulate
 
 from .data import Study
 from .stats import ALPHA
-from .tables import (
-    average_tests,
-    best_vs_others,
-    calibration_comparison,
-    cost_table,
-    deltas_vs_baseline,
-    display_name,
-    method_comparison,
-    metric_for,
-    mmlu_categories,
-    mmlu_subjects,
-    perplexity_table,
-    ranking,
-    recommendations,
-    recovery_table,
-    repeats_table,
-    scores,
-    settings_warnings,
-    size_table,
-    summary_table,
-)
+from .costs import cost_table, perplexity_table, size_table
+from .paired import calibration_comparison, deltas_vs_baseline, method_comparison, mmlu_categories, mmlu_subjects
+from .ranking import average_tests, best_vs_others, ranking, recommendations, recovery_table
+from .scores import display_name, metric_for, repeats_table, scores, settings_warnings, summary_table
 
 __all__ = ["Report", "build_report", "render", "to_json"]
 
@@ -349,4 +332,6 @@ def to_json(report: Report) -> dict:
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    """Rows as dicts of plain Python values, NaN as None (converted column-wise: large tables are long)."""
+    plain = frame.astype(object).where(frame.notna(), None)
+    return plain.to_dict("records")

@@ -57,17 +57,49 @@ def download_model(tracking_uri: str, model_id: str, dst: Path) -> Path:
     return Path(download_artifacts(artifact_uri=location, dst_path=str(dst / model_id), tracking_uri=tracking_uri))
 
 
-def qexp_cli(*args: str, cwd: Path, cache_dir: Path, module: str = "qexp", timeout: int = 900):
+def _command(args: tuple[str, ...], cwd: Path, cache_dir: Path, module: str,
+             env: dict[str, str | None] | None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `python -m <module> <args>` in `cwd`, `env` added (None:
+    removed). Jobs keep their checkpoints under `cwd`: the cache is shared by the session (the tiny
+    model is built once), a checkpoint only by commands in one folder."""
+    if module == "qexp" and not any(a.startswith("paths.checkpoint_dir=") for a in args):
+        args = (*args, f"paths.checkpoint_dir={cwd}/checkpoints")
     env = {**os.environ, "QEXP_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_CACHE": str(cache_dir / "hf-datasets")}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+           "HF_DATASETS_CACHE": str(cache_dir / "hf-datasets"), "MLFLOW_TRACKING_URI": None, **(env or {})}
+    return [sys.executable, "-m", module, *args], {key: value for key, value in env.items() if value is not None}
+
+
+def qexp_cli(*args: str, cwd: Path, cache_dir: Path, module: str = "qexp", timeout: int = 900,
+             env: dict[str, str | None] | None = None):
+    """`python -m <module> <args>` in `cwd`, run to its end (see `_command`)."""
+    command, env = _command(args, cwd, cache_dir, module, env)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def qexp_popen(*args: str, cwd: Path, cache_dir: Path) -> subprocess.Popen:
+    """`python -m qexp <args>` started in `cwd`, its output (stdout and stderr) read line by line as it comes."""
+    command, env = _command(args, cwd, cache_dir, "qexp", {"PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_sweep(args: list[str], root: Path, cache_dir: Path) -> Sweep:
+    """`python -m qexp <args>` in `root`, which must succeed."""
+    proc = qexp_cli(*args, cwd=root, cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return Sweep(root, proc)
+
+
+def assert_second_pass_redoes_nothing(sweep: Sweep, args: list[str], cache_dir: Path, jobs: int) -> None:
+    """The same command again: every job skipped, no new run, nothing quantized or evaluated."""
+    before = {r.info.run_id for r in sweep.runs().values()}
+    proc = qexp_cli(*args, cwd=sweep.root, cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {r.info.run_id for r in sweep.runs().values()} == before
+    assert proc.stdout.count("SKIPPED") == jobs
+    log = proc.stdout + proc.stderr
+    assert "quantizing" not in log and "evaluating" not in log  # the cost is bookkeeping only
 
 
 @pytest.fixture(scope="session")
 def sweep(tmp_path_factory, cache_dir) -> Sweep:
-    root = tmp_path_factory.mktemp("sweep")
-    proc = qexp_cli(*SWEEP, cwd=root, cache_dir=cache_dir)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return Sweep(root, proc)
+    return run_sweep(SWEEP, tmp_path_factory.mktemp("sweep"), cache_dir)

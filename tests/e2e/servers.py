@@ -4,6 +4,7 @@ the reason (its log), never skips it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -36,28 +37,41 @@ def _run(command: list[str], what: str) -> None:
         pytest.fail(f"{what} failed ({' '.join(command)}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
 
 
+class Postgres:
+    """A fresh PostgreSQL cluster on a free loopback port, which tests may stop and start again."""
+
+    def __init__(self):
+        for tool in ("initdb", "pg_ctl"):
+            if not shutil.which(tool):
+                pytest.fail(f"PostgreSQL's {tool} is not on PATH: install Debian's postgresql package (.ci/run does)")
+        self.root = Path(tempfile.mkdtemp(prefix="qexp-pg-"))  # outside pytest's root-only tmp folders
+        self.root.chmod(0o755)
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+        self.port, self.data = free_port(), self.root / "data"
+        self.uri = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/qexp"
+        _run(_as_postgres(["initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"]), "initdb")
+        self.start()
+        _run(_as_postgres(["createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "qexp"]), "createdb")
+
+    def start(self) -> None:
+        _run(_as_postgres(["pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
+                           "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start"]),
+             "pg_ctl start")
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(_as_postgres(["pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop"]), capture_output=True)
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 def start_postgres() -> tuple[str, callable]:
     """A fresh PostgreSQL cluster on a free loopback port; returns (SQLAlchemy URI, stop)."""
-    for tool in ("initdb", "pg_ctl"):
-        if not shutil.which(tool):
-            pytest.fail(f"PostgreSQL's {tool} is not on PATH: install Debian's postgresql package (.ci/run does)")
-    root = Path(tempfile.mkdtemp(prefix="qexp-pg-"))  # outside pytest's root-only tmp folders
-    root.chmod(0o755)
-    if os.geteuid() == 0:
-        user = pwd.getpwnam("postgres")
-        os.chown(root, user.pw_uid, user.pw_gid)
-    port = free_port()
-    data = root / "data"
-    _run(_as_postgres(["initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]), "initdb")
-    _run(_as_postgres(["pg_ctl", "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
-                       f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"]), "pg_ctl start")
-    _run(_as_postgres(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "qexp"]), "createdb")
-
-    def stop() -> None:
-        subprocess.run(_as_postgres(["pg_ctl", "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-    return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/qexp", stop
+    cluster = Postgres()
+    return cluster.uri, cluster.destroy
 
 
 def get(url: str, data: dict | None = None):
@@ -68,14 +82,27 @@ def get(url: str, data: dict | None = None):
     return json.loads(raw) if data is not None or "/api/" in url else raw
 
 
-def start_mlflow_server(backend: str, artifacts: Path) -> tuple[str, subprocess.Popen, Path]:
-    """`mlflow server` on a free loopback port, storing runs in `backend` and serving the artifacts."""
-    port = free_port()
+def start_mlflow_server(backend: str, artifacts: Path, admin_password: str | None = None, port: int | None = None
+                        ) -> tuple[str, subprocess.Popen, Path]:
+    """`mlflow server` on a free loopback port (or `port`: a restart), storing runs in `backend` and
+    serving the artifacts. It leads a process group of its own (its workers): `stop_mlflow_server`.
+
+    With `admin_password`, the server is the README's secure recipe: MLflow's basic-auth app, its
+    users database in a folder of its own beside the artifacts, `admin` the first user."""
+    port = port or free_port()
     exe = Path(sys.executable).with_name("mlflow")
     log = artifacts.parent / f"mlflow-server-{port}.log"
-    proc = subprocess.Popen([str(exe) if exe.exists() else "mlflow", "server", "--backend-store-uri", backend,
-                             "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [str(exe) if exe.exists() else "mlflow", "server", "--backend-store-uri", backend,
+               "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port)]
+    env, cwd = dict(os.environ), None
+    if admin_password:
+        command += ["--app-name", "basic-auth"]
+        cwd = artifacts.parent / f"auth-{port}"  # basic_auth.db is written to the working folder
+        cwd.mkdir(parents=True, exist_ok=True)
+        env.update(MLFLOW_AUTH_ADMIN_PASSWORD=admin_password, MLFLOW_FLASK_SERVER_SECRET_KEY=os.urandom(16).hex())
+    proc = subprocess.Popen(command, stdout=open(log, "a"), stderr=subprocess.STDOUT, cwd=cwd, env=env,
+                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
@@ -85,8 +112,29 @@ def start_mlflow_server(backend: str, artifacts: Path) -> tuple[str, subprocess.
             if proc.poll() is not None:
                 break
             time.sleep(0.5)
-    proc.terminate()
+    stop_mlflow_server(proc)
     pytest.fail(f"mlflow server did not start on {base}: {log.read_text()[-3000:]}")
+
+
+def stop_mlflow_server(proc: subprocess.Popen) -> None:
+    """Stop the server and its workers, which hold its port."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    for _ in range(60):  # the workers may outlive their leader by a moment
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def start_slurm(root: Path) -> callable:

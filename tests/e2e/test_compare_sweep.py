@@ -29,10 +29,16 @@ def test_compare_cli_reads_the_default_store(sweep, cache_dir):
     for part in ("FIXTURE DATA", "1. Summary", "Held-out perplexity", "Cost", "2. Per task", "3. MMLU by category", "MMLU by subject",
                  "4. Methods", "5. Calibration", "6. Ranking"):
         assert part in proc.stdout
+    summary = proc.stdout.split("1. Summary", 1)[1].split("Held-out perplexity", 1)[0]
+    rows = {line.split()[0]: line for line in summary.splitlines() if line[:1].isalpha()}
+    for name, run in sweep.runs().items():  # each run's row shows its ARC-Easy score as MLflow holds it
+        label = "Baseline" if name == "baseline" else name.replace("gptq", "GPTQ").replace("awq", "AWQ")
+        assert f" {100 * run.data.metrics['arc_easy/acc']:.1f} [" in rows[label], rows
 
 
 def test_compare_json_equals_mlflow_and_mcnemar_from_artifacts(sweep, cache_dir):
     proc = qexp_cli("--format", "json", cwd=sweep.root, cache_dir=cache_dir, module="qexp.compare")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout)
     runs = {r.info.run_name: r for r in sweep.runs().values()}
     by_label = {"Baseline": runs["baseline"], **{f"{n.split('-')[0].upper()}-{n.split('-')[1]}": r
@@ -40,7 +46,13 @@ def test_compare_json_equals_mlflow_and_mcnemar_from_artifacts(sweep, cache_dir)
     for run in data["runs"]:
         for task in ("arc_challenge", "arc_easy", "hellaswag", "mmlu"):
             assert run["scores"][task] == by_label[run["label"]].data.metrics[f"{task}/acc"]
-    for comparison in [c for c in data["comparisons"] if c["task"] == "arc_easy"]:
+    compared = [c for c in data["comparisons"] if c["task"] == "arc_easy"]
+    # each quantized run against the baseline, GPTQ against AWQ at 8 and 16, and 8 against 16 per method
+    assert sorted((c["table"], c["a"], c["b"]) for c in compared if c["table"] != "best_vs_others") == sorted(
+        [("vs_baseline", label, "Baseline") for label in ("GPTQ-8", "GPTQ-16", "AWQ-8", "AWQ-16")]
+        + [("methods", "AWQ-8", "GPTQ-8"), ("methods", "AWQ-16", "GPTQ-16"),
+           ("calibration", "GPTQ-8", "GPTQ-16"), ("calibration", "AWQ-8", "AWQ-16")])
+    for comparison in compared:
         a = _acc(sweep.artifact(by_label[comparison["a"]], "lm_eval/samples/arc_easy.jsonl"))
         b = _acc(sweep.artifact(by_label[comparison["b"]], "lm_eval/samples/arc_easy.jsonl"))
         keys = sorted(a)
@@ -57,3 +69,6 @@ def test_notebook_executes_and_draws_its_plots(sweep, tmp_path, monkeypatch):
     assert len(images) == 4
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    stderr = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", [])
+                     if o.get("name") == "stderr")
+    assert "Warning" not in stderr, stderr[:2000]  # a notebook user sees the study, not a library's complaint

@@ -1,4 +1,5 @@
-"""The GPU benchmark, run on CPU at one layer so it cannot rot: every phase measured, memory given back."""
+"""The GPU benchmark, run on CPU at one narrower layer in float32 so it cannot rot: every phase
+measured, memory given back."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
+HIDDEN, VOCAB = 1024, 131072  # the embeddings (512 MB in float32) are what a leaked model would keep
 
 
 def test_gpu_study_runs_at_reduced_size_on_cpu(tmp_path, cache_dir):
     out = tmp_path / "figures.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_study.py"), "--device", "cpu", "--layers", "1",
-         "--samples", "1", "2", "--seq-len", "32", "--eval-limit", "1", "--json", str(out)],
+         "--samples", "1", "2", "--seq-len", "32", "--eval-limit", "1", "--hidden-size", str(HIDDEN),
+         "--intermediate-size", "3072", "--vocab-size", str(VOCAB), "--dtype", "float32", "--json", str(out)],
         cwd=tmp_path, env={**os.environ, "QEXP_CACHE_DIR": str(cache_dir)}, capture_output=True, text=True,
         timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -31,7 +34,8 @@ def test_gpu_study_runs_at_reduced_size_on_cpu(tmp_path, cache_dir):
         assert row["seconds"] > 0 and row["peak_rss_mb"] >= row["held_rss_mb"] > 0
     # nothing a phase loaded is kept: what later phases hold stays near the libraries' own footprint
     held = [r["held_rss_mb"] for r in figures["rows"] if r["phase"] != "build"]
-    embeddings_mb = 151936 * 2560 * 2 / 2**20  # the smallest tensor a leaked model would keep
+    assert (figures["hidden_size"], figures["vocab_size"], figures["dtype"]) == (HIDDEN, VOCAB, "float32")
+    embeddings_mb = VOCAB * HIDDEN * 4 / 2**20  # the smallest tensor a leaked model would keep
     assert max(held) - min(held) < embeddings_mb
     projected = {p["method"]: p for p in figures["extrapolated"]}
     assert set(projected) == {"gptq", "awq"} and all(p["seconds"] > 0 for p in projected.values())

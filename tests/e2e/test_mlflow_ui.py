@@ -48,9 +48,13 @@ def server(sweep):
         proc.wait(timeout=30)
 
 
-def _search(server: str) -> dict[str, dict]:
+def _search_all(server: str) -> tuple[dict, list[dict]]:
     experiment = get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=qexp")["experiment"]
-    runs = get(f"{server}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    return experiment, get(f"{server}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+
+
+def _search(server: str) -> tuple[dict, dict[str, dict]]:
+    experiment, runs = _search_all(server)
     return experiment, {r["info"]["run_name"]: r for r in runs}
 
 
@@ -61,7 +65,10 @@ def _tags(run: dict) -> dict[str, str]:
 def test_ui_serves_the_sweep_as_one_parent_with_its_report(server, sweep):
     experiment, by_name = _search(server)
     assert {t["key"]: t["value"] for t in experiment["tags"]}["mlflow.experimentKind"] == "custom_model_development"
-    parents = [r for r in by_name.values() if _tags(r).get("qexp.role") == "sweep"]
+    # the fixture's sweep: other tests may run it again in the same folder (a second parent, no new job)
+    sweep_id = _tags(by_name["baseline"])["qexp.sweep_id"]
+    parents = [r for r in _search_all(server)[1] if _tags(r).get("qexp.role") == "sweep"
+               and _tags(r).get("qexp.sweep_id") == sweep_id]
     assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
     parent = parents[0]
     assert parent["info"]["run_name"] == "tiny-qwen3 · gptq,awq × 8,16"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from qexp.errors import QexpError
 from qexp.models import resolve_model
 from qexp.quantization import is_complete
 from tests.conftest import compose_config
-from tests.e2e.conftest import qexp_cli
+from tests.e2e.conftest import qexp_cli, qexp_popen
 
 pytestmark = pytest.mark.e2e
 
@@ -34,11 +32,8 @@ def _runs(root: Path, name: str | None = None, role: str | None = None):
     return [r for r in runs if (name is None or r.info.run_name == name) and r.data.tags.get("qexp.role") == role]
 
 
-def _start_and_kill_while_quantizing(root: Path, cache_dir: Path, sig: int) -> subprocess.Popen:
-    env = {**os.environ, "QEXP_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-           "HF_DATASETS_CACHE": str(cache_dir / "hf-datasets")}
-    proc = subprocess.Popen([sys.executable, "-m", "qexp", *JOB, "force=true"], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _start_and_kill_while_quantizing(root: Path, cache_dir: Path, sig: int, sweep: bool) -> subprocess.Popen:
+    proc = qexp_popen(*(["-m"] if sweep else []), *JOB, "force=true", cwd=root, cache_dir=cache_dir)
     deadline = time.time() + 600
     for line in proc.stdout:
         if "awq-32: quantizing" in line:  # logged as quantize() starts
@@ -50,14 +45,18 @@ def _start_and_kill_while_quantizing(root: Path, cache_dir: Path, sig: int) -> s
     return proc
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_killed_job_leaves_killed_run_and_rerun_finishes_once(sig, tmp_path, tmp_path_factory):
-    cache_dir = tmp_path_factory.mktemp("cache")  # no complete checkpoint from other tests
-    proc = _start_and_kill_while_quantizing(tmp_path, cache_dir, sig)
-    assert proc.returncode != 0
+# SIGTERM (preemption) takes SIGINT's path once qexp's handler turns it into an interrupt; that
+# handler is tested where preemption happens, `scancel` on SLURM (test_scale_out).
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT-sweep", "SIGKILL-job"])
+def test_killed_job_leaves_killed_run_and_rerun_finishes_once(sig, tmp_path, cache_dir):
+    caught = sig == signal.SIGINT  # Ctrl-C; SIGKILL cannot be caught
+    proc = _start_and_kill_while_quantizing(tmp_path, cache_dir, sig, sweep=caught)
+    assert proc.returncode == (130 if caught else -signal.SIGKILL)
     (run,) = _runs(tmp_path, "awq-32")
-    expected_after_kill = "KILLED" if sig == signal.SIGTERM else "RUNNING"  # SIGKILL cannot be caught
-    assert run.info.status == expected_after_kill
+    assert run.info.status == ("KILLED" if caught else "RUNNING")
+    if caught:  # the sweep's parent run ends with its job
+        (parent,) = _runs(tmp_path, role="sweep")
+        assert parent.info.status == "KILLED" and "Ctrl-C" in parent.data.tags["qexp.killed_reason"]
 
     rerun = qexp_cli(*JOB, cwd=tmp_path, cache_dir=cache_dir)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -65,9 +64,9 @@ def test_killed_job_leaves_killed_run_and_rerun_finishes_once(sig, tmp_path, tmp
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
     killed = [r for r in runs if r.info.status == "KILLED"][0]
     reason = killed.data.tags["qexp.killed_reason"]
-    assert ("signal 15" in reason) if sig == signal.SIGTERM else ("is gone" in reason)
+    assert ("Ctrl-C" in reason) if caught else ("is gone" in reason)
     # the killed attempt's partial folder (if any) is hidden; every visible checkpoint is complete
-    visible = [p for p in (cache_dir / "checkpoints").iterdir() if not p.name.startswith(".")]
+    visible = [p for p in (tmp_path / "checkpoints").iterdir() if not p.name.startswith(".")]
     assert len(visible) == 1 and is_complete(visible[0])
 
 

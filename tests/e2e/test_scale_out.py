@@ -3,21 +3,29 @@ lost, one baseline, the same results as one job after another."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 
 import pytest
 from mlflow import MlflowClient
 
 from qexp.tracking import Store
-from tests.e2e.conftest import SWEEP, download_model, qexp_cli
-from tests.e2e.servers import get, start_mlflow_server, start_postgres, start_slurm
+from tests.e2e.conftest import Sweep, download_model, qexp_cli, qexp_popen, run_sweep
+from tests.e2e.servers import get, start_mlflow_server, start_postgres, stop_mlflow_server, start_slurm
 
 pytestmark = pytest.mark.e2e
 
 SAME = ("perf/", "system/")  # what legitimately differs between two executions of one configuration
+# A sweep small enough to run four ways (basic, joblib, tracking server, SLURM), each quantizing.
+SCALE = ["-m", "quant=gptq,awq", "calib.n=8", "model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]",
+         "model.max_seq_length=64", "device=cpu"]
+NAMES = {"baseline": 1, "gptq-8": 1, "awq-8": 1}
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory, cache_dir) -> Sweep:
+    """The sweep with the basic launcher, one job after another: what every other launcher must match."""
+    return run_sweep(SCALE, tmp_path_factory.mktemp("serial"), cache_dir)
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +36,7 @@ def server(tmp_path_factory):
     try:
         yield base
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_mlflow_server(proc)
         stop_postgres()
 
 
@@ -43,50 +50,59 @@ def _jobs(client: MlflowClient) -> dict[str, list]:
     return out
 
 
+def _quantized_here(runs) -> None:
+    """Every quantized run made its checkpoint in this test, none reused another sweep's."""
+    for run in runs:
+        if run.data.tags["qexp.quant"] != "none":
+            assert "qexp.checkpoint_reused" not in run.data.tags, run.info.run_name
+            assert run.data.metrics["perf/quant_seconds"] > 0, run.info.run_name
+
+
 def _scores(run) -> dict[str, float]:
     return {k: v for k, v in run.data.metrics.items() if not k.startswith(SAME)}
 
 
-def test_two_joblib_workers_into_a_fresh_sqlite_store_lose_nothing(sweep, tmp_path, cache_dir):
-    proc = qexp_cli(*SWEEP, "launcher=local", "hydra.launcher.n_jobs=2", cwd=tmp_path, cache_dir=cache_dir)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    jobs = _jobs(MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db"))
-    assert {name: len(runs) for name, runs in jobs.items()} == {
-        "baseline": 1, "gptq-8": 1, "gptq-16": 1, "awq-8": 1, "awq-16": 1}
+def _same_as_serial(jobs: dict[str, list], serial: Sweep) -> None:
+    assert {name: len(runs) for name, runs in jobs.items()} == NAMES
     assert {run.info.status for runs in jobs.values() for run in runs} == {"FINISHED"}
-    serial = sweep.runs()  # the same sweep with the basic launcher
+    _quantized_here(run for runs in jobs.values() for run in runs)
+    reference = serial.runs()
     for name, (run,) in jobs.items():
-        assert run.data.tags["qexp.config_hash"] == serial[name].data.tags["qexp.config_hash"]
-        assert _scores(run) == pytest.approx(_scores(serial[name]), abs=1e-9)
-    assert "qexp sweep: 4 jobs, 4 ok, 0 failed" in proc.stdout
+        assert run.data.tags["qexp.config_hash"] == reference[name].data.tags["qexp.config_hash"]
+        assert _scores(run) == pytest.approx(_scores(reference[name]), abs=1e-9)
 
 
-def test_a_sweep_into_the_tracking_server_reads_back_over_rest(server, tmp_path, cache_dir):
-    proc = qexp_cli(*SWEEP, "tracking=server", f"tracking.uri={server}", cwd=tmp_path, cache_dir=cache_dir)
+def test_two_joblib_workers_into_a_fresh_sqlite_store_lose_nothing(serial, tmp_path, cache_dir):
+    proc = qexp_cli(*SCALE, "launcher=local", "hydra.launcher.n_jobs=2", cwd=tmp_path, cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _same_as_serial(_jobs(MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")), serial)
+    assert "qexp sweep: 2 jobs, 2 ok, 0 failed" in proc.stdout
+
+
+def test_a_sweep_into_the_tracking_server_reads_back_over_rest(server, serial, tmp_path, cache_dir):
+    proc = qexp_cli(*SCALE, "tracking=server", f"tracking.uri={server}", cwd=tmp_path, cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not (tmp_path / "mlruns").exists()  # nothing written locally: the server owns the store
     experiment = get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=qexp")["experiment"]
     runs = get(f"{server}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     by_name = {r["info"]["run_name"]: r for r in runs}
-    assert {"baseline", "gptq-8", "gptq-16", "awq-8", "awq-16"} <= set(by_name)
+    assert set(NAMES) <= set(by_name)
     assert all(r["info"]["status"] == "FINISHED" for r in runs)
-    run_id = by_name["awq-16"]["info"]["run_id"]
-    metrics = {m["key"] for m in by_name["awq-16"]["data"]["metrics"]}
-    assert {"arc_easy/acc", "mmlu/acc", "mmlu_anatomy/acc"} <= metrics
+    _same_as_serial(_jobs(MlflowClient(server)), serial)  # the same runs, read through MLflow's client too
+    run_id = by_name["awq-8"]["info"]["run_id"]
+    metrics = {m["key"] for m in by_name["awq-8"]["data"]["metrics"]}
+    assert {"arc_easy/acc", "perf/checkpoint_mb"} <= metrics
     samples = get(f"{server}/get-artifact?path=lm_eval/samples/arc_easy.jsonl&run_uuid={run_id}").decode()
     assert len(samples.splitlines()) == 10 and '"doc_hash"' in samples
-    tags = {t["key"]: t["value"] for t in by_name["awq-16"]["data"]["tags"]}
+    tags = {t["key"]: t["value"] for t in by_name["awq-8"]["data"]["tags"]}
     checkpoint = download_model(server, tags["qexp.model_id"], tmp_path / "dl")
     assert (checkpoint / "config.json").is_file() and (checkpoint / "model.safetensors").is_file()
 
 
 def test_jobs_racing_through_the_server_evaluate_one_baseline(server, tmp_path, cache_dir):
-    env = {**os.environ, "QEXP_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_CACHE": str(cache_dir / "hf-datasets")}
     common = ["model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "model.max_seq_length=64",
               "tracking=server", f"tracking.uri={server}", "tracking.experiment=race"]
-    procs = [subprocess.Popen([sys.executable, "-m", "qexp", *common, f"quant={method}", f"calib.n={n}"],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = [qexp_popen(*common, f"quant={method}", f"calib.n={n}", cwd=tmp_path, cache_dir=cache_dir)
              for method, n in (("gptq", 8), ("awq", 8), ("gptq", 16))]
     outputs = [proc.communicate(timeout=900)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], "\n".join(o[-2000:] for o in outputs)
@@ -97,6 +113,9 @@ def test_jobs_racing_through_the_server_evaluate_one_baseline(server, tmp_path, 
     assert [b.info.status for b in baselines] == ["FINISHED"]
     assert sorted(r.info.run_name for r in runs if r.data.tags["qexp.quant"] != "none") == ["awq-8", "gptq-16", "gptq-8"]
     assert sum("evaluating it first" in o for o in outputs) == 1
+    # they overlapped: the two that did not evaluate it found it under way and waited for it
+    assert sum("waiting for the baseline another job is evaluating" in o for o in outputs) == 2
+    _quantized_here(runs)
 
 
 SLURM = ["launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=null",
@@ -112,30 +131,19 @@ def slurm(tmp_path_factory):
         stop()
 
 
-def test_a_sweep_on_slurm_gives_the_same_runs(slurm, sweep, tmp_path, cache_dir):
-    proc = qexp_cli(*SWEEP, *SLURM, cwd=tmp_path, cache_dir=cache_dir)
+def test_a_sweep_on_slurm_gives_the_same_runs(slurm, serial, tmp_path, cache_dir):
+    proc = qexp_cli(*SCALE, *SLURM, cwd=tmp_path, cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    jobs = _jobs(MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db"))
-    assert {name: len(runs) for name, runs in jobs.items()} == {
-        "baseline": 1, "gptq-8": 1, "gptq-16": 1, "awq-8": 1, "awq-16": 1}
-    serial = sweep.runs()
-    for name, (run,) in jobs.items():
-        assert run.info.status == "FINISHED"
-        assert run.data.tags["qexp.config_hash"] == serial[name].data.tags["qexp.config_hash"]
-        assert _scores(run) == pytest.approx(_scores(serial[name]), abs=1e-9)
+    _same_as_serial(_jobs(MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")), serial)
     assert list((tmp_path / "multirun").rglob(".submitit"))  # the jobs ran as SLURM jobs
 
 
 def test_scancel_ends_the_run_killed_and_resubmitting_finishes_it(slurm, tmp_path, cache_dir):
     job = ["-m", "quant=awq", "calib.n=32", "model=tiny", "eval=fixtures", "model.max_seq_length=64",
-           "eval.tasks=[arc_easy,hellaswag,mmlu]", *SLURM]
-    env = {**os.environ, "QEXP_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_CACHE": str(cache_dir / "hf-datasets")}
-    env.pop("MLFLOW_TRACKING_URI", None)
+           "eval.tasks=[arc_easy]", *SLURM]
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     Store.open(uri, "qexp")  # the schema exists before this test polls the store the job writes
-    sweep = subprocess.Popen([sys.executable, "-m", "qexp", *job], cwd=tmp_path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweep = qexp_popen(*job, cwd=tmp_path, cache_dir=cache_dir)
     deadline = time.time() + 600
     while time.time() < deadline:  # cancel once the quantized run is under way
         if any(r.info.status == "RUNNING" for r in _jobs(MlflowClient(uri)).get("awq-32", [])):

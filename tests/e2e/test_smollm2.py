@@ -33,7 +33,9 @@ def test_converted_gguf_is_a_plain_checkpoint_that_generates_sensible_text(smoll
     assert "Paris" in answer
 
 
-def test_preset_group_size_works_and_128_is_refused_before_calibration(smollm2):
+def test_the_preset_group_size_divides_every_layer_and_128_is_refused_before_calibration(smollm2):
+    """prepare checks the group size against every quantized layer's width (quantizing at it is the
+    SmolLM2 study's part: benchmarks/smollm2_study.py)."""
     spec = prepare(compose_config("model=smollm2", "eval=fixtures", "quant=awq", "calib.n=16"))
     assert spec.cfg.quant.group_size == 64 and "GGUF Q4_1" in spec.cfg.model.note
     with pytest.raises(ConfigError, match=r"576.*<quant.group_size=128>"):

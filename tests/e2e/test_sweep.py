@@ -10,7 +10,7 @@ from qexp.evaluation import evaluate, plan_tasks
 from qexp.fixtures import FIXTURES_DIR
 from qexp.files import read_jsonl
 from qexp.tracking import results_metrics
-from tests.e2e.conftest import SWEEP, qexp_cli
+from tests.e2e.conftest import SWEEP, assert_second_pass_redoes_nothing
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +36,8 @@ def test_sweep_logs_baseline_and_four_quantized_runs(sweep):
         assert run.data.params["eval.batch_size"] == "8"  # null resolved for the CPU, and logged so
         if method == "awq":
             assert run.data.params["quant.offload_device"] == "none"  # auto on CPU
+        if name != "baseline":  # quantized by this sweep: no other test's checkpoint was reused
+            assert "qexp.checkpoint_reused" not in tags, name
     assert "qexp sweep: 4 jobs, 4 ok, 0 failed" in sweep.proc.stdout
 
 
@@ -43,8 +45,16 @@ def test_the_terminal_shows_qexps_lines_and_the_report_not_the_libraries(sweep):
     output = sweep.proc.stdout + sweep.proc.stderr
     assert len(output.splitlines()) < 150, output[-3000:]
     for noise in ("overrides existing task", "fatal: not a git repository", "Running loglikelihood requests",
-                  "Grid search for", "Traceback"):
+                  "Grid search for", "Traceback", "monitoring system metrics", "Creating initial MLflow database tables",
+                  "Running upgrade", "finished {"):
         assert noise not in output
+    progress = [line for line in sweep.proc.stdout.splitlines() if line.startswith("qexp sweep: job ")]
+    assert [line.split(",")[0] for line in progress] == [f"qexp sweep: job {i} of 4" for i in (1, 2, 3, 4)]
+    assert "no estimate of the time left yet" in progress[0]
+    assert all(f"{i} done ({i} ok, 0 failed, 0 skipped); about " in line and " left (from " in line
+               for i, line in enumerate(progress[1:], start=1))
+    finished = [line for line in output.splitlines() if ": finished: average " in line]
+    assert len(finished) == 5 and all("bits/byte" in line and " MB" in line for line in finished)
     assert "1. Summary" in sweep.proc.stdout and "Browse the runs: http://127.0.0.1:5000/#/experiments/" in sweep.proc.stdout
     assert "?workflowType=machine_learning" in sweep.proc.stdout
     libraries_log = sweep.artifact(sweep.runs()["awq-16"], "logs/libraries.log").read_text()
@@ -101,6 +111,8 @@ def test_heldout_perplexity_and_cost_are_logged(sweep):
             assert "perf/quant_peak_rss_mb" not in metrics  # nothing was quantized
         else:
             assert metrics["perf/quant_seconds"] > 0 and metrics["perf/quant_peak_rss_mb"] > 0
+            assert metrics["perf/compression_ratio"] == pytest.approx(
+                metrics["perf/baseline_mb"] / metrics["perf/checkpoint_mb"], rel=1e-3)
             assert metrics["perf/checkpoint_mb"] < metrics["perf/baseline_mb"] / 2
 
 
@@ -117,10 +129,4 @@ def test_checkpoint_artifact_reloads_and_reproduces_the_scores(sweep, cache_dir)
 
 
 def test_second_pass_reuses_every_finished_run(sweep, cache_dir):
-    before = {r.info.run_id for r in sweep.runs().values()}
-    proc = qexp_cli(*SWEEP, cwd=sweep.root, cache_dir=cache_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert {r.info.run_id for r in sweep.runs().values()} == before
-    assert proc.stdout.count("SKIPPED") == 4
-    log = proc.stdout + proc.stderr
-    assert "quantizing" not in log and "evaluating" not in log  # the cost is bookkeeping only
+    assert_second_pass_redoes_nothing(sweep, SWEEP, cache_dir, jobs=4)

@@ -71,12 +71,16 @@ def test_packaged_sharegpt_is_read_despite_truncation():
 
 
 def test_tokenize_truncates_and_keeps_selection_order(tmp_path):
-    conversations = load_conversations(_write(tmp_path / "s.json", [_record(i) for i in range(3)]))
-    dataset = tokenize(list(conversations), build_byte_tokenizer(), max_seq_length=16)
-    assert dataset.column_names == ["input_ids", "attention_mask"]
-    assert all(len(ids) <= 16 for ids in dataset["input_ids"])
+    conversations = load_conversations(_write(tmp_path / "s.json", [_record(i) for i in (7, 3, 5)]))
     tokenizer = build_byte_tokenizer()
-    assert tokenizer.decode(dataset["input_ids"][1]).startswith("<|im_start|>user\nquestion 1"[:16])
+    full = tokenize(list(conversations), tokenizer, max_seq_length=1000)
+    dataset = tokenize(list(conversations), tokenizer, max_seq_length=20)
+    assert dataset.column_names == ["input_ids", "attention_mask"]
+    assert all(len(ids) > 20 for ids in full["input_ids"])  # so truncation has something to cut
+    assert [len(ids) for ids in dataset["input_ids"]] == [20, 20, 20]
+    assert [ids[:20] for ids in full["input_ids"]] == dataset["input_ids"]  # the first tokens are kept
+    decoded = [tokenizer.decode(ids) for ids in dataset["input_ids"]]
+    assert [d.split("question ")[1][0] for d in decoded] == ["7", "3", "5"]  # in selection order, not sorted
 
 
 def test_heldout_slice_is_fixed_and_disjoint_from_every_selection():

@@ -10,7 +10,7 @@ import pytest
 
 from qexp.compare import build_report, load_study, render, to_json
 from qexp.compare.stats import mcnemar_exact, weighted_mean_difference
-from qexp.compare.tables import pareto_front
+from qexp.compare.costs import pareto_front
 from tests.study_store import accuracy_run, docs, log_run, new_store
 
 

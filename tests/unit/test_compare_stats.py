@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from qexp.compare.stats import holm, mcnemar_exact, wilson_interval
+from qexp.compare.stats import holm, mcnemar_exact, paired_bootstrap, weighted_mean_difference, wilson_interval
 
 
 def test_exact_mcnemar_matches_the_binomial_by_hand():
@@ -40,3 +40,32 @@ def test_wilson_interval_known_values():
     low, high = wilson_interval(25, 50)
     assert (low, high) == pytest.approx((0.3664, 0.6336), abs=1e-4)
     assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+def test_the_difference_of_averages_matches_a_hand_computed_z_test():
+    """Two tasks of unequal size, each weighing half: the mean of per-task mean differences, its standard
+    error from each task's sample variance, a normal interval and the z-test's p, computed here with scipy."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(3)
+    tasks = [rng.integers(0, 2, 120) - rng.integers(0, 2, 120) * 0.8, rng.integers(0, 2, 45) * 1.0 - 0.3]
+    means = [d.mean() for d in tasks]
+    se = np.sqrt(sum(d.var(ddof=1) / len(d) for d in tasks)) / len(tasks)
+    delta = float(np.mean(means))
+    got = weighted_mean_difference([len(d) for d in tasks], [d.sum() for d in tasks], [(d * d).sum() for d in tasks])
+    assert got.delta == pytest.approx(delta)
+    assert (got.ci_low, got.ci_high) == pytest.approx((delta - norm.ppf(0.975) * se, delta + norm.ppf(0.975) * se))
+    assert got.p_value == pytest.approx(2 * norm.sf(abs(delta) / se))
+    assert got.n == 165
+
+
+def test_the_paired_bootstrap_agrees_with_scipys_and_with_the_normal_approximation():
+    from scipy.stats import bootstrap, norm
+
+    rng = np.random.default_rng(7)
+    d = rng.normal(0.08, 1.0, 400)
+    low, high, p = paired_bootstrap(lambda idx: d[idx].mean(), len(d), replicates=20000, seed=1)
+    reference = bootstrap((d,), np.mean, n_resamples=20000, method="percentile", random_state=2).confidence_interval
+    assert low == pytest.approx(reference.low, abs=0.01) and high == pytest.approx(reference.high, abs=0.01)
+    # the share of resampled means beyond zero, doubled: the normal approximation's p, up to resampling noise
+    assert p == pytest.approx(2 * norm.sf(abs(d.mean()) / (d.std(ddof=0) / np.sqrt(len(d)))), abs=0.02)

@@ -7,13 +7,13 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from qexp.compare import build_report, load_study, render, to_json
-from qexp.compare.stats import mcnemar_exact
 
 SUBJECTS = {"mmlu_stem": ["mmlu_anatomy"], "mmlu_humanities": ["mmlu_philosophy"]}
 VERSIONS = {"torch": "2.13.0", "transformers": "5.17.0", "lm_eval": "0.4.13"}
@@ -115,17 +115,35 @@ def test_group_scores_are_tested_over_all_their_documents(store):
     assert stem.n == 20
 
 
-def test_json_scores_equal_mlflow_and_p_values_equal_mcnemar(store):
-    study = load_study(store)
-    data = to_json(build_report(study))
+def test_json_scores_equal_mlflow_and_p_values_equal_mcnemar(store, tmp_path):
+    """The report's numbers against MLflow read through its own client, and an exact McNemar test
+    computed here from the logged samples, paired by document hash, with scipy."""
+    from scipy.stats import binomtest
+
+    data = to_json(build_report(load_study(store)))
+    client = MlflowClient(store)
+    runs = {(r.data.tags["qexp.quant"], r.data.tags["qexp.calib_n"]): r
+            for r in client.search_runs([client.get_experiment_by_name("qexp").experiment_id])}
+    labels = {"Baseline": ("none", "0"), "GPTQ-215": ("gptq", "215"), "AWQ-215": ("awq", "215")}
+    assert {run["label"] for run in data["runs"]} == set(labels)
     for run in data["runs"]:
+        logged = runs[labels[run["label"]]].data.metrics
         for task in ("arc_easy", "hellaswag", "mmlu"):
-            assert run["scores"][task] == study.runs.loc[run["label"], f"{task}/acc"]
-    gptq = [c for c in data["comparisons"] if c["table"] == "vs_baseline" and c["a"] == "GPTQ-215"
-            and c["task"] == "hellaswag"][0]
-    base = study.docs["Baseline"].query("task == 'hellaswag'")["acc"].to_numpy()
-    mine = study.docs["GPTQ-215"].query("task == 'hellaswag'")["acc"].to_numpy()
-    assert gptq["p_value"] == pytest.approx(mcnemar_exact(mine, base).p_value)
+            assert run["scores"][task] == logged[f"{task}/acc"]
+
+    def correct(key) -> dict[str, float]:
+        path = client.download_artifacts(runs[key].info.run_id, "lm_eval/samples/hellaswag.jsonl",
+                                         str(tmp_path / "_".join(key)))
+        return {d["doc_hash"]: d["acc"] for d in map(json.loads, Path(path).read_text().splitlines())}
+
+    base, mine = correct(("none", "0")), correct(("gptq", "215"))
+    lost = sum(1 for h in base if base[h] == 1 and mine[h] == 0)
+    gained = sum(1 for h in base if base[h] == 0 and mine[h] == 1)
+    (gptq,) = [c for c in data["comparisons"] if c["table"] == "vs_baseline" and c["a"] == "GPTQ-215"
+               and c["task"] == "hellaswag"]
+    assert (lost, gained) == (40, 0)
+    assert gptq["p_value"] == pytest.approx(binomtest(gained, lost + gained, 0.5).pvalue)
+    assert gptq["delta"] == pytest.approx(-0.20)
     assert set(gptq) >= {"a", "b", "task", "delta", "p_value", "p_adjusted", "significant"}
 
 
@@ -166,3 +184,56 @@ def test_cli_json_markdown_and_plots(store, tmp_path):
     missing = cli("--experiment", "nope")
     assert missing.returncode == 2 and "<tracking.experiment='nope'>" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_a_data_free_run_is_compared_with_every_method_at_every_calibration_size(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    experiment_id = _experiment(client)
+    scores = {"arc_easy": [1] * 30 + [0] * 20, "hellaswag": [1] * 150 + [0] * 50,
+              "mmlu_anatomy": [1] * 10 + [0] * 10, "mmlu_philosophy": [1] * 5 + [0] * 5}
+    better = {**scores, "hellaswag": [1] * 190 + [0] * 10}  # +20 points on 200 documents: real
+    for quant, n, per_task in [("none", 0, scores), ("rtn", 0, better), ("gptq", 16, scores), ("gptq", 32, scores),
+                               ("awq", 16, scores), ("awq", 32, scores)]:
+        _log_run(client, experiment_id, quant, n, per_task)
+    study = load_study(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    assert "RTN" in study.labels
+    report = build_report(study)
+    pairs = list(dict.fromkeys(zip(report.methods.a, report.methods.b)))
+    assert pairs == [("AWQ-16", "GPTQ-16"), ("AWQ-16", "RTN"), ("GPTQ-16", "RTN"),
+                     ("AWQ-32", "GPTQ-32"), ("AWQ-32", "RTN"), ("GPTQ-32", "RTN")]
+    hellaswag = report.methods.query("task == 'hellaswag' and b == 'RTN'")
+    assert len(hellaswag) == 4 and set(hellaswag.winner) == {"RTN"}
+    assert set(zip(report.calibration.a, report.calibration.b)) == {("AWQ-16", "AWQ-32"), ("GPTQ-16", "GPTQ-32")}
+    budget = [line for line in report.recommendations if line.startswith("With a limited calibration budget")]
+    assert budget and budget[0].startswith("With a limited calibration budget (16 samples or none):")
+    assert "best: RTN" in budget[0]  # the data-free run fits any budget
+
+
+def test_cli_options_metric_model_sweep_and_output_and_a_warm_report_equals_the_cold_one(store, tmp_path, capsys):
+    from qexp.compare.__main__ import main
+    from qexp.files import default_cache_dir
+
+    def report(*args) -> tuple[int, str, str]:
+        code = main(["--tracking-uri", store, *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, cold, _ = report("--format", "json")
+    cached = list((default_cache_dir() / "compare").rglob("*.pkl"))
+    assert code == 0 and len(cached) == 3  # one parsed-samples entry per run
+    assert report("--format", "json")[1] == cold  # warm: read from the cache, the same report
+
+    data = json.loads(report("--format", "json", "--metric", "acc_norm", "--metric", "mmlu=acc")[1])
+    assert data["metric"] == {"arc_easy": "acc_norm", "hellaswag": "acc_norm", "mmlu": "acc"}
+    assert json.loads(cold)["metric"] == {"arc_easy": "acc", "hellaswag": "acc", "mmlu": "acc"}
+
+    same = json.loads(report("--format", "json", "--model", "m", "--sweep-id", "s1")[1])
+    assert same["runs"] == json.loads(cold)["runs"]
+    other_sweep = json.loads(report("--format", "json", "--sweep-id", "s2")[1])
+    assert [r["label"] for r in other_sweep["runs"]] == ["Baseline"]  # a sweep's report takes any sweep's baseline
+    code, out, err = report("--model", "other")
+    assert code == 2 and out == "" and "No finished qexp runs" in err and len(err.strip().splitlines()) == 1
+
+    code, out, err = report("--format", "markdown", "-o", str(tmp_path / "report.md"))
+    assert code == 0 and out == "" and f"wrote {tmp_path / 'report.md'}" in err
+    assert (tmp_path / "report.md").read_text().startswith("# Quantization study")

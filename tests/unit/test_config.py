@@ -5,6 +5,7 @@ from omegaconf import OmegaConf
 
 from qexp.fixtures import FIXTURES_DIR
 from qexp.identity import config_hash
+from qexp.schema import CONF_DIR
 from qexp.spec import baseline_config
 from tests.conftest import compose_config
 
@@ -35,8 +36,13 @@ def test_default_study_settings():
 
 @pytest.mark.parametrize("quant,keys", [
     ("none", {"name"}),
-    ("gptq", {"name", "scheme", "group_size", "targets", "ignore", "block_size", "dampening_frac"}),
+    ("rtn", {"name", "scheme", "group_size", "targets", "ignore"}),
+    ("fp8", {"name", "scheme", "group_size", "targets", "ignore"}),
+    ("gptq", {"name", "scheme", "group_size", "targets", "ignore", "block_size", "dampening_frac", "actorder"}),
+    ("w8a8", {"name", "scheme", "group_size", "targets", "ignore", "block_size", "dampening_frac", "actorder",
+              "smoothing_strength"}),
     ("awq", {"name", "scheme", "group_size", "targets", "ignore", "duo_scaling", "n_grid", "offload_device"}),
+    ("autoround", {"name", "scheme", "group_size", "targets", "ignore", "iters", "lr", "batch_size"}),
 ])
 def test_quant_presets(quant, keys):
     cfg = compose_config(f"quant={quant}")
@@ -46,6 +52,14 @@ def test_quant_presets(quant, keys):
 def test_awq_is_asymmetric_gptq_symmetric():
     assert compose_config("quant=awq").quant.scheme == "W4A16_ASYM"
     assert compose_config("quant=gptq").quant.scheme == "W4A16"
+
+
+def test_4bit_methods_share_the_model_group_size_and_8bit_ones_have_none():
+    for quant in ("rtn", "gptq", "awq", "autoround"):
+        cfg = compose_config(f"quant={quant}", "model=smollm2")
+        assert (cfg.quant.group_size, list(cfg.quant.ignore)) == (64, ["lm_head"]), quant
+    assert compose_config("quant=rtn").quant.scheme == compose_config("quant=gptq").quant.scheme == "W4A16"
+    assert [compose_config(f"quant={q}").quant.group_size for q in ("w8a8", "fp8")] == [None, None]
 
 
 def test_eval_fixtures_points_at_shipped_data():
@@ -63,10 +77,17 @@ def test_tracking_default_is_sqlite_under_mlruns_unless_mlflow_says_otherwise(tm
     assert compose().tracking.uri == "http://127.0.0.1:5000"
 
 
-@pytest.mark.parametrize("experiment", ["offline", "study"])
-def test_experiment_presets_compose(experiment):
+@pytest.mark.parametrize("experiment,model,data,quant", [
+    ("offline", "tiny-qwen3", str(FIXTURES_DIR), "gptq,awq"),
+    ("study", "qwen3-4b", None, "gptq,awq"),
+    ("smollm2_study", "smollm2-135m", "qexp:packaged", "gptq,awq"),
+    ("smollm2_methods", "smollm2-135m", "qexp:packaged", "rtn,gptq,awq,autoround_cpu"),
+])
+def test_experiment_presets_compose(experiment, model, data, quant):
     cfg = compose_config(f"+experiment={experiment}")
-    assert cfg.model.name in ("tiny-qwen3", "qwen3-4b")
+    assert (cfg.model.name, cfg.eval.data_dir) == (model, data)
+    sweep = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    assert sweep.quant == quant
 
 
 def test_baseline_config_drops_quantization_only():

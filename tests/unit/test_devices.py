@@ -6,6 +6,8 @@ writes) and by making torch count GPUs (what `spec.prepare` checks).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -59,6 +61,8 @@ def _prepare(*overrides):
 
 def test_a_pinned_cuda_n_is_the_only_gpu_the_job_uses(unpinned, cuda_available, tmp_path):
     gpus.pin("cuda:2", 1, tmp_path)
+    assert gpus.visible_gpus() == ["6"]  # the third of 4,5,6,7, and nothing else
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "6"  # what CUDA, llmcompressor and lm-eval will see
     assert _prepare("device=cuda:2").device == "cuda"  # cuda:0 of a process that sees only GPU 6
 
 
@@ -90,7 +94,7 @@ def test_neither_setting_changes_the_config_hash():
     assert plain.config_hash == other.config_hash and plain.checkpoint == other.checkpoint
 
 
-def test_preparing_a_job_does_not_start_cuda(monkeypatch):
+def test_preparing_a_job_does_not_start_cuda(monkeypatch, unpinned, cuda_available):
     """A sweep prepares its first job in the process that then runs the jobs (basic launcher): were
     CUDA started there, pinning a job to its device afterwards would do nothing."""
     def started():
@@ -98,8 +102,8 @@ def test_preparing_a_job_does_not_start_cuda(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", started)
     monkeypatch.setattr(torch.cuda, "_lazy_init", started)
-    _prepare("quant=awq")
-    _prepare("quant=gptq", "device=cpu")
+    assert _prepare("quant=awq").device == "cuda"  # the GPU branch, with four GPUs visible
+    assert _prepare("quant=gptq", "device=cuda:0").device == "cuda:0"
 
 
 def test_a_sweep_checks_its_first_job_as_the_pinned_process_will_see_it(unpinned, cuda_available):

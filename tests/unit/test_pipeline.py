@@ -25,7 +25,7 @@ def fakes(monkeypatch):
         return real_select(*args, **kwargs)
 
     def quantize(model_path, samples, q, *, dtype, max_seq_length, out):
-        seen["quantize"].append([c.id for c in samples])
+        seen["quantize"].append(None if samples is None else [c.id for c in samples])
         Path(out).mkdir(parents=True, exist_ok=True)
         return Checkpoint(Path(out), 1.5, reused=False)
 
@@ -60,6 +60,17 @@ def test_a_job_selects_calibration_once_and_logs_what_quantize_used(fakes, tmp_p
     ).data.tags["qexp.eval_hash"]  # the baseline was evaluated under the same settings
 
 
+def test_a_finished_run_ends_with_one_line_a_person_reads(fakes, tmp_path, caplog):
+    caplog.set_level("INFO", logger="qexp")
+    pipeline.run(compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=gptq", "calib.n=8",
+                                f"paths.checkpoint_dir={tmp_path / 'ckpt'}"))
+    lines = [r.getMessage() for r in caplog.records if "finished:" in r.getMessage()]
+    assert lines[0].startswith("baseline: finished: average 50.0%, checkpoint ")  # the tiny model's weights
+    assert lines[1].startswith("gptq-8: finished: average 50.0% (+0.0 points vs baseline), quantized in 2 s, "
+                               "evaluated in ")
+    assert "{" not in "".join(lines)  # no JSON dump
+
+
 def test_a_second_run_is_skipped_and_a_complete_checkpoint_is_reused(fakes, tmp_path):
     args = ("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=gptq", "calib.n=8",
             f"paths.checkpoint_dir={tmp_path / 'ckpt'}")
@@ -74,19 +85,82 @@ def test_a_second_run_is_skipped_and_a_complete_checkpoint_is_reused(fakes, tmp_
     assert fakes["quantize"] == [] and reused.metrics["perf/quant_seconds"] == 9.0
 
 
-def test_the_checkpoint_is_a_logged_model_and_can_be_registered(fakes, tmp_path):
+def test_a_data_free_method_runs_once_whatever_calib_n_and_logs_no_calibration(fakes, tmp_path, caplog):
+    args = ("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=rtn",
+            f"paths.checkpoint_dir={tmp_path / 'ckpt'}")
+    first = pipeline.run(compose_config(*args, "calib.n=215"))
+    assert (first.status, first.name) == ("FINISHED", "rtn") and fakes["quantize"] == [None]
+    assert fakes["select"] == []  # no calibration selected
+    assert first.checkpoint.name.startswith("tiny-qwen3-rtn-")
+    caplog.set_level("INFO", logger="qexp")
+    second = pipeline.run(compose_config(*args, "calib.n=512"))
+    assert second.status == "SKIPPED" and second.run_id == first.run_id and len(fakes["quantize"]) == 1
+    assert "rtn: skipped (data-free: calib.n=512 does not apply)" in caplog.text
+    client = MlflowClient(compose_config(*args).tracking.uri)
+    run = client.get_run(first.run_id)
+    assert (run.data.tags["qexp.quant"], run.data.tags["qexp.calib_n"]) == ("rtn", "0")
+    assert not [k for k in run.data.params if k.startswith("calib.")]
+    assert [i.dataset.name for i in run.inputs.dataset_inputs
+            if any(t.value == "calibration" for t in i.tags)] == []
+    assert "data-free: no calibration samples" in run.data.tags["mlflow.note.content"]
+    identity = json.loads(Path(client.download_artifacts(first.run_id, "identity.json", str(tmp_path))).read_text())
+    assert "calib" not in identity and identity["quant"]["name"] == "rtn"
+    gptq = pipeline.run(compose_config(*args[:3], "quant=gptq", "calib.n=8", args[4]))
+    assert gptq.config_hash != first.config_hash and fakes["quantize"][-1] is not None
+
+
+def _gptq_run(tmp_path, *overrides: str):
+    """A gptq-8 job on the tiny model (with the fakes): its result, MLflow's client and its run."""
     cfg = compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=gptq", "calib.n=8",
-                         f"paths.checkpoint_dir={tmp_path / 'ckpt'}", "tracking.register_model=true")
+                         f"paths.checkpoint_dir={tmp_path / 'ckpt'}", *overrides)
     result = pipeline.run(cfg)
     client = MlflowClient(cfg.tracking.uri)
-    run = client.get_run(result.run_id)
+    return result, client, client.get_run(result.run_id)
+
+
+def test_the_checkpoint_is_a_logged_model_and_can_be_registered(fakes, tmp_path):
+    result, client, run = _gptq_run(tmp_path, "tracking.register_model=true")
     model = client.get_logged_model(run.data.tags["qexp.model_id"])
     assert model.source_run_id == result.run_id and model.name == "gptq-8"
     assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
     (version,) = client.search_model_versions("name = 'tiny-qwen3-gptq'")
     assert version.run_id == result.run_id and version.tags["qexp.calib_n"] == "8"
+    assert version.tags["qexp.quant"] == "gptq" and version.tags["qexp.config_hash"] == result.config_hash
     baseline = client.search_runs([run.info.experiment_id], "tags.`qexp.quant` = 'none'")[0]
     assert "qexp.model_id" not in baseline.data.tags  # the baseline's weights are the model itself
+
+
+def test_a_running_job_beats_and_the_next_job_reaps_a_silent_run_before_starting_afresh(fakes, tmp_path,
+                                                                                        monkeypatch):
+    import time
+
+    from qexp.spec import prepare
+    from qexp.tracking import Store
+
+    cfg = compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=gptq", "calib.n=8",
+                         f"paths.checkpoint_dir={tmp_path / 'ckpt'}", "tracking.heartbeat_seconds=1")
+    store = Store.open(cfg.tracking.uri, cfg.tracking.experiment)
+    common = {"qexp.config_hash": prepare(cfg).config_hash, "qexp.quant": "gptq", "qexp.host": "another-host",
+              "qexp.pid": "1"}
+    silent = store.start_run("gptq-8", {**common, "qexp.heartbeat": f"{time.time() - 301:.0f}"})  # 300 s: stale
+    evaluate = pipeline.evaluate
+    monkeypatch.setattr(pipeline, "evaluate", lambda *a, **k: (time.sleep(2.5), evaluate(*a, **k))[1])
+
+    result = pipeline.run(cfg)
+    client = MlflowClient(cfg.tracking.uri)
+    reaped = client.get_run(silent.run_id)
+    assert reaped.info.status == "KILLED" and "no heartbeat for" in reaped.data.tags["qexp.killed_reason"]
+    finished = client.get_run(result.run_id)
+    assert result.status == "FINISHED" and result.run_id != silent.run_id
+    beat = float(finished.data.tags["qexp.heartbeat"])  # refreshed while the job ran, not only at its start
+    assert beat >= finished.info.start_time / 1000 + 2
+
+
+def test_log_checkpoint_false_logs_no_model(fakes, tmp_path):
+    result, client, run = _gptq_run(tmp_path, "tracking.log_checkpoint=false")
+    assert result.status == "FINISHED" and "qexp.model_id" not in run.data.tags
+    assert client.search_logged_models(experiment_ids=[run.info.experiment_id]) == []
+    assert run.data.tags["qexp.checkpoint_path"] == str(result.checkpoint)  # still said where it is
 
 
 def _claims_decided(stamps_and_delays, settle_ms=500):

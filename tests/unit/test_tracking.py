@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from qexp.errors import ConfigError, TrackingError
-from qexp.tracking import Store, check_uri, flatten, metric_name, results_metrics
+from qexp.errors import ConfigError, StoreRefused, TrackingError
+from qexp.tracking import Store, check_uri, flatten, metric_name, redact, results_metrics
 
 
 @pytest.mark.parametrize("task,key,name", [
@@ -52,9 +52,51 @@ def test_sqlite_store_roundtrip(tmp_path):
     assert [r.info.run_id for r in store.find_runs({"qexp.config_hash": "abc"})] == [run.run_id]
 
 
-def test_unreachable_server_is_a_tracking_error():
-    with pytest.raises(TrackingError, match=r"<tracking.uri='http://127.0.0.1:9/'>.*Start the server"):
+def test_unreachable_server_is_refused_with_the_fix():
+    with pytest.raises(StoreRefused, match=r"No MLflow server answers at <tracking.uri='http://127.0.0.1:9/'>.*"
+                                           r"Start the server"):
         Store.open("http://127.0.0.1:9/", "qexp")
+
+
+@pytest.mark.parametrize("text,shown", [
+    ("http://alice:s3cret@mlflow-host:5000", "http://alice:***@mlflow-host:5000"),
+    ("postgresql+psycopg2://qexp:pw@dbhost/qexp", "postgresql+psycopg2://qexp:***@dbhost/qexp"),
+    ("quant=gptq tracking.uri=https://a:b@h:1 calib.n=8", "quant=gptq tracking.uri=https://a:***@h:1 calib.n=8"),
+    ("http://alice@mlflow-host:5000", "http://alice@mlflow-host:5000"),  # a user name is not a secret
+    ("sqlite:////tmp/mlruns/mlflow.db", "sqlite:////tmp/mlruns/mlflow.db"),
+])
+def test_redact_masks_only_the_password(text, shown):
+    assert redact(text) == shown
+
+
+@pytest.mark.parametrize("code,user,expected", [
+    ("UNAUTHENTICATED", "alice", r"refused the password of user 'alice' \(401.*Set MLFLOW_TRACKING_USERNAME and "
+                                 r"MLFLOW_TRACKING_PASSWORD"),
+    ("UNAUTHENTICATED", None, r"refused a request without credentials \(401"),
+    ("PERMISSION_DENIED", "reader", r"User 'reader' may not write to the experiment <tracking.experiment='team'>.*"
+                                    r"\(403.*Ask the server's admin for EDIT permission"),
+])
+def test_a_refusing_server_is_one_line_naming_user_uri_and_fix(code, user, expected, monkeypatch, tmp_path):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    if user:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    else:
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+
+    def refuse(self, name):
+        raise MlflowException("API request to endpoint /api/2.0/mlflow/experiments/get-by-name failed with error "
+                              "code 4xx != 200. Response body: 'refused'", error_code=getattr(databricks_pb2, code))
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", refuse)
+    with pytest.raises(StoreRefused, match=expected) as refused:
+        Store.open("http://alice:pw@127.0.0.1:9", "team")
+    message = str(refused.value)
+    assert "<tracking.uri='http://alice:***@127.0.0.1:9'>" in message and ":pw@" not in message
+    assert "\n" not in message
 
 
 def test_flatten_gives_dotted_string_params():
@@ -62,9 +104,9 @@ def test_flatten_gives_dotted_string_params():
     assert flat == {"quant.name": "gptq", "quant.ignore": '["lm_head"]', "eval.limit": "None"}
 
 
-def test_jobs_opening_a_new_experiment_together_all_succeed(tmp_path, monkeypatch):
-    """With a PostgreSQL-backed server, jobs that find the experiment untagged all insert the tag, and
-    every insert but the first fails on its unique key; those jobs must carry on."""
+def test_a_job_whose_experiment_tag_insert_loses_a_race_carries_on(tmp_path, monkeypatch):
+    """Jobs opening a new experiment at once all insert its kind tag; on a database store every insert but
+    the first fails on the tag's unique key (simulated here on SQLite); those jobs must carry on."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     set_tag = MlflowClient.set_experiment_tag
 
@@ -74,7 +116,8 @@ def test_jobs_opening_a_new_experiment_together_all_succeed(tmp_path, monkeypatc
 
     monkeypatch.setattr(MlflowClient, "set_experiment_tag", another_job_was_first)
     store = Store.open(uri, "race")
-    assert MlflowClient(uri).get_experiment(store.experiment_id).tags["mlflow.experimentKind"]
+    assert MlflowClient(uri).get_experiment(store.experiment_id).tags["mlflow.experimentKind"] == \
+        "custom_model_development"
 
 
 def test_jobs_logging_the_same_new_dataset_together_both_record_it(tmp_path):
@@ -105,7 +148,7 @@ def test_a_store_that_cannot_tag_the_experiment_is_an_error(tmp_path, monkeypatc
         raise RuntimeError("permission denied")
 
     monkeypatch.setattr(MlflowClient, "set_experiment_tag", refused)
-    with pytest.raises(RuntimeError, match="permission denied"):
+    with pytest.raises(TrackingError, match="Cannot use the MLflow store .*RuntimeError: permission denied"):
         Store.open(f"sqlite:///{tmp_path}/mlflow.db", "race")
 
 
@@ -140,3 +183,59 @@ def test_a_run_that_cannot_be_ended_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(MlflowClient, "set_terminated", down)
     with pytest.raises(RuntimeError, match="connection refused"):
         run.end("FINISHED")
+
+
+class _FlakyClient:
+    """Answers `search` after failing `outage` times the way MLflow's client does when the server is down."""
+
+    def __init__(self, outage: int, error: str = "Max retries exceeded with url: /api/2.0/mlflow/runs/search"):
+        self.outage, self.error, self.calls = outage, error, 0
+
+    def search(self):
+        self.calls += 1
+        if self.calls <= self.outage:
+            raise RuntimeError(self.error)
+        return "runs"
+
+
+def _patient(client, patience: float, monkeypatch):
+    from qexp import tracking
+
+    monkeypatch.setattr(tracking._Patient, "PAUSE_SECONDS", 0.05)
+    return tracking._Patient(client, "http://alice:pw@mlflow-host:5000", patience)
+
+
+def test_a_store_that_comes_back_within_the_limit_answers_the_same_call(monkeypatch):
+    client = _FlakyClient(outage=3)
+    assert _patient(client, 10, monkeypatch).search() == "runs"
+    assert client.calls == 4
+
+
+def test_a_store_away_past_the_limit_is_one_error_and_a_later_call_waits_no_more(monkeypatch):
+    from qexp.errors import StoreAway
+
+    client = _FlakyClient(outage=1000)
+    patient = _patient(client, 0.3, monkeypatch)
+    with pytest.raises(StoreAway, match=r"<tracking.uri='http://alice:\*\*\*@mlflow-host:5000'> has not answered "
+                                        r"for \d+ s \(<tracking.outage_seconds=0.3>.*run the same command again"):
+        patient.search()
+    tried = client.calls
+    assert tried > 1  # it waited, trying again
+    with pytest.raises(StoreAway):
+        patient.search()
+    assert client.calls == tried + 1  # tried once: the outage it waited out is still on
+    client.outage = 0  # the store is back
+    assert patient.search() == "runs"  # a job that computed through the outage logs now
+
+
+def test_without_patience_an_outage_fails_at_once_and_other_errors_are_not_retried(monkeypatch):
+    from qexp.errors import StoreAway
+
+    client = _FlakyClient(outage=1)
+    with pytest.raises(StoreAway, match="stopped answering .*Check that the server and its database are up"):
+        _patient(client, 0, monkeypatch).search()
+    assert client.calls == 1
+    refused = _FlakyClient(outage=1, error="RESOURCE_DOES_NOT_EXIST: Run 'abc' not found")
+    with pytest.raises(RuntimeError, match="not found"):
+        _patient(refused, 10, monkeypatch).search()
+    assert refused.calls == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,15 @@ def _error(*overrides: str, edit=None) -> str:
                 edit(cfg)
         prepare(cfg)
     return str(info.value)
+
+
+def _same(shown: str, given: str) -> bool:
+    if given.startswith("["):  # a list: the message may name only its offending items
+        return all(item.strip(" '\"") in given for item in shown.strip("[]").split(","))
+    try:
+        return float(shown) == float(given)  # 2 is shown as 2.0 once typed as a float
+    except ValueError:
+        return shown == given
 
 
 @pytest.mark.parametrize("overrides,key", [
@@ -62,6 +72,8 @@ def _error(*overrides: str, edit=None) -> str:
     (["tracking.experiment="], "tracking.experiment"),
     (["tracking.heartbeat_seconds=0"], "tracking.heartbeat_seconds"),
     (["tracking.stale_after_seconds=soon"], "tracking.stale_after_seconds"),
+    (["tracking.outage_seconds=-1"], "tracking.outage_seconds"),
+    (["tracking.outage_seconds=290"], "tracking.outage_seconds"),  # + a 30 s heartbeat >= 300 s: looks dead
     (["eval.tasks=arc_easy"], "eval.tasks"),
     (["eval.limit=many"], "eval.limit"),
     (["eval.num_fewshot=1.5"], "eval.num_fewshot"),
@@ -75,12 +87,29 @@ def _error(*overrides: str, edit=None) -> str:
     (["quant=awq", "quant.scheme=null"], "quant.scheme"),
     (["model.name="], "model.name"),
     (["calib.n=null"], "calib.n"),
+    (["quant=rtn", "quant.group_size=96"], "quant.group_size"),
+    (["quant=autoround", "quant.group_size=96"], "quant.group_size"),
+    (["quant=autoround", "quant.iters=0"], "quant.iters"),
+    (["quant=autoround", "quant.lr=-0.1"], "quant.lr"),
+    (["quant=autoround", "quant.batch_size=0"], "quant.batch_size"),
+    (["quant=gptq", "quant.actorder=sometimes"], "quant.actorder"),
+    (["quant=w8a8", "quant.actorder=group"], "quant.actorder"),
+    (["quant=w8a8", "quant.smoothing_strength=1.5"], "quant.smoothing_strength"),
+    (["quant=w8a8", "quant.group_size=128"], "quant.group_size"),
+    (["quant=fp8", "quant.group_size=64"], "quant.group_size"),
+    (["quant=rtn", "calib.n=-1"], "calib.n"),
+    (["quant=fp8", "+quant.iters=3"], "quant.iters"),
 ])
-def test_bad_value_names_key_and_fix(overrides, key):
+def test_bad_value_names_key_value_and_fix(overrides, key):
     message = _error(*overrides)
-    assert f"<{key}=" in message
-    assert message.rstrip().endswith(".")  # ends with the fix sentence
     assert len(message.splitlines()) == 1
+    named = re.search(rf"<{re.escape(key)}=(.*?)>(.*)", message)
+    assert named, message
+    given = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides}
+    if key in given:  # the value as the user gave it (null is None once composed)
+        assert _same(named.group(1).strip("'\""), {"null": "None"}.get(given[key], given[key])), message
+    fix = named.group(2).strip(" .")  # what follows the offending key and value: the fix
+    assert len(fix.split()) >= 2 and message.rstrip().endswith("."), message
 
 
 def test_unknown_quantizer():
@@ -139,3 +168,43 @@ def test_mirror_missing_a_subject(mirror):
     end = text.index("- config_name: world_religions")
     readme.write_text(text[:start] + text[end:])
     assert "needs config 'virology'" in _error(f"eval.data_dir={mirror}")
+
+
+def test_an_8bit_scheme_refuses_a_group_size_and_says_why():
+    message = _error("quant=fp8", "quant.group_size=64")
+    assert "<quant.group_size=64>" in message and "FP8_DYNAMIC quantizes weights per channel" in message
+    assert "quant.group_size=null" in message
+
+
+def test_data_free_methods_accept_any_non_negative_calib_n():
+    for n in (0, 215, 512):
+        assert prepare(compose_config("model=tiny", "eval=fixtures", "quant=rtn", f"calib.n={n}")).calib_n == 0
+    assert "uses no calibration data" in _error("quant=rtn", "calib.n=-1")
+
+
+def test_with_no_hub_a_hub_model_is_refused_after_one_attempt_naming_the_offline_routes(monkeypatch):
+    """No network: one connection attempt, not huggingface_hub's five retries with back-off."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from qexp import models
+
+    calls = []
+    real = huggingface_hub.hf_hub_download
+
+    def download(*args, **kwargs):
+        calls.append(kwargs.get("local_files_only", False))
+        return real(*args, **kwargs)
+
+    for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: refused at once
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    models._hub_reachable.cache_clear()
+    try:
+        message = _error("model.path=SomeOrg/some-model")
+    finally:
+        models._hub_reachable.cache_clear()
+    assert calls == [True]  # the local cache only; the hub itself was never asked
+    assert "<model.path='SomeOrg/some-model'>" in message
+    assert "model=smollm2" in message and "model=tiny" in message and "local checkpoint folder" in message

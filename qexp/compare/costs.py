@@ -1,0 +1,108 @@
+"""What a run costs and what it buys besides accuracy: held-out perplexity against the baseline,
+checkpoint size against accuracy (the Pareto fronts), time and memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .data import Study
+from .stats import ALPHA, holm, paired_bootstrap
+
+__all__ = [
+    "perplexity_table", "COSTS", "cost_table", "pareto_front", "size_table",
+]
+
+
+def perplexity_table(study: Study) -> pd.DataFrame:
+    """Held-out perplexity per run (lower is better), each quantized run against the baseline.
+
+    `delta_bits_per_byte` is the corpus figure (total bits over total bytes) on the documents
+    both runs scored, `n` their number; its interval and p-value come from a paired bootstrap
+    of that same figure over documents, so the sign and the verdict cannot disagree.
+    """
+    rows = []
+    for task in study.perplexity_tasks:
+        base = _loglikelihoods(study, study.baseline, task) if study.baseline else None
+        for label in study.labels:
+            run = study.runs.loc[label]
+            mine = _loglikelihoods(study, label, task)
+            row = {"label": label, "task": task, "word_perplexity": run.get(f"{task}/word_perplexity", math.nan),
+                   "bits_per_byte": run.get(f"{task}/bits_per_byte", math.nan),
+                   "n": 0 if mine is None else len(mine), "delta_bits_per_byte": math.nan,
+                   "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
+            if study.baseline and label != study.baseline:
+                row.update(_bits_difference(mine, base))
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=["label", "task", "word_perplexity", "bits_per_byte", "n",
+                                        "delta_bits_per_byte", "ci_low", "ci_high", "p_value"])
+    frame["p_adjusted"] = holm(frame["p_value"].to_numpy()) if len(frame) else []
+    frame["significant"] = frame["p_adjusted"] < ALPHA
+    return frame
+
+
+def _bits_difference(mine: pd.DataFrame | None, base: pd.DataFrame | None) -> dict:
+    """Corpus bits per byte, run minus baseline, on their shared documents, with a paired bootstrap."""
+    if mine is None or base is None:
+        return {"n": 0}
+    paired = mine.join(base, how="inner", lsuffix="_a", rsuffix="_b")
+    if paired.empty:
+        return {"n": 0}
+    nll_a, bytes_a = -paired["loglikelihood_a"].to_numpy(), paired["n_bytes_a"].to_numpy()
+    nll_b, bytes_b = -paired["loglikelihood_b"].to_numpy(), paired["n_bytes_b"].to_numpy()
+
+    def delta(index) -> float:
+        return float((nll_a[index].sum() / bytes_a[index].sum() - nll_b[index].sum() / bytes_b[index].sum())
+                     / math.log(2))
+
+    low, high, p = paired_bootstrap(delta, len(paired))
+    return {"n": len(paired), "delta_bits_per_byte": delta(slice(None)), "ci_low": low, "ci_high": high,
+            "p_value": p}
+
+
+def _loglikelihoods(study: Study, label: str, task: str) -> pd.DataFrame | None:
+    """Per document: the rolling log-likelihood and the bytes it covers, indexed by document."""
+    table = study.docs.get(label)
+    if table is None or "loglikelihood" not in table:
+        return None
+    rows = table[table["task"] == task]
+    return rows.set_index("doc_key")[["loglikelihood", "n_bytes"]] if len(rows) else None
+
+
+COSTS = {"perf/checkpoint_mb": "checkpoint MB", "perf/compression_ratio": "compression x",
+         "perf/quant_seconds": "quantize s", "perf/eval_seconds": "evaluate s",
+         "perf/peak_rss_mb": "peak RSS MB", "perf/quant_peak_gpu_mb": "quantize peak GPU MB",
+         "perf/eval_peak_gpu_mb": "evaluate peak GPU MB"}
+
+
+def cost_table(study: Study) -> pd.DataFrame:
+    """What each run cost: checkpoint size and compression, quantization and evaluation time, memory."""
+    present = [c for c in COSTS if c in study.runs]
+    return study.runs[present].rename(columns=COSTS)
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str, maximize_y: bool) -> pd.Series:
+    """True for the rows no other row beats: smaller `x` and better `y` (ties do not dominate)."""
+    front = []
+    for label, row in points.iterrows():
+        if pd.isna(row[x]) or pd.isna(row[y]):
+            front.append(False)
+            continue
+        better_y = points[y] >= row[y] if maximize_y else points[y] <= row[y]
+        strictly = (points[x] < row[x]) | (points[y] > row[y] if maximize_y else points[y] < row[y])
+        front.append(not bool(((points[x] <= row[x]) & better_y & strictly).any()))
+    return pd.Series(front, index=points.index)
+
+
+def size_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
+    """Checkpoint size against average accuracy (and held-out bits per byte), with each Pareto front."""
+    size = study.runs.get("perf/checkpoint_mb", pd.Series(math.nan, index=study.runs.index))
+    frame = pd.DataFrame({"checkpoint_mb": size, "average": summary["average"]}, index=study.labels)
+    frame["accuracy_front"] = pareto_front(frame, "checkpoint_mb", "average", maximize_y=True)
+    for task in study.perplexity_tasks:
+        frame["bits_per_byte"] = study.runs.get(f"{task}/bits_per_byte")
+        frame["perplexity_front"] = pareto_front(frame, "checkpoint_mb", "bits_per_byte", maximize_y=False)
+        break
+    return frame

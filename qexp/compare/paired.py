@@ -1,0 +1,228 @@
+"""Paired comparisons: two runs on the documents both scored, per task, Holm across a table.
+
+Every comparison table carries raw and Holm-adjusted p-values; `winner` names a run only
+when the adjusted p-value is below ALPHA. `PairStats` gives the paired sums of every pair of
+runs on one task at once, from its documents x runs matrix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..identity import calibrated
+from .data import Study
+from .scores import MMLU_CATEGORIES, task_correctness, metric_column, metric_for
+from .stats import ALPHA, holm, mcnemar_p, weighted_mean_difference, weighted_mean_differences
+
+__all__ = [
+    "PairStats", "pair_stats", "COMPARISON_COLUMNS", "compare", "average_differences", "deltas_vs_baseline",
+    "mmlu_categories", "mmlu_subjects", "method_comparison", "method_pairs", "calibration_comparison",
+]
+
+
+def _settings_differ(study: Study, a: str, b: str, hashes: dict | None = None) -> str:
+    """The evaluation settings two runs do not share: empty when their eval hashes agree (or one is unknown)."""
+    hashes = hashes if hashes is not None else study.runs["eval_hash"].to_dict()
+    hash_a, hash_b = hashes[a], hashes[b]
+    if pd.isna(hash_a) or pd.isna(hash_b) or hash_a == hash_b:
+        return ""
+    mine, theirs = study.settings.get(a, {}), study.settings.get(b, {})
+    names = list(dict.fromkeys([*mine, *theirs]))
+    return ", ".join(n for n in names if mine.get(n) != theirs.get(n)) or "evaluation settings (eval_hash)"
+
+
+class PairStats:
+    """Paired sums for every pair of runs on one task, from its documents × runs matrix, at once.
+
+    For runs r, s: `n[r, s]` documents both scored, `sums[r, s]` the sum of r's scores on them,
+    `products[r, s]` the sum of r·s, `squares[r, s]` the sum of r² on them.
+    """
+
+    def __init__(self, matrix: pd.DataFrame):
+        values = matrix.to_numpy(dtype=float)
+        scored = ~np.isnan(values)
+        x = np.where(scored, values, 0.0)
+        both = scored.astype(float)
+        self.index = {label: i for i, label in enumerate(matrix.columns)}
+        self.n = both.T @ both
+        self.sums = x.T @ both
+        self.products = x.T @ x
+        self.squares = (x * x).T @ both
+        self.full_n = scored.sum(axis=0)
+        self.binary = bool(np.all((x == 0) | (x == 1)))
+
+    def pair(self, a: str, b: str) -> dict[str, float]:
+        i, j = self.index[a], self.index[b]
+        n = self.n[i, j]
+        sum_a, sum_b, both = self.sums[i, j], self.sums[j, i], self.products[i, j]
+        return {"n": n, "sum_a": sum_a, "sum_b": sum_b, "sum_d": sum_a - sum_b,
+                "sum_sq": self.squares[i, j] + self.squares[j, i] - 2 * both,
+                "a_only": sum_a - both, "b_only": sum_b - both, "full_a": self.full_n[i], "full_b": self.full_n[j]}
+
+
+def pair_stats(study: Study, task: str, spec: str) -> PairStats | None:
+    key = ("pairs", task, spec)
+    if key not in study._cache:
+        matrix = task_correctness(study, task, spec)
+        study._cache[key] = PairStats(matrix) if matrix is not None else None
+    return study._cache[key]
+
+
+COMPARISON_COLUMNS = ["table", "a", "b", "task", "metric", "score_a", "score_b", "delta", "n", "a_only", "b_only",
+                      "p_value", "p_adjusted", "significant", "winner", "settings_differ", "docs_differ"]
+
+
+def compare(study: Study, pairs: list[tuple[str, str]], tasks: list[str], table: str, metric: str = "acc",
+            overrides: dict[str, str] | None = None) -> pd.DataFrame:
+    """Paired comparisons `a` vs `b` per task; Holm across the table's tested comparisons.
+
+    Scores and `delta` (= a - b) are on the documents both runs scored, the documents the
+    exact McNemar test uses, so the winner always agrees with the test; `docs_differ` says
+    when that is fewer documents than a run's full score (in the score tables) rests on.
+    With no paired documents the comparison is not tested and stays out of the Holm family.
+    """
+    hashes = study.runs["eval_hash"].to_dict()
+    settings = {pair: _settings_differ(study, *pair, hashes=hashes) for pair in set(pairs)}
+    rows = []
+    for task in tasks:
+        used = metric_for(study, task, metric, overrides)
+        stats = pair_stats(study, task, used)
+        column = metric_column(task, used)
+        full = study.runs[column].to_dict() if column in study.runs else {}
+        for a, b in pairs:
+            row = {"table": table, "a": a, "b": b, "task": task, "metric": used,
+                   "score_a": full.get(a, math.nan), "score_b": full.get(b, math.nan),
+                   "n": 0, "a_only": 0, "b_only": 0, "p_value": math.nan, "settings_differ": settings[a, b],
+                   "docs_differ": ""}
+            paired = stats.pair(a, b) if stats is not None and a in stats.index and b in stats.index else None
+            if paired and paired["n"] > 0:
+                n = int(paired["n"])
+                row.update(score_a=paired["sum_a"] / n, score_b=paired["sum_b"] / n, n=n)
+                if stats.binary:  # exact McNemar, computed for the whole table below
+                    row.update(a_only=int(paired["a_only"]), b_only=int(paired["b_only"]), p_value=-1.0)
+                else:  # a score that is not 0/1 per document: the paired z-test of its mean difference
+                    row["p_value"] = weighted_mean_difference([n], [paired["sum_d"]], [paired["sum_sq"]]).p_value
+                if n < max(paired["full_a"], paired["full_b"]):
+                    row["docs_differ"] = (f"{n} shared documents of {int(paired['full_a'])} ({a}) and "
+                                          f"{int(paired['full_b'])} ({b})")
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in ("p_adjusted", "significant", "winner")])
+    mcnemar = frame["p_value"] == -1.0
+    frame.loc[mcnemar, "p_value"] = mcnemar_p(frame.loc[mcnemar, "a_only"], frame.loc[mcnemar, "b_only"])
+    frame["delta"] = frame["score_a"] - frame["score_b"]
+    return _conclude(frame)
+
+
+def _conclude(frame: pd.DataFrame) -> pd.DataFrame:
+    """Holm across the tested rows, then a winner only where the adjusted p-value says so."""
+    frame["p_adjusted"] = holm(frame["p_value"].to_numpy()) if len(frame) else []
+    frame["significant"] = frame["p_adjusted"] < ALPHA
+
+    def winner(r) -> str:
+        if pd.isna(r.score_a) or pd.isna(r.score_b):
+            return f"score missing ({r.a if pd.isna(r.score_a) else r.b})"
+        if pd.isna(r.p_value):
+            return "not tested (no paired documents)"
+        if not r.significant:
+            return "not significant"
+        return r.a if r.delta > 0 else r.b
+
+    frame["winner"] = [winner(r) for r in frame.itertuples()] if len(frame) else []
+    return frame[COMPARISON_COLUMNS]
+
+
+def average_differences(study: Study, pairs: list[tuple[str, str]], tasks: list[str] | None = None,
+                        metric: str = "acc", overrides: dict[str, str] | None = None) -> pd.DataFrame:
+    """The difference of two runs' averages over tasks, paired over documents, with a 95% interval
+    and a z-test (`stats.weighted_mean_difference`); Holm across the pairs given."""
+    tasks = study.tasks if tasks is None else tasks
+    per_task = [pair_stats(study, task, metric_for(study, task, metric, overrides)) for task in tasks]
+    sums = {key: np.full((len(pairs), len(tasks)), np.nan) for key in ("n", "sum_d", "sum_sq")}
+    for j, stats in enumerate(per_task):
+        if stats is None:
+            continue
+        for i, (a, b) in enumerate(pairs):
+            if a in stats.index and b in stats.index:
+                paired = stats.pair(a, b)
+                for key in sums:
+                    sums[key][i, j] = paired[key]
+    tests = weighted_mean_differences(sums["n"], sums["sum_d"], sums["sum_sq"])
+    frame = pd.DataFrame({"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "delta": tests["delta"],
+                          "ci_low": tests["ci_low"], "ci_high": tests["ci_high"], "n": tests["n"].astype(int),
+                          "p_value": tests["p_value"]})
+    frame["p_adjusted"] = holm(frame["p_value"].to_numpy()) if len(frame) else []
+    frame["significant"] = frame["p_adjusted"] < ALPHA
+    return frame
+
+
+def deltas_vs_baseline(study: Study, tasks: list[str] | None = None, metric: str = "acc",
+                       overrides: dict[str, str] | None = None, table: str = "vs_baseline") -> pd.DataFrame:
+    """Each quantized run against the baseline, per task, best first within a task."""
+    if not study.baseline:
+        return compare(study, [], [], table)
+    tasks = study.tasks if tasks is None else tasks  # [] (no MMLU categories in the runs) means none
+    pairs = [(label, study.baseline) for label in study.labels if label != study.baseline]
+    frame = compare(study, pairs, tasks, table, metric, overrides)
+    return frame.sort_values(["task", "delta"], ascending=[True, False], key=_task_order(tasks))
+
+
+def _task_order(tasks: list[str]):
+    def key(column: pd.Series):
+        return column.map({t: i for i, t in enumerate(tasks)}) if column.name == "task" else column
+    return key
+
+
+def mmlu_categories(study: Study, metric: str = "acc") -> pd.DataFrame:
+    present = [c for c in MMLU_CATEGORIES if f"{c}/acc" in study.runs]
+    return deltas_vs_baseline(study, present, metric, table="mmlu_categories")
+
+
+def mmlu_subjects(study: Study) -> pd.DataFrame:
+    """Per subject: every run's score; Holm across all subject comparisons with the baseline."""
+    subjects = sorted(c[: -len("/acc")] for c in study.runs if c.startswith("mmlu_") and c.endswith("/acc")
+                      and c[: -len("/acc")] not in MMLU_CATEGORIES)
+    return deltas_vs_baseline(study, subjects, "acc", table="mmlu_subjects")
+
+
+def method_comparison(study: Study, tasks: list[str] | None = None, metric: str = "acc",
+                      overrides: dict[str, str] | None = None) -> pd.DataFrame:
+    """Every pair of methods at equal calibration size (GPTQ-215 vs AWQ-215, ...), one Holm family.
+    A data-free method (RTN, FP8) is in every calibration size's comparison; each pair is tested once."""
+    return compare(study, method_pairs(study), study.tasks if tasks is None else tasks, "methods", metric, overrides)
+
+
+def method_pairs(study: Study) -> list[tuple[str, str]]:
+    """The pairs `method_comparison` tests: runs of different methods at the same calibration size and
+    calibration settings that share what methods share (`shared_variant`, e.g. the group size); a
+    data-free run pairs with every run that shares its quantization settings (`shared_quant`)."""
+    runs = study.runs[study.runs["method"] != "none"]
+    if "shared_quant" not in runs:
+        runs = runs.assign(shared_quant="")
+    info = runs[["method", "calib_n", "shared_variant", "shared_quant"]].to_dict("index")
+    pairs = []
+    for a, b in itertools.combinations(sorted(info), 2):
+        x, y = info[a], info[b]
+        if x["method"] == y["method"]:
+            continue
+        if calibrated(x["method"]) and calibrated(y["method"]):
+            paired = x["calib_n"] == y["calib_n"] and x["shared_variant"] == y["shared_variant"]
+        else:
+            paired = x["shared_quant"] == y["shared_quant"]
+        if paired:
+            pairs.append((a, b))
+    return sorted(pairs, key=lambda p: (max(info[p[0]]["calib_n"], info[p[1]]["calib_n"]), p))
+
+
+def calibration_comparison(study: Study, tasks: list[str] | None = None, metric: str = "acc",
+                           overrides: dict[str, str] | None = None) -> pd.DataFrame:
+    """Calibration sizes against each other per method (e.g. GPTQ-215 vs GPTQ-512)."""
+    runs = study.runs[study.runs["method"] != "none"]
+    pairs = []
+    for _, same_method in runs.groupby(["method", "variant"], sort=True):
+        ordered = list(same_method.sort_values("calib_n").index)
+        pairs += list(itertools.combinations(ordered, 2))
+    return compare(study, pairs, study.tasks if tasks is None else tasks, "calibration", metric, overrides)
