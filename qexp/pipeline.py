@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
 import uuid
@@ -21,7 +22,7 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import heldout, quantization
+from . import heldout, progress, quantization
 from .errors import QexpError
 from .evaluation import EvalResult, evaluate
 from .files import digest, read_jsonl, write_atomic
@@ -204,12 +205,27 @@ def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = 
 @contextmanager
 def _library_output(path: Path, verbose: bool) -> Iterator[None]:
     """What the libraries write to stderr (progress bars per layer, per task and per request type,
-    hundreds of lines a run) goes to the job's libraries.log, unless verbose=true."""
+    hundreds of lines a run) goes to the job's libraries.log, unless verbose=true. So do the log lines
+    of libraries that print through a handler of their own (torch's on the `torch` logger, which
+    does not propagate to qexp's log file) rather than through the root logger."""
     if verbose:
         yield
         return
+    terminal = sys.stderr
+    own = [h for h in _all_handlers() if type(h) is logging.StreamHandler and h.stream is terminal]
     with open(path, "a", encoding="utf-8") as sink, redirect_stderr(sink):
-        yield
+        for handler in own:
+            handler.setStream(sink)
+        try:
+            yield
+        finally:
+            for handler in own:
+                handler.setStream(terminal)
+
+
+def _all_handlers() -> list[logging.Handler]:
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    return [handler for logger in loggers for handler in logger.handlers]
 
 
 def _tags(spec: RunSpec, store: Store, sweep_id: str) -> dict[str, str]:
@@ -292,7 +308,7 @@ def _checkpoint(spec: RunSpec, run: Run, memory: PhaseMemory) -> tuple[Path, dic
         data = (f"{len(spec.calibration)} calibration samples (<= {cfg.calib.max_seq_length} tokens each)"
                 if spec.calibrated else "no calibration data")
         log.info("%s: quantizing %s with %s into %s", spec.run_name, spec.model_path, data, spec.checkpoint)
-        with memory.phase("quant"):
+        with memory.phase("quant"), progress.phase(spec.run_name, "quantizing", "subgraphs", not cfg.verbose):
             found = quantization.quantize(spec.model_path, spec.calibration, cfg.quant, dtype=cfg.model.dtype,
                                           max_seq_length=cfg.calib.max_seq_length, out=spec.checkpoint)
     if (found.path / "recipe.yaml").is_file():
@@ -326,7 +342,7 @@ def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path) 
     log.info("%s: evaluating %s on %s (%s data, limit %s)", spec.run_name, checkpoint,
              list(cfg.eval.tasks), spec.plan.eval_data, cfg.eval.limit)
     started = time.perf_counter()
-    with memory.phase("eval"):
+    with memory.phase("eval"), progress.phase(spec.run_name, "evaluating", "requests", not cfg.verbose):
         evaluation = evaluate(
             checkpoint, spec.plan, dtype=cfg.model.dtype, device=spec.device,
             num_fewshot=cfg.eval.num_fewshot, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,  # set per device

@@ -1,7 +1,7 @@
 """The config's schema: one dataclass per group, registered in Hydra's ConfigStore.
 
 The YAML files under `conf/` hold the values and start from these schemas
-(`defaults: [base_gptq, _self_]`), so OmegaConf checks types, unknown keys and required
+(`defaults: [/schema/quant_gptq@_here_, _self_]`), so OmegaConf checks types, unknown keys and required
 values (`???`) while Hydra composes, on the command line and in every YAML file alike.
 What a type cannot say (ranges, files that must exist, group-size divisibility, task
 names) is checked by `qexp.spec.prepare`, before any weights load.
@@ -164,19 +164,42 @@ class Config:
 QUANT_SCHEMAS = {"none": QuantConfig, "rtn": WeightQuantConfig, "gptq": GPTQConfig, "awq": AWQConfig,
                  "autoround": AutoRoundConfig, "w8a8": W8A8Config, "fp8": WeightQuantConfig}
 
+# The presets extend these from a group of their own, so the groups a user picks from (`quant=…`,
+# `--help`, shell completion) list presets only: `defaults: [/schema/quant_gptq@_here_, _self_]`.
 SCHEMAS: dict[tuple[str | None, str], Any] = {
     (None, "base_config"): Config,
-    ("model", "base_model"): ModelConfig,
-    ("quant", "base_none"): QuantConfig,
-    ("quant", "base_weights"): WeightQuantConfig,
-    ("quant", "base_gptq"): GPTQConfig,
-    ("quant", "base_w8a8"): W8A8Config,
-    ("quant", "base_awq"): AWQConfig,
-    ("quant", "base_autoround"): AutoRoundConfig,
-    ("calib", "base_calib"): CalibConfig,
-    ("eval", "base_eval"): EvalConfig,
-    ("tracking", "base_tracking"): TrackingConfig,
+    ("schema", "model"): ModelConfig,
+    ("schema", "quant_none"): QuantConfig,
+    ("schema", "quant_weights"): WeightQuantConfig,
+    ("schema", "quant_gptq"): GPTQConfig,
+    ("schema", "quant_w8a8"): W8A8Config,
+    ("schema", "quant_awq"): AWQConfig,
+    ("schema", "quant_autoround"): AutoRoundConfig,
+    ("schema", "calib"): CalibConfig,
+    ("schema", "eval"): EvalConfig,
+    ("schema", "tracking"): TrackingConfig,
 }
+
+
+# What each config group a user picks from is for, in the order `python -m qexp --help` lists them.
+GROUPS = {
+    "model": "what to quantize (or model.path=<folder or hub id>)",
+    "quant": "how: a quantization method, or none for the unquantized baseline; the sweep's first axis",
+    "calib": "the calibration data; calib.n=<samples> is the sweep's second axis",
+    "eval": "the lm-eval tasks and where their data comes from",
+    "tracking": "where runs are logged (MLflow)",
+    "launcher": "how a sweep's jobs run",
+    "+experiment": "a whole study in one word: python -m qexp -m +experiment=<option>",
+}
+
+
+def group_help() -> str:
+    """The groups and their options, read from conf/ (what `--help` shows; see conf/config.yaml)."""
+    lines = []
+    for group, purpose in GROUPS.items():
+        options = sorted(f.stem for f in (CONF_DIR / group.lstrip("+")).glob("*.yaml"))
+        lines.append(f"  {group:<12} {purpose}\n  {'':<12} options: {', '.join(options)}")
+    return "\n".join(lines)
 
 
 def register() -> None:
@@ -190,6 +213,7 @@ def register() -> None:
         "qexp_fixtures": lambda: str(FIXTURES_DIR),  # eval=fixtures: the shipped fixture mirrors
         "qexp_cwd": lambda: os.getcwd(),  # the default store lives under the working directory
         "qexp_run_name": run_name,  # the sweep sub-folder: ${qexp_run_name:${quant.name},${calib.n}}
+        "qexp_groups": group_help,  # --help: the groups a user picks from
     }
     for name, resolver in resolvers.items():
         OmegaConf.register_new_resolver(name, resolver, replace=True)
@@ -318,7 +342,7 @@ def composition_error(err: BaseException, config_dir: Path | None = None, given:
         expected = _field_type(getattr(cause, "parent_node", None), str(getattr(cause, "key", "")))
         return config_error(key, cause.value, f"Wrong type{where}", f"Set {key} to {expected}.")
     if isinstance(err, MissingConfigException):
-        options = [o for o in sorted(getattr(err, "options", None) or []) if not o.startswith("base_")]
+        options = sorted(getattr(err, "options", None) or [])
         missing = text.split("Could not find '", 1)[-1].split("'", 1)[0]
         group, _, option = missing.rpartition("/")
         return config_error(group or "config", option, f"Could not find '{missing}'", f"Use one of {options}.")

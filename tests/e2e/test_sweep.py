@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -43,11 +44,24 @@ def test_sweep_logs_baseline_and_four_quantized_runs(sweep):
 
 def test_the_terminal_shows_qexps_lines_and_the_report_not_the_libraries(sweep):
     output = sweep.proc.stdout + sweep.proc.stderr
-    assert len(output.splitlines()) < 150, output[-3000:]
-    for noise in ("overrides existing task", "fatal: not a git repository", "Running loglikelihood requests",
-                  "Grid search for", "Traceback", "monitoring system metrics", "Creating initial MLflow database tables",
-                  "Running upgrade", "finished {"):
+    live = re.compile(r"\] - ([\w-]+) (quantizing|evaluating) +(\d+)%, ")
+    assert len([line for line in output.splitlines() if not live.search(line)]) < 150, output[-3000:]
+    for noise in ("overrides existing task", "fatal: not a git repository", "Grid search for", "Traceback",
+                  "monitoring system metrics", "Creating initial MLflow database tables", "Running upgrade",
+                  "finished {", "is_fx_tracing", "Writing model shards:", "it/s]"):
         assert noise not in output
+    # Not a terminal: progress as plain lines, at most one per job, phase and counted bar per 5%, no control characters
+    assert not any(ch in output for ch in "\r\x1b")
+    bars = {}
+    for line in sweep.proc.stdout.splitlines():
+        if found := live.search(line):
+            counted = line.rsplit(": ", 1)[-1].rsplit(" ", 1)[0]  # "(2/3): Calibrating" or "Running ... requests"
+            key = (found[1], found[2], counted if found[2] == "evaluating" else "")
+            bars.setdefault(key, []).append(int(found[3]))
+    assert {job for job, phase, _ in bars if phase == "quantizing"} == {"gptq-8", "gptq-16", "awq-8", "awq-16"}
+    assert {job for job, phase, _ in bars if phase == "evaluating"} >= {"baseline", "gptq-8", "awq-16"}
+    for percents in bars.values():
+        assert percents == sorted(percents) and len({p // 5 for p in percents}) == len(percents), bars
     progress = [line for line in sweep.proc.stdout.splitlines() if line.startswith("qexp sweep: job ")]
     assert [line.split(",")[0] for line in progress] == [f"qexp sweep: job {i} of 4" for i in (1, 2, 3, 4)]
     assert "no estimate of the time left yet" in progress[0]

@@ -95,3 +95,20 @@ def test_every_preset_composes_against_its_schema(group, schema):
         node = validate(compose_config(f"{group}={option}"))[group]
         expected = QUANT_SCHEMAS[node.name] if group == "quant" else schema
         assert OmegaConf.get_type(node) is expected, (group, option)
+
+
+def test_help_lists_every_group_a_user_picks_from_and_no_schema():
+    import subprocess
+    import sys
+
+    from qexp.schema import GROUPS
+
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    assert {g.lstrip("+") for g in GROUPS} == groups  # a new group is described, or this fails
+    shown = subprocess.run([sys.executable, "-m", "qexp", "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for group in groups:
+        options = ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+        assert f"options: {options}\n" in shown.stdout, group
+    assert "schema" not in shown.stdout.split("== Settings")[0] and "base_" not in shown.stdout
+    assert "quant:\n  name: gptq\n" in shown.stdout  # the settings of this command follow
