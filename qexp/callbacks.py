@@ -44,6 +44,9 @@ class SweepSummary(Callback):
         except SweepCannotRun as err:  # every job would fail the same way: stop here, in seconds
             print(f"qexp: {err} (the sweep's first job was checked; no job was started)", file=sys.stderr)
             sys.exit(2)  # SystemExit: Hydra's callback runner lets it through (it swallows Exceptions)
+        except NothingToDo as done:  # every job has a finished run: no job, no new parent run
+            print(str(done), flush=True)
+            sys.exit(0)
         global _progress
         _progress = Progress(_job_count(config))
 
@@ -175,15 +178,22 @@ class Sweep:
     def start(cls, config: DictConfig) -> Sweep | None:
         """Create the store (once, before parallel jobs race on a fresh SQLite schema) and the parent run.
 
-        The first job is prepared first (no weights load). When it fails for a reason every job
-        shares (the model, the store, the data: a key the sweep does not vary), `SweepCannotRun`
-        stops the sweep before any run exists; when the offending key is one the sweep varies
-        (a bad `calib.n` in the list), the jobs run and each reports for itself, without a parent run."""
+        Every job's config is composed first (as Hydra's sweeper does before launching any), and the
+        first job is prepared (no weights load). A config that does not compose, or a first job that
+        fails for a reason every job shares (the model, the store, the data: a key the sweep does not
+        vary), stops the sweep with `SweepCannotRun` before any run exists; when the offending key is
+        one the sweep varies (`calib.n=-1,8`), the jobs run and each reports for itself, without a
+        parent run. When every job has a finished run already, `NothingToDo` says so instead."""
         from .errors import QexpError
+        from .spec import prepare
         from .tracking import TAGS, Store, redact, source_tags
 
         try:
-            _check_first_job(config)
+            jobs = [_compose_job(config, overrides) for overrides in _job_overrides(config)]
+        except QexpError as err:  # Hydra checks every job's config before the first starts: so does qexp
+            raise SweepCannotRun(str(err)) from None
+        try:
+            prepare(jobs[0], pinned=jobs[0].device)  # the job's own process will be pinned to its device
         except QexpError as err:
             if _per_job(str(err), config):
                 return None  # another job's values may be fine: each job reports for itself
@@ -192,6 +202,8 @@ class Sweep:
             store = Store.open(config.tracking.uri, config.tracking.experiment)
         except QexpError as err:
             raise SweepCannotRun(str(err)) from None
+        if not config.force:
+            _say_if_all_finished(jobs, store)
         store.wait_out_outages(config.tracking.outage_seconds)  # the parent and its report outlast a restart
         sweep = sweep_id(config.hydra.sweep.dir)
         tags = {**source_tags(), TAGS.ROLE: "sweep", TAGS.SWEEP_ID: sweep, TAGS.MODEL: str(config.model.name),
@@ -239,30 +251,66 @@ class Sweep:
         return summary_text(report).splitlines() + [f"- {line}" for line in report.recommendations]
 
 
-def _check_first_job(config: DictConfig) -> None:
-    """Prepare the sweep's first job as its launcher will compose it (reads files, loads no weights):
-    a config every job shares that is wrong stops the sweep before any run is created."""
+def _job_overrides(config: DictConfig) -> list[list[str]]:
+    """Each job's overrides, in the order Hydra's basic sweeper launches them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return [job for batch in BasicSweeper.split_arguments(_parsed_overrides(config), None) for job in batch]
+
+
+def _compose_job(config: DictConfig, overrides: list[str]) -> DictConfig:
+    """The job's config as its launcher will compose it (`hydra` node dropped)."""
     from hydra.core.global_hydra import GlobalHydra
 
     from .schema import composition_error
-    from .spec import prepare
 
-    first = []
-    for override in _parsed_overrides(config):
-        value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() else None
-        first.append(f"{override.get_key_element()}={value}" if value is not None else override.input_line)
     try:
-        job = GlobalHydra.instance().config_loader().load_sweep_config(config, first)
+        job = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
     except Exception as err:
         raise composition_error(err) from None
     job = OmegaConf.masked_copy(job, [key for key in job if key != "hydra"])
     with open_dict(job):
         job.paths.output_dir = str(config.hydra.sweep.dir)
-    prepare(job, pinned=job.device)  # the job's own process will be pinned to its device
+    return job
+
+
+def _say_if_all_finished(jobs: list[DictConfig], store) -> None:
+    """`NothingToDo` when every job of the sweep has a finished run with its config hash: the sweep
+    would only skip them and log the same report again on a new parent run. Preparing a job reads
+    files and loads no weights."""
+    from .errors import QexpError
+    from .spec import prepare
+    from .tracking import TAGS
+
+    finished = []
+    for job in jobs:
+        try:
+            spec = prepare(job, pinned=job.device)
+        except QexpError:
+            return  # this job reports for itself when it runs
+        found = store.find_runs({TAGS.CONFIG_HASH: spec.config_hash})
+        if not found:
+            return
+        finished.append((spec.run_name, found[0]))
+    parents = {run.data.tags.get(TAGS.PARENT) for _, run in finished} - {None}
+    lines = [f"qexp sweep: nothing to do: all {len(finished)} jobs have a finished run with their config hash "
+             "(force=true runs them again)"]
+    runs = {run.info.run_id: (name, sum(r.info.run_id == run.info.run_id for _, r in finished))
+            for name, run in finished}  # data-free methods: one run for every calib.n
+    lines += [f"  {name:<14} run {run_id}" + (f" ({count} jobs)" if count > 1 else "")
+              for run_id, (name, count) in runs.items()]
+    latest = max(parents, key=lambda run_id: store.client.get_run(run_id).info.start_time) if parents else None
+    where = f"  (the sweep's report is on parent run {latest})" if latest else ""
+    lines.append(f"Browse the runs: {store.ui_url()}{where}")
+    raise NothingToDo("\n".join(lines))
 
 
 class SweepCannotRun(Exception):
     """The sweep's first job cannot run, for a reason every job shares."""
+
+
+class NothingToDo(Exception):
+    """Every job of the sweep has a finished run."""
 
 
 def _per_job(message: str, config: DictConfig) -> bool:

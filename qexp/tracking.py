@@ -99,11 +99,11 @@ def check_uri(uri: Any) -> None:
         path = uri[len("sqlite:///"):]
         if not uri.startswith("sqlite:///") or not path:
             raise config_error("tracking.uri", uri, "A SQLite URI needs a file path", fix)
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise config_error("tracking.uri", uri, f"Cannot create the store's folder ({err.strerror})",
-                               "Choose a writable location.") from None
+        folder = Path(path).parent  # created when a run is logged: checking a config leaves no folder behind
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise config_error("tracking.uri", uri, f"Cannot create the store's folder ({existing} is not a "
+                               "writable folder)", "Choose a writable location.")
 
 
 def redact(text: str) -> str:
@@ -247,6 +247,8 @@ class Store:
         # own "View run" lines would cost a request at every run's end and crowd the terminal.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        if create and uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(tracking_uri=uri)
         try:
             found = client.get_experiment_by_name(experiment)

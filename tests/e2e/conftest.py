@@ -90,12 +90,22 @@ def run_sweep(args: list[str], root: Path, cache_dir: Path) -> Sweep:
 
 
 def assert_second_pass_redoes_nothing(sweep: Sweep, args: list[str], cache_dir: Path, jobs: int) -> None:
-    """The same command again: every job skipped, no new run, nothing quantized or evaluated."""
-    before = {r.info.run_id for r in sweep.runs().values()}
+    """The same command again: it says every job is finished and points at the report, starts no job
+    and creates no run (not even a parent run with the same report)."""
+    client = sweep.client()
+    experiment = client.get_experiment_by_name("qexp").experiment_id
+    before = {r.info.run_id for r in client.search_runs([experiment])}
+    parents = {r.info.run_id for r in client.search_runs([experiment], "tags.`qexp.role` = 'sweep'")}
+    folders = set(sweep.root.glob("multirun/*/*"))
     proc = qexp_cli(*args, cwd=sweep.root, cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert {r.info.run_id for r in sweep.runs().values()} == before
-    assert proc.stdout.count("SKIPPED") == jobs
+    assert {r.info.run_id for r in client.search_runs([experiment])} == before
+    assert f"qexp sweep: nothing to do: all {jobs} jobs have a finished run with their config hash" in proc.stdout
+    assert sum(int(line.split("(")[1].split()[0]) if line.endswith(" jobs)") else 1
+               for line in proc.stdout.splitlines() if "  run " in line) == jobs
+    parent = proc.stdout.split("(the sweep's report is on parent run ", 1)[1].split(")", 1)[0]
+    assert parent in parents
+    assert set(sweep.root.glob("multirun/*/*")) == folders  # no job folder: no job started
     log = proc.stdout + proc.stderr
     assert "quantizing" not in log and "evaluating" not in log  # the cost is bookkeeping only
 

@@ -20,6 +20,8 @@ pytestmark = pytest.mark.e2e
      "<quant.group_size=96>", 1),
     (["model=tiny", "quant=int3"], "Could not find 'quant/int3'", 2),
     (["model=tiny", "eval=fixtures", "calib.n=abc"], "<calib.n='abc'>", 2),
+    # a value of the wrong type anywhere in a sweep: Hydra checks every job's types before the first starts
+    (["-m", "model=tiny", "eval=fixtures", "quant=gptq", "calib.n=8,abc"], "<calib.n='abc'>", 2),
     (["-m", "model=tiny", "eval=fixtures", "quant=gptq,awq", "calib.nn=5"], "<calib.nn=", 2),
     (["model=tiny", "eval=fixtures", "calib.source=file", "calib.path=/etc/hostname"], "not a JSON array", 2),
 ])
@@ -57,8 +59,7 @@ def test_a_sweep_every_job_of_which_would_fail_stops_at_its_first_job(tmp_path, 
     assert len(errors) == 1 and "<model.path='/nonexistent/model'>" in errors[0]
     assert "no job was started" in errors[0]
     assert not list(tmp_path.glob("multirun/*/*/*/qexp_outcome.json"))  # no job ran
-    db = tmp_path / "mlruns" / "mlflow.db"
-    assert not db.exists()  # not even the parent run
+    assert not (tmp_path / "mlruns").exists()  # not even the parent run, nor the store's folder
 
 
 def test_a_value_only_some_jobs_have_fails_only_those_jobs(tmp_path, cache_dir):
