@@ -116,9 +116,12 @@ class _RunArtifacts:
     results: dict  # lm-eval's results.json (for group_subtasks)
 
 
-def _read_artifacts(store: Store, run_id: str, folder: Path) -> _RunArtifacts:
-    """A FINISHED run's identity and samples, parsed once and cached: finished runs do not change."""
-    cache = default_cache_dir() / "compare" / digest(store.uri) / f"{run_id}.pkl"
+def _read_artifacts(store: Store, run, folder: Path) -> _RunArtifacts:
+    """A FINISHED run's identity and samples, parsed once and cached. The entry is keyed by the run's
+    end time and metrics too: a run whose evaluation was logged again, or that ended again, is read anew."""
+    run_id = run.info.run_id
+    version = digest([run.info.end_time, run.data.metrics])
+    cache = default_cache_dir() / "compare" / digest(store.uri) / f"{run_id}.{version}.pkl"
     if cache.is_file():
         try:
             return pd.read_pickle(cache)
@@ -243,12 +246,13 @@ def load_study(
     perplexity = [t for t in requested if f"{t}/word_perplexity" in frame]
     tasks = [t for t in requested if t not in perplexity]
     docs, groups, settings = {}, {}, {}
+    runs = {run.info.run_id: run for _, run in chosen}
     with tempfile.TemporaryDirectory() as tmp:
         for label, run_id in frame["run_id"].items():
             if pd.isna(frame.loc[label, "eval_hash"]):
                 notes.append(f"{label}: no {TAGS.EVAL_HASH} tag (logged by an older qexp); "
                              "whether its evaluation settings match the others' is not checked")
-            artifacts = _read_artifacts(store, run_id, Path(tmp) / run_id)
+            artifacts = _read_artifacts(store, runs[run_id], Path(tmp) / run_id)
             if artifacts.identity is not None:
                 settings[label] = settings_of(artifacts.identity)
             if not with_docs:

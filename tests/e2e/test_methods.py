@@ -94,3 +94,22 @@ def test_report_compares_every_method_at_each_calibration_size(methods, cache_di
 
 def test_second_pass_redoes_nothing(methods, cache_dir):
     assert_second_pass_redoes_nothing(methods, METHODS, cache_dir, jobs=8)
+
+
+def test_a_sweep_with_jobs_left_runs_only_those_and_its_report_names_the_reused_baseline(methods, cache_dir):
+    before = methods.runs()
+    assert METHODS[2] == "calib.n=8,16"
+    args = ["-m", "quant=rtn,gptq", "calib.n=8", *METHODS[3:]]  # rtn is finished, gptq-8 is not
+    proc = qexp_cli(*args, cwd=methods.root, cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "rtn: skipped (data-free: calib.n=" in output and "baseline evaluating" not in output
+    assert "No finished baseline" not in output
+    after = methods.runs()
+    assert set(after) - set(before) == {"gptq-8"}
+    client = methods.client()
+    parents = client.search_runs([after["gptq-8"].info.experiment_id], "tags.`qexp.role` = 'sweep'",
+                                 order_by=["attributes.start_time DESC"])
+    members = json.loads(methods.artifact(parents[0], "report/members.json").read_text())
+    assert members == {"Baseline": before["baseline"].info.run_id, "RTN": before["rtn"].info.run_id,
+                       "GPTQ-8": after["gptq-8"].info.run_id}

@@ -211,16 +211,16 @@ def test_a_data_free_run_is_compared_with_every_method_at_every_calibration_size
 
 def test_cli_options_metric_model_sweep_and_output_and_a_warm_report_equals_the_cold_one(store, tmp_path, capsys):
     from qexp.compare.__main__ import main
-    from qexp.files import default_cache_dir
+    from qexp.files import default_cache_dir, digest
 
     def report(*args) -> tuple[int, str, str]:
         code = main(["--tracking-uri", store, *args])
         out = capsys.readouterr()
         return code, out.out, out.err
 
+    entries = default_cache_dir() / "compare" / digest(store)  # this store's
     code, cold, _ = report("--format", "json")
-    cached = list((default_cache_dir() / "compare").rglob("*.pkl"))
-    assert code == 0 and len(cached) == 3  # one parsed-samples entry per run
+    assert code == 0 and len(list(entries.glob("*.pkl"))) == 3  # one parsed-samples entry per run
     assert report("--format", "json")[1] == cold  # warm: read from the cache, the same report
 
     data = json.loads(report("--format", "json", "--metric", "acc_norm", "--metric", "mmlu=acc")[1])
@@ -237,3 +237,60 @@ def test_cli_options_metric_model_sweep_and_output_and_a_warm_report_equals_the_
     code, out, err = report("--format", "markdown", "-o", str(tmp_path / "report.md"))
     assert code == 0 and out == "" and f"wrote {tmp_path / 'report.md'}" in err
     assert (tmp_path / "report.md").read_text().startswith("# Quantization study")
+
+    # a finished run whose evaluation is logged again is read anew, not from its earlier cache entry
+    client = MlflowClient(store)
+    (gptq,) = client.search_runs([client.get_experiment_by_name("qexp").experiment_id], "tags.`qexp.quant` = 'gptq'")
+    client.log_text(gptq.info.run_id, "".join(json.dumps(d) + "\n" for d in _docs([1] * 200, "hellaswag")),
+                    "lm_eval/samples/hellaswag.jsonl")
+    client.log_metric(gptq.info.run_id, "hellaswag/acc", 1.0)
+    changed = json.loads(report("--format", "json")[1])
+    (delta,) = [c["delta"] for c in changed["comparisons"]
+                if c["table"] == "vs_baseline" and c["a"] == "GPTQ-215" and c["task"] == "hellaswag"]
+    assert delta == pytest.approx(0.25)  # 100% now against the baseline's 75% (it was -20 points)
+    assert len(list(entries.glob("*.pkl"))) == 4
+
+
+def test_a_generative_task_is_scored_and_paired_by_the_metric_and_filter_asked_for(tmp_path, capsys):
+    """lm-eval writes a record per document and filter for a generative task (gsm8k: strict-match and
+    flexible-extract); `--metric gsm8k=exact_match,<filter>` reports and pairs that filter's records."""
+    from scipy.stats import binomtest
+
+    from qexp.compare.__main__ import main
+
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = _experiment(client)
+    # 40 documents: under strict-match GPTQ loses 10 the baseline got right; under flexible-extract nothing changes
+    correct = {"none": {"strict-match": [1] * 30 + [0] * 10, "flexible-extract": [1] * 30 + [0] * 10},
+               "gptq": {"strict-match": [1] * 20 + [0] * 20, "flexible-extract": [1] * 30 + [0] * 10}}
+    for quant, n in (("none", 0), ("gptq", 215)):
+        evaluation = {"tasks": ["gsm8k"], "num_fewshot": 0, "limit": 40, "seed": 0, "data": {}, "own_data": {}}
+        run_id = client.create_run(experiment_id, run_name=quant, tags={
+            "qexp.quant": quant, "qexp.calib_n": str(n), "qexp.model": "m", "qexp.eval_data": "local",
+            "qexp.config_hash": f"{quant}{n}", "qexp.eval_hash": "e", "qexp.sweep_id": "s1"}).info.run_id
+        client.log_param(run_id, "eval.tasks", json.dumps(["gsm8k"]))
+        records = []
+        for filter_, values in correct[quant].items():
+            client.log_metric(run_id, f"gsm8k/exact_match/{filter_}", float(np.mean(values)))
+            records += [{"doc_id": i, "doc_hash": f"g{i}", "filter": filter_, "exact_match": float(v)}
+                        for i, v in enumerate(values)]
+        client.log_text(run_id, json.dumps({"model": {"hub": "m", "dtype": "float32"}, "eval": evaluation,
+                                            "versions": VERSIONS}),
+                        "identity.json")
+        client.log_text(run_id, json.dumps({"group_subtasks": {}}), "lm_eval/results.json")
+        client.log_text(run_id, "".join(json.dumps(r) + "\n" for r in records), "lm_eval/samples/gsm8k.jsonl")
+        client.set_terminated(run_id, "FINISHED")
+
+    def report(filter_: str) -> dict:
+        assert main(["--tracking-uri", uri, "--format", "json", "--metric", f"gsm8k=exact_match,{filter_}"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    strict, flexible = report("strict-match"), report("flexible-extract")
+    assert strict["metric"] == {"gsm8k": "exact_match,strict-match"}
+    assert {r["label"]: r["scores"]["gsm8k"] for r in strict["runs"]} == {"Baseline": 0.75, "GPTQ-215": 0.5}
+    assert {r["label"]: r["scores"]["gsm8k"] for r in flexible["runs"]} == {"Baseline": 0.75, "GPTQ-215": 0.75}
+    (lost,) = [c for c in strict["comparisons"] if c["table"] == "vs_baseline" and c["task"] == "gsm8k"]
+    (same,) = [c for c in flexible["comparisons"] if c["table"] == "vs_baseline" and c["task"] == "gsm8k"]
+    assert lost["delta"] == pytest.approx(-0.25) and lost["p_value"] == pytest.approx(binomtest(0, 10, 0.5).pvalue)
+    assert same["delta"] == 0 and same["p_value"] == 1.0
