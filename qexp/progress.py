@@ -8,8 +8,9 @@ the terminal with verbose=true) and become one line per job:
 
 - on a terminal, one line redrawn in place (tqdm's own meter and status printer): the phase, its
   percentage, the library's current step, the time spent and the time left;
-- elsewhere (CI, SLURM logs, `| tee`), a plain log line each time another 5% is done, or 30 s
-  after the last one when there was progress: no control characters.
+- elsewhere (CI, SLURM logs, `| tee`), a plain log line when another 5% is done and 10 s have
+  passed since the last one, or 30 s have passed with progress: no control characters, nothing
+  for a phase of a few seconds.
 
 A phase's percentage comes from the bars that count its work: the calibration subgraphs while
 quantizing, the requests while evaluating. Other bars (loading shards, preparing caches) show as
@@ -32,8 +33,9 @@ log = logging.getLogger("qexp")
 
 __all__ = ["phase", "PhaseProgress"]
 
-STEP = 0.05            # a plain line each time another 5% of the phase is done
-PLAIN_SECONDS = 30.0   # or this long after the last one, when there was progress
+STEP = 0.05            # a plain line when another 5% of the phase is done,
+GAP_SECONDS = 10.0     # and this long after the last line (a phase of seconds needs none)
+PLAIN_SECONDS = 30.0   # or this long after the last line, when there was progress
 REDRAW_SECONDS = 0.1   # on a terminal, at most this often
 
 _SUBGRAPH = re.compile(r"^\((\d+)/(\d+)\): \w+")  # llm-compressor: "(3/8): Calibrating"
@@ -100,8 +102,9 @@ class PhaseProgress:
                 self._shown_at = now
             return
         step = int(self.fraction / STEP)
-        waited = now - max(self._shown_at, self.started) >= PLAIN_SECONDS
-        if step > self._shown_step or (waited and self.fraction > self._shown_fraction):
+        waited = now - max(self._shown_at, self.started)
+        if (step > self._shown_step and waited >= GAP_SECONDS) or (
+                waited >= PLAIN_SECONDS and self.fraction > self._shown_fraction):
             log.info("%s", self.line())
             self._shown_at, self._shown_step, self._shown_fraction = now, step, self.fraction
 

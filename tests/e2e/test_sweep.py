@@ -50,7 +50,8 @@ def test_the_terminal_shows_qexps_lines_and_the_report_not_the_libraries(sweep):
                   "monitoring system metrics", "Creating initial MLflow database tables", "Running upgrade",
                   "finished {", "is_fx_tracing", "Writing model shards:", "it/s]"):
         assert noise not in output
-    # Not a terminal: progress as plain lines, at most one per job, phase and counted bar per 5%, no control characters
+    # Not a terminal: no control characters; progress as plain lines, at most one per job, phase and counted
+    # bar per 5% (and none at all for a phase of seconds: tests/unit/test_progress.py)
     assert not any(ch in output for ch in "\r\x1b")
     bars = {}
     for line in sweep.proc.stdout.splitlines():
@@ -58,8 +59,6 @@ def test_the_terminal_shows_qexps_lines_and_the_report_not_the_libraries(sweep):
             counted = line.rsplit(": ", 1)[-1].rsplit(" ", 1)[0]  # "(2/3): Calibrating" or "Running ... requests"
             key = (found[1], found[2], counted if found[2] == "evaluating" else "")
             bars.setdefault(key, []).append(int(found[3]))
-    assert {job for job, phase, _ in bars if phase == "quantizing"} == {"gptq-8", "gptq-16", "awq-8", "awq-16"}
-    assert {job for job, phase, _ in bars if phase == "evaluating"} >= {"baseline", "gptq-8", "awq-16"}
     for percents in bars.values():
         assert percents == sorted(percents) and len({p // 5 for p in percents}) == len(percents), bars
     progress = [line for line in sweep.proc.stdout.splitlines() if line.startswith("qexp sweep: job ")]

@@ -6,6 +6,7 @@ import io
 import logging
 import re
 
+import pytest
 from tqdm import tqdm
 
 from qexp import progress
@@ -36,7 +37,21 @@ def _plain_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "qexp"]
 
 
-def test_quantizing_counts_subgraphs_and_never_goes_back(caplog):
+@pytest.fixture
+def no_gap(monkeypatch):
+    """Plain lines as often as every 5% (the real gap, 10 s, would leave these fast bars silent)."""
+    monkeypatch.setattr(progress, "GAP_SECONDS", 0.0)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_quantizing_counts_subgraphs_and_never_goes_back(caplog, no_gap):
     caplog.set_level(logging.INFO, logger="qexp")
     libraries = io.StringIO()
     with progress.phase("gptq-8", "quantizing", "subgraphs", stream=io.StringIO()) as live:
@@ -51,7 +66,7 @@ def test_quantizing_counts_subgraphs_and_never_goes_back(caplog):
     assert "(4/4): Propagating: 100%" in libraries.getvalue()  # the libraries' own bars still write where they did
 
 
-def test_plain_lines_have_no_control_characters_and_say_the_time_left(caplog):
+def test_plain_lines_have_no_control_characters_and_say_the_time_left(caplog, no_gap):
     caplog.set_level(logging.INFO, logger="qexp")
     with progress.phase("awq-16", "evaluating", "requests", stream=io.StringIO()):
         _requests("Running loglikelihood requests", 400, io.StringIO())
@@ -63,7 +78,7 @@ def test_plain_lines_have_no_control_characters_and_say_the_time_left(caplog):
     assert lines[-1] == lines[-1].split(",")[0] + ", 0 s so far: Running loglikelihood requests 400/400"
 
 
-def test_a_new_request_type_starts_its_own_count(caplog):
+def test_a_new_request_type_starts_its_own_count(caplog, no_gap):
     caplog.set_level(logging.INFO, logger="qexp")
     with progress.phase("rtn", "evaluating", "requests", stream=io.StringIO()) as live:
         _requests("Running loglikelihood requests", 40, io.StringIO())
@@ -113,3 +128,33 @@ def test_disabled_bars_and_verbose_mode_report_nothing(caplog):
 
 def test_clock():
     assert [progress._clock(s) for s in (0.4, 59, 65, 3600 + 7 * 60 + 3)] == ["0 s", "59 s", "1 min 05 s", "1 h 07 min"]
+
+
+def test_plain_lines_keep_their_distance_and_a_slow_phase_still_says_it_is_alive(caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="qexp")
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(tqdm, "update", tqdm.update)  # restored after the phase either way
+
+    def requests(total: int, seconds_each: float) -> list[float]:
+        caplog.clear()
+        shown = []
+        with progress.phase("gptq-8", "evaluating", "requests", stream=io.StringIO()):
+            bar = tqdm(total=total, desc="Running loglikelihood requests", file=io.StringIO(), mininterval=0)
+            for _ in range(total):
+                clock.now += seconds_each
+                before = len(caplog.records)
+                bar.update(1)
+                if len(caplog.records) > before:
+                    shown.append(clock.now)
+            bar.close()
+        return shown
+
+    fast = requests(100, 0.05)  # 5 s in all: a phase of seconds prints nothing
+    assert fast == []
+    steady = requests(400, 0.1)  # 40 s: one line per 10 s at most, each 5% further on
+    gaps = [b - a for a, b in zip(steady, steady[1:])]
+    assert 3 <= len(steady) <= 4 and all(gap >= progress.GAP_SECONDS - 1e-9 for gap in gaps)
+    slow = requests(200, 12.0)  # 40 min, 0.5% per request: never 30 s without a line (12 s per request)
+    gaps = [b - a for a, b in zip(slow, slow[1:])]
+    assert len(slow) > 50 and all(progress.GAP_SECONDS <= gap <= progress.PLAIN_SECONDS + 12 for gap in gaps)
