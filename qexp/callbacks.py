@@ -218,7 +218,7 @@ class Sweep:
         status = "FINISHED" if all(o.ok for o in outcomes) else "FAILED"
         lines = []
         try:
-            lines += self._log_report()
+            lines += self._log_report([o.run_id for o in outcomes if o.status == "SKIPPED" and o.run_id])
         except Exception as err:  # the report must not keep the parent RUNNING
             self.run.log_text(f"{type(err).__name__}: {err}\n", "report/error.txt")
             lines.append(f"qexp: no report for this sweep ({type(err).__name__}: {err})")
@@ -226,13 +226,14 @@ class Sweep:
             self.end(status)
         return lines + [f"Browse the runs: {self.store.ui_url()}  (parent run {self.run.run_id})"]
 
-    def _log_report(self) -> list[str]:
+    def _log_report(self, skipped: list[str]) -> list[str]:
+        """The report of the sweep's runs, with the runs earlier sweeps finished for the jobs it skipped."""
         from .compare import build_report, load_study, render, to_json
         from .compare.plots import save_plots
         from .compare.report import summary_text
         from .tracking import TAGS
 
-        study = load_study(self.store.uri, self.store.experiment, sweep_id=self.sweep,
+        study = load_study(self.store.uri, self.store.experiment, sweep_id=self.sweep, include_runs=skipped,
                            outage_seconds=self.store.outage_seconds)
         report = build_report(study)
         self.run.log_text(render(report, "markdown"), "report/report.md")
@@ -299,7 +300,7 @@ def _say_if_all_finished(jobs: list[DictConfig], store) -> None:
             for name, run in finished}  # data-free methods: one run for every calib.n
     lines += [f"  {name:<14} run {run_id}" + (f" ({count} jobs)" if count > 1 else "")
               for run_id, (name, count) in runs.items()]
-    latest = max(parents, key=lambda run_id: store.client.get_run(run_id).info.start_time) if parents else None
+    latest = max(parents, key=lambda run_id: store.get_run(run_id).info.start_time) if parents else None
     where = f"  (the sweep's report is on parent run {latest})" if latest else ""
     lines.append(f"Browse the runs: {store.ui_url()}{where}")
     raise NothingToDo("\n".join(lines))

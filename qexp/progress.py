@@ -6,7 +6,7 @@ n of total). Both count with tqdm. While a phase runs, each tqdm bar's updates a
 qexp (the bars themselves still go where the libraries' output goes: the job's libraries.log, or
 the terminal with verbose=true) and become one line per job:
 
-- on a terminal, one line redrawn in place (tqdm's own meter and status printer): the phase, its
+- on a terminal, one line redrawn in place (by tqdm's status printer): the phase, its
   percentage, the library's current step, the time spent and the time left;
 - elsewhere (CI, SLURM logs, `| tee`), a plain log line when another 5% is done and 10 s have
   passed since the last one, or 30 s have passed with progress: no control characters, nothing

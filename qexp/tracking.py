@@ -288,13 +288,24 @@ class Store:
         return self.client.search_runs([self.experiment_id], " and ".join(clauses),
                                        order_by=["attributes.start_time DESC"], max_results=5000)
 
-    def study_runs(self, sweep_id: str | None = None) -> list:
-        """The FINISHED qexp runs (of one sweep, plus every baseline, which may come from an earlier sweep)."""
+    def get_run(self, run_id: str):
+        return self.client.get_run(run_id)
+
+    def study_runs(self, sweep_id: str | None = None, include: Iterable[str] = ()) -> list:
+        """The FINISHED qexp runs (of one sweep, plus every baseline, which may come from an earlier sweep,
+        plus the runs `include` names: those an earlier sweep finished for jobs this one skipped)."""
         qexp_run = [f"tags.`{TAGS.QUANT}` != ''"]
         if not sweep_id:
             return self.find_runs(where=qexp_run)
-        return (self.find_runs({TAGS.SWEEP_ID: sweep_id}, where=qexp_run)
-                + self.find_runs({TAGS.QUANT: "none"}, where=[f"tags.`{TAGS.SWEEP_ID}` != '{sweep_id}'"]))
+        found = (self.find_runs({TAGS.SWEEP_ID: sweep_id}, where=qexp_run)
+                 + self.find_runs({TAGS.QUANT: "none"}, where=[f"tags.`{TAGS.SWEEP_ID}` != '{sweep_id}'"]))
+        seen = {run.info.run_id for run in found}
+        for run_id in dict.fromkeys(include):
+            if run_id not in seen:
+                run = self.get_run(run_id)
+                if run.info.status == "FINISHED" and run.info.lifecycle_stage == "active":
+                    found.append(run)
+        return found
 
     def start_run(self, name: str, tags: dict[str, str]) -> Run:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,19 +221,21 @@ def load_study(
     *,
     model: str | None = None,
     sweep_id: str | None = None,
+    include_runs: Iterable[str] = (),
     with_docs: bool = True,
     outage_seconds: float = 0,
 ) -> Study:
     """Query MLflow for the FINISHED qexp runs of one model; the newest run wins per label.
 
     The store and experiment default to the composed config's (`tracking.uri`, `tracking.experiment`).
+    With `sweep_id`, the runs of that sweep, any baseline, and the runs named in `include_runs`.
     `outage_seconds`: how long to wait for a store that stops answering part way (the sweep's report).
     """
     defaults = tracking_defaults() if tracking_uri is None or experiment is None else None
     store = Store.open(tracking_uri or defaults.uri, experiment or defaults.experiment, create=False)
     store.wait_out_outages(outage_seconds)
     notes: list[str] = []
-    chosen, repeats = _choose(store.study_runs(sweep_id), model, notes)
+    chosen, repeats = _choose(store.study_runs(sweep_id, include_runs), model, notes)
     if not chosen:
         raise QexpError(f"No finished qexp runs in <tracking.experiment={store.experiment!r}> at "
                         f"<tracking.uri={redact(store.uri)!r}>" + (f" for <model={model!r}>" if model else "")
