@@ -74,8 +74,10 @@ class PhaseProgress:
             if not found:
                 return None
             index, count = int(found[1]), int(found[2])
-            # a subgraph's propagation pass counts its batches again: never go back
-            return max(self.fraction, (index - 1 + done) / count)
+            # A subgraph's calibration batches count as half its work; the modifiers' work once they
+            # are through (GPTQ's solve, AWQ's grid search) is the other half, done when the next
+            # subgraph starts. Its propagation pass counts the batches again: never go back.
+            return max(self.fraction, (index - 1 + done / 2) / count)
         if not desc.startswith("Running "):  # lm-eval: "Running loglikelihood requests"
             return None
         if desc != self._counting:  # the next request type (held-out perplexity after the tasks) starts over

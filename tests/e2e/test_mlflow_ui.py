@@ -65,7 +65,7 @@ def _tags(run: dict) -> dict[str, str]:
 def test_ui_serves_the_sweep_as_one_parent_with_its_report(server, sweep):
     experiment, by_name = _search(server)
     assert {t["key"]: t["value"] for t in experiment["tags"]}["mlflow.experimentKind"] == "custom_model_development"
-    # the fixture's sweep: other tests may run it again in the same folder (a second parent, no new job)
+    # the fixture's sweep (running it again in the same folder adds no parent: nothing to do)
     sweep_id = _tags(by_name["baseline"])["qexp.sweep_id"]
     parents = [r for r in _search_all(server)[1] if _tags(r).get("qexp.role") == "sweep"
                and _tags(r).get("qexp.sweep_id") == sweep_id]

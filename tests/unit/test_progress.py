@@ -59,9 +59,10 @@ def test_quantizing_counts_subgraphs_and_never_goes_back(caplog, no_gap):
             pass
         assert live.fraction == 0 and live.step == "Preparing cache 8/8"  # not a counting bar
         _calibrate(subgraphs=4, batches=5, sink=libraries)
-        assert live.fraction == 1.0
+        # the last subgraph's batches are through; its quantization is not (the phase is not over)
+        assert live.fraction == (3 + 0.5) / 4
     percents = [int(m[1]) for m in (re.match(r"gptq-8 quantizing +(\d+)%", line) for line in _plain_lines(caplog))]
-    assert percents == sorted(percents) and percents[-1] == 100
+    assert percents == sorted(percents) and 85 <= percents[-1] <= 88
     assert len({p // 5 for p in percents}) == len(percents) >= 10  # at most one line per 5%
     assert "(4/4): Propagating: 100%" in libraries.getvalue()  # the libraries' own bars still write where they did
 
@@ -98,8 +99,8 @@ def test_on_a_terminal_one_line_is_redrawn_in_place_then_cleared(caplog, monkeyp
     drawn = terminal.getvalue()
     assert "\n" not in drawn and drawn.endswith("\r")
     frames = [frame.rstrip() for frame in drawn.split("\r") if frame.strip()]
-    assert frames[0].startswith("gptq-8 quantizing  17%") and "(1/2): Calibrating 1/3" in frames[0]
-    assert frames[-1].startswith("gptq-8 quantizing 100%")
+    assert frames[0].startswith("gptq-8 quantizing   8%") and "(1/2): Calibrating 1/3" in frames[0]
+    assert frames[-1].startswith("gptq-8 quantizing  75%") and "(2/2): Propagating 3/3" in frames[-1]
     assert _plain_lines(caplog) == []  # a terminal gets the redrawn line, not log lines
 
 
