@@ -125,13 +125,9 @@ def _parsed_overrides(config: DictConfig) -> list:
 
 
 def _job_count(config: DictConfig) -> int | None:
-    """How many jobs the sweep runs: the product of each swept key's number of values."""
+    """How many jobs the sweep runs."""
     try:
-        total = 1
-        for override in _parsed_overrides(config):
-            if override.is_sweep_override():
-                total *= len(list(override.sweep_string_iterator()))
-        return total
+        return len(_job_overrides(config))
     except Exception:  # a sweep Hydra can run but this cannot count: say so rather than guess
         return None
 
@@ -193,7 +189,7 @@ class Sweep:
         except QexpError as err:  # Hydra checks every job's config before the first starts: so does qexp
             raise SweepCannotRun(str(err)) from None
         try:
-            prepare(jobs[0], pinned=jobs[0].device)  # the job's own process will be pinned to its device
+            first = prepare(jobs[0], pinned=jobs[0].device)  # the job's own process will be pinned to its device
         except QexpError as err:
             if _per_job(str(err), config):
                 return None  # another job's values may be fine: each job reports for itself
@@ -203,7 +199,7 @@ class Sweep:
         except QexpError as err:
             raise SweepCannotRun(str(err)) from None
         if not config.force:
-            _say_if_all_finished(jobs, store)
+            _say_if_all_finished(first, jobs[1:], store)
         store.wait_out_outages(config.tracking.outage_seconds)  # the parent and its report outlast a restart
         sweep = sweep_id(config.hydra.sweep.dir)
         tags = {**source_tags(), TAGS.ROLE: "sweep", TAGS.SWEEP_ID: sweep, TAGS.MODEL: str(config.model.name),
@@ -275,18 +271,20 @@ def _compose_job(config: DictConfig, overrides: list[str]) -> DictConfig:
     return job
 
 
-def _say_if_all_finished(jobs: list[DictConfig], store) -> None:
-    """`NothingToDo` when every job of the sweep has a finished run with its config hash: the sweep
-    would only skip them and log the same report again on a new parent run. Preparing a job reads
-    files and loads no weights."""
+def _say_if_all_finished(first, others: list[DictConfig], store) -> None:
+    """`NothingToDo` when every job of the sweep (the prepared `first`, then the `others`) has a
+    finished run with its config hash: the sweep would only skip them and log the same report again
+    on a new parent run. Preparing a job reads files and loads no weights."""
+    from collections import Counter
+
     from .errors import QexpError
     from .spec import prepare
     from .tracking import TAGS
 
     finished = []
-    for job in jobs:
+    for job in [None, *others]:
         try:
-            spec = prepare(job, pinned=job.device)
+            spec = first if job is None else prepare(job, pinned=job.device)
         except QexpError:
             return  # this job reports for itself when it runs
         found = store.find_runs({TAGS.CONFIG_HASH: spec.config_hash})
@@ -296,10 +294,10 @@ def _say_if_all_finished(jobs: list[DictConfig], store) -> None:
     parents = {run.data.tags.get(TAGS.PARENT) for _, run in finished} - {None}
     lines = [f"qexp sweep: nothing to do: all {len(finished)} jobs have a finished run with their config hash "
              "(force=true runs them again)"]
-    runs = {run.info.run_id: (name, sum(r.info.run_id == run.info.run_id for _, r in finished))
-            for name, run in finished}  # data-free methods: one run for every calib.n
-    lines += [f"  {name:<14} run {run_id}" + (f" ({count} jobs)" if count > 1 else "")
-              for run_id, (name, count) in runs.items()]
+    jobs = Counter(run.info.run_id for _, run in finished)  # data-free methods: one run for every calib.n
+    names = {run.info.run_id: name for name, run in finished}
+    lines += [f"  {names[run_id]:<14} run {run_id}" + (f" ({count} jobs)" if count > 1 else "")
+              for run_id, count in jobs.items()]
     latest = max(parents, key=lambda run_id: store.get_run(run_id).info.start_time) if parents else None
     where = f"  (the sweep's report is on parent run {latest})" if latest else ""
     lines.append(f"Browse the runs: {store.ui_url()}{where}")
