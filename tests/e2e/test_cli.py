@@ -20,8 +20,8 @@ pytestmark = pytest.mark.e2e
      "<quant.group_size=96>", 1),
     (["model=tiny", "quant=int3"], "Could not find 'quant/int3'", 2),
     (["model=tiny", "eval=fixtures", "calib.n=abc"], "<calib.n='abc'>", 2),
-    # a value of the wrong type anywhere in a sweep: Hydra checks every job's types before the first starts
-    (["-m", "model=tiny", "eval=fixtures", "quant=gptq", "calib.n=8,abc"], "<calib.n='abc'>", 2),
+    # every value of a swept key of the wrong type: no job can run
+    (["-m", "model=tiny", "eval=fixtures", "quant=gptq", "calib.n=x,abc"], "<calib.n='x'>", 2),
     (["-m", "model=tiny", "eval=fixtures", "quant=gptq,awq", "calib.nn=5"], "<calib.nn=", 2),
     (["model=tiny", "eval=fixtures", "calib.source=file", "calib.path=/etc/hostname"], "not a JSON array", 2),
 ])
@@ -62,14 +62,22 @@ def test_a_sweep_every_job_of_which_would_fail_stops_at_its_first_job(tmp_path, 
     assert not (tmp_path / "mlruns").exists()  # not even the parent run, nor the store's folder
 
 
-def test_a_value_only_some_jobs_have_fails_only_those_jobs(tmp_path, cache_dir):
-    proc = qexp_cli("-m", "quant=gptq", "calib.n=-1,8", "model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]",
+@pytest.mark.parametrize("values,expected", [
+    ("-1,8", "<calib.n=-1>"),  # the job is refused when it is prepared
+    ("abc,8", "<calib.n='abc'>"),  # its config does not compose: Hydra would refuse the whole sweep
+])
+def test_a_value_only_some_jobs_have_fails_only_those_jobs(values, expected, tmp_path, cache_dir):
+    proc = qexp_cli("-m", "quant=gptq", f"calib.n={values}", "model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]",
                     "model.max_seq_length=64", cwd=tmp_path, cache_dir=cache_dir)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output[-3000:]
-    assert "qexp sweep: 2 jobs, 1 ok, 1 failed" in output and "<calib.n=-1>" in output
+    assert "qexp sweep: 2 jobs, 1 ok, 1 failed" in output and "Traceback" not in output
+    failed = [line for line in output.splitlines() if line.lstrip().startswith("FAILED")]
+    assert len(failed) == 1 and expected in failed[0] and "Set calib.n to" in failed[0], failed
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert {r.info.run_name: r.info.status for r in runs} == {"baseline": "FINISHED", "gptq-8": "FINISHED"}
+    jobs = {r.info.run_name: r.info.status for r in runs if r.data.tags.get("qexp.role") != "sweep"}
+    assert jobs == {"baseline": "FINISHED", "gptq-8": "FINISHED"}
+    assert all(r.info.status != "RUNNING" for r in runs)
