@@ -14,10 +14,11 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from importlib import metadata
+from typing import Any, Callable, Iterable, Iterator
 
 __all__ = ["default_cache_dir", "digest", "file_sha256", "atomic_file", "write_atomic", "atomic_folder", "read_jsonl",
-           "jsonl_text", "write_jsonl"]
+           "jsonl_text", "write_jsonl", "cached_json", "library_versions"]
 
 
 def default_cache_dir() -> Path:
@@ -40,6 +41,23 @@ def file_sha256(path: Path) -> str:
     path = Path(path).resolve()
     stat = path.stat()
     return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
+    """`compute()`'s JSON value, kept at `path`: read when there, else computed and written
+    atomically (a cache that cannot be written costs the computation next time, nothing else).
+    The caller puts everything the value depends on into the file's name."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    value = compute()
+    with contextlib.suppress(OSError):
+        write_atomic(path, json.dumps(value))
+    return value
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    """Installed distributions' versions, read from their metadata (nothing is imported)."""
+    return {name: metadata.version(name) for name in names}
 
 
 @functools.lru_cache(maxsize=256)

@@ -12,11 +12,10 @@
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .files import digest
+from .files import digest, library_versions
 
 __all__ = [
     "BASELINE",
@@ -79,10 +78,6 @@ def run_label(method: str, calib_n: int | str) -> str:
     return f"{shown}-{calib_n}" if calibrated(method) else shown
 
 
-def _versions(names: tuple[str, ...]) -> dict[str, str]:
-    return {name: metadata.version(name) for name in names}
-
-
 def identity(*, model: dict, dtype: str, eval: dict, quant: dict | None = None, calib: dict | None = None) -> dict:
     """Everything that determines the result, and nothing that does not.
 
@@ -93,12 +88,12 @@ def identity(*, model: dict, dtype: str, eval: dict, quant: dict | None = None, 
     change numerics at most in the last float bits; all are logged as params; spec leaves
     offload_device out of `quant`).
     """
-    out: dict[str, Any] = {"model": {**model, "dtype": dtype}, "eval": eval, "versions": _versions(EVAL_LIBRARIES)}
+    out: dict[str, Any] = {"model": {**model, "dtype": dtype}, "eval": eval, "versions": library_versions(*EVAL_LIBRARIES)}
     if quant is not None:
         out["quant"] = quant
         if calib is not None:
             out["calib"] = calib
-        out["versions"].update(_versions(QUANT_LIBRARIES))
+        out["versions"].update(library_versions(*QUANT_LIBRARIES))
     return out
 
 

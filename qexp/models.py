@@ -27,6 +27,7 @@ __all__ = [
     "resolve_model",
     "model_fingerprint",
     "linear_input_widths",
+    "config_path",
     "build_tiny_qwen3",
     "build_byte_tokenizer",
     "build_smollm2",
@@ -237,7 +238,8 @@ def check_model_path(path: str, key: str = "model.path") -> None:
                            "PyPI) or model=tiny (random weights, seconds).")
 
 
-def _config_path(resolved: str) -> Path:
+def config_path(resolved: str) -> Path:
+    """The model's config.json: in its local folder, or the hub's (cached, or fetched when online)."""
     local = Path(resolved).expanduser()
     if (local / "config.json").is_file():
         return local / "config.json"
@@ -256,7 +258,7 @@ def linear_input_widths(resolved: str) -> dict[str, int]:
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(str(_config_path(resolved).parent))
+    config = AutoConfig.from_pretrained(str(config_path(resolved).parent))
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config)
     return {name: m.in_features for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}

@@ -2,7 +2,7 @@
 
 `build_recipe` turns a `quant` config into modifiers; `quantize` calibrates and saves a
 configuration's checkpoint, `complete_checkpoint` finds one an earlier attempt left;
-`check_scheme` and `quantized_widths` let validation refuse a config before any weights load.
+`check_scheme` and `widths_to_check` let validation refuse a config before any weights load.
 
 The methods, as llmcompressor 0.14 composes them: RTN and FP8 are a plain QuantizationModifier
 (no calibration data); GPTQ a GPTQModifier (symmetric `W4A16`); W8A8 SmoothQuant then GPTQ;
@@ -18,30 +18,54 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .calibration import Conversation, tokenize
 from .errors import config_error
-from .files import atomic_folder
+from .files import atomic_folder, cached_json, digest, library_versions
 
 __all__ = ["Checkpoint", "build_recipe", "check_scheme", "complete_checkpoint", "quantize", "quantized_widths",
-           "is_complete"]
+           "widths_to_check", "is_complete"]
 
 
-def check_scheme(scheme: str, group_size: int | None = None) -> None:
+def check_scheme(scheme: str, group_size: int | None, cache_dir: Path) -> None:
     """Refuse a scheme compressed-tensors does not know, or a group size for a scheme without
     groups, before anything loads."""
-    from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
-
-    if scheme.upper() not in PRESET_SCHEMES:
+    strategies = cached_json(cache_dir / "library" / f"compressed-tensors-{_version()}-schemes.json",
+                             _weight_strategies)
+    if scheme.upper() not in strategies:
         raise config_error("quant.scheme", scheme, "Unknown compressed-tensors scheme",
                            "Use a preset such as W4A16 (GPTQ, RTN, AutoRound), W4A16_ASYM (AWQ), W8A8 or FP8_DYNAMIC.")
-    weights = PRESET_SCHEMES[scheme.upper()].get("weights")
-    if group_size is not None and (weights is None or weights.strategy != "group"):
-        strategy = weights.strategy if weights is not None else "no weight quantization"
+    strategy = strategies[scheme.upper()]
+    if group_size is not None and strategy != "group":
+        strategy = strategy or "no weight quantization"
         raise config_error("quant.group_size", group_size,
                            f"Scheme {scheme} quantizes weights per {strategy}, not in groups",
                            "Set quant.group_size=null, or choose a grouped scheme such as W4A16.")
+
+
+def _weight_strategies() -> dict[str, str | None]:
+    """compressed-tensors' preset schemes and how each quantizes weights (`group`, `channel`, …;
+    None: not at all). Importing the library takes seconds (torch, transformers), so `check_scheme`
+    keeps this table in the cache, per library version: a sweep with nothing left to do says so
+    without importing torch."""
+    from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
+
+    return {name: str(args["weights"].strategy) if args.get("weights") is not None else None
+            for name, args in PRESET_SCHEMES.items()}
+
+
+def _version() -> str:
+    return library_versions("compressed-tensors")["compressed-tensors"]
+
+
+def widths_to_check(config_json: Path, ignore: list[str], cache_dir: Path,
+                    widths: Callable[[], dict[str, int]]) -> dict[str, int]:
+    """`quantized_widths` of the model whose config is `config_json`, cached per config, ignore list
+    and library versions (`widths` builds the model on the meta device, which imports torch)."""
+    key = digest([config_json.read_bytes().decode(), ignore, library_versions("transformers", "compressed-tensors")])
+    return cached_json(cache_dir / "library" / f"quantized-widths-{key}.json",
+                       lambda: quantized_widths(widths(), ignore))
 
 
 def _scheme(q: Any):
@@ -93,11 +117,11 @@ def build_recipe(q: Any) -> list:
                        "Use quant=rtn, gptq, awq, autoround, w8a8 or fp8.")
 
 
-def quantized_widths(widths: dict[str, int], q: Any) -> dict[str, int]:
+def quantized_widths(widths: dict[str, int], ignore: list[str]) -> dict[str, int]:
     """The Linear layers the recipe will quantize: all but those `quant.ignore` names."""
     from compressed_tensors.utils.match import match_name
 
-    return {name: w for name, w in widths.items() if not any(match_name(name, t) for t in q.ignore)}
+    return {name: w for name, w in widths.items() if not any(match_name(name, t) for t in ignore)}
 
 
 @contextlib.contextmanager

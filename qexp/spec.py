@@ -22,7 +22,7 @@ from .calibration import Conversation
 from .errors import config_error
 from .evaluation import TaskPlan, plan_tasks
 from .files import default_cache_dir, digest, file_sha256
-from .quantization import check_scheme, quantized_widths
+from .quantization import check_scheme, widths_to_check
 from .schema import validate
 from .tracking import check_uri
 
@@ -101,12 +101,12 @@ def _names(cfg: DictConfig, key: str, fix: str, allow_empty: bool = True) -> Non
         raise config_error(key, items, "Expected a list of names", fix)
 
 
-def _check_values(cfg: DictConfig) -> None:
-    """What the schema's types cannot say; no file is read."""
+def _check_values(cfg: DictConfig, cache_dir: Path) -> None:
+    """What the schema's types cannot say; no file is read but the cached table of schemes."""
     quant = cfg.quant
     if quant.name != identity.BASELINE:
         _at_least(cfg, "quant.group_size", 1, "Set quant.group_size to a positive integer such as 128 or 64.")
-        check_scheme(quant.scheme, quant.group_size)
+        check_scheme(quant.scheme, quant.group_size, cache_dir)
         _names(cfg, "quant.targets", "Set quant.targets to a list of module types, e.g. [Linear].", allow_empty=False)
         _names(cfg, "quant.ignore", "Set quant.ignore to a list of module names, e.g. [lm_head].")
     if quant.name in ("gptq", "w8a8"):
@@ -226,7 +226,7 @@ def _device(value: str, pinned: str | None) -> str:
     return value
 
 
-def _check_group_size(cfg: DictConfig, model_path: str) -> None:
+def _check_group_size(cfg: DictConfig, model_path: str, cache_dir: Path) -> None:
     """Group quantization needs every quantized layer's input width divisible by the group size.
 
     llmcompressor only finds out after loading the model; the model's config is enough.
@@ -234,7 +234,8 @@ def _check_group_size(cfg: DictConfig, model_path: str) -> None:
     group_size = cfg.quant.group_size
     if group_size is None:
         return
-    widths = quantized_widths(models.linear_input_widths(model_path), cfg.quant)
+    widths = widths_to_check(models.config_path(model_path), list(cfg.quant.ignore), cache_dir,
+                             lambda: models.linear_input_widths(model_path))
     bad = {name: w for name, w in widths.items() if w % group_size}
     if bad:
         common = math.gcd(*widths.values())
@@ -296,12 +297,12 @@ def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
     process (a sweep checks its first job before the launcher starts it); else this process's.
     """
     cfg = validate(cfg)
-    _check_values(cfg)
+    cache_dir = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else default_cache_dir()
+    _check_values(cfg, cache_dir)
     device = _device(cfg.device, pinned or gpus.pinned())
     _resolve_per_device(cfg, device)
     is_baseline = cfg.quant.name == identity.BASELINE
     calibrates = identity.calibrated(cfg.quant.name)
-    cache_dir = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else default_cache_dir()
 
     # Reads files, but no weights.
     models.check_model_path(cfg.model.path)
@@ -317,7 +318,7 @@ def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
     plan = plan_tasks(list(cfg.eval.tasks), cfg.eval.data_dir, cache_dir, own, cfg.eval.num_fewshot)
     model_path = models.resolve_model(cfg.model.path, cache_dir)
     if not is_baseline:
-        _check_group_size(cfg, model_path)
+        _check_group_size(cfg, model_path, cache_dir)
 
     ident = _identity(cfg, model_path, plan, calib_path if calibrates else None)
     checkpoint = None

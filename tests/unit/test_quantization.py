@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from llmcompressor.modifiers.gptq import GPTQModifier
 from llmcompressor.modifiers.quantization import QuantizationModifier
 from llmcompressor.modifiers.transform.awq import AWQModifier
 
 from llmcompressor.recipe import Recipe
 
-from qexp.quantization import build_recipe, quantized_widths
+from qexp.errors import ConfigError
+from qexp.quantization import build_recipe, check_scheme, quantized_widths, widths_to_check
 from tests.conftest import compose_config
 
 
@@ -31,7 +39,7 @@ def test_awq_recipe_pairs_smoothing_with_asymmetric_quantization():
 def test_quantized_widths_leave_out_ignored_layers():
     widths = {"model.layers.0.mlp.down_proj": 256, "lm_head": 128, "model.layers.0.self_attn.q_proj": 128}
     q = compose_config("quant=gptq", "quant.ignore=[lm_head,re:.*q_proj]").quant
-    assert quantized_widths(widths, q) == {"model.layers.0.mlp.down_proj": 256}
+    assert quantized_widths(widths, list(q.ignore)) == {"model.layers.0.mlp.down_proj": 256}
 
 
 def test_awq_offload_device_reaches_the_modifier():
@@ -90,3 +98,52 @@ def test_autoround_recipe_carries_its_keys():
     weights = modifier.config_groups["group_0"].weights
     assert (weights.num_bits, weights.symmetric, weights.group_size) == (4, True, 64)
     assert compose_config("quant=autoround_cpu").quant.iters == 10  # the CPU preset: AutoRound, 10 steps
+
+
+def test_the_table_of_schemes_is_compressed_tensors_own_and_cached_per_version(tmp_path):
+    from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
+
+    check_scheme("W4A16", 128, tmp_path)
+    (cached,) = (tmp_path / "library").glob("compressed-tensors-*-schemes.json")
+    table = json.loads(cached.read_text())
+    assert set(table) == set(PRESET_SCHEMES) and table["W4A16"] == "group" and table["FP8_DYNAMIC"] == "channel"
+    del table["W4A16"]
+    cached.write_text(json.dumps(table))  # the cached table is what the next check reads
+    with pytest.raises(ConfigError, match="Unknown compressed-tensors scheme: <quant.scheme='W4A16'>"):
+        check_scheme("W4A16", 128, tmp_path)
+    cached.write_text("{not json")  # a damaged cache is rebuilt, not trusted
+    check_scheme("W4A16", 128, tmp_path)
+    assert json.loads(cached.read_text())["W4A16"] == "group"
+
+
+def test_the_widths_to_check_are_cached_per_model_config_and_ignore_list(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"hidden_size": 256}')
+    calls = []
+
+    def widths():
+        calls.append(1)
+        return {"model.layers.0.mlp.down_proj": 256, "lm_head": 128}
+
+    assert widths_to_check(config, ["lm_head"], tmp_path, widths) == {"model.layers.0.mlp.down_proj": 256}
+    assert widths_to_check(config, ["lm_head"], tmp_path, widths) == {"model.layers.0.mlp.down_proj": 256}
+    assert len(calls) == 1
+    assert widths_to_check(config, [], tmp_path, widths) == widths()  # another ignore list: computed again
+    config.write_text('{"hidden_size": 512}')  # another model: computed again
+    widths_to_check(config, ["lm_head"], tmp_path, widths)
+    assert len(calls) == 4
+
+
+def test_preparing_a_job_again_imports_neither_transformers_nor_compressed_tensors(cache_dir, tmp_path):
+    """What makes a sweep with nothing left to do say so in seconds: the checks that need the
+    libraries read what an earlier preparation cached."""
+    script = ("import sys\n"
+              "from qexp.spec import prepare\n"
+              "from tests.conftest import compose_config\n"
+              "prepare(compose_config('model=tiny', 'eval=fixtures', 'quant=gptq', 'calib.n=8'))\n"
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'transformers', 'compressed_tensors'}))\n")
+    env = {**os.environ, "QEXP_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(Path(__file__).parents[2])}
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                           timeout=300) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    assert runs[1].stdout.strip() == "[]", runs[1].stdout
