@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from .identity import sweep_id
-from .outcome import Outcome, read_outcomes, write_outcome
+from .outcome import Outcome, read_outcomes
+from .sweep_jobs import SweepCannotRun, command_line, job_count, per_job, runnable_jobs
 
 log = logging.getLogger("qexp")
 
@@ -48,7 +49,7 @@ class SweepSummary(Callback):
             print(str(done), flush=True)
             sys.exit(0)
         global _progress
-        _progress = Progress(_job_count(config))
+        _progress = Progress(job_count(config))
 
     # Jobs start and end in the sweep's process only with the basic launcher. A launcher that runs them
     # elsewhere (joblib workers, SLURM) calls these there, where no sweep is in progress (a module
@@ -115,20 +116,6 @@ class Progress:
         return f"about {when} left (from {len(self.ran)} job{'s' if len(self.ran) > 1 else ''} that ran)"
 
 
-def _parsed_overrides(config: DictConfig) -> list:
-    """The sweep's overrides as Hydra parses them: the command line's and the sweeper's params."""
-    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
-    return _parsed_overrides_of(_overrides(config) + [f"{key}={value}" for key, value in params.items()])
-
-
-def _job_count(config: DictConfig) -> int | None:
-    """How many jobs the sweep runs."""
-    try:
-        return len(_job_overrides(config))
-    except Exception:  # a sweep Hydra can run but this cannot count: say so rather than guess
-        return None
-
-
 def _job_name(config: DictConfig) -> str:
     from .identity import run_name
 
@@ -173,7 +160,7 @@ class Sweep:
 
         Every job's config is composed first (as Hydra's sweeper does before launching any): a value
         of a swept key that does not compose (`calib.n=215,abc`) refuses the jobs that have it and the
-        others run (`_runnable_jobs`). Then the first job is prepared (no weights load). A config that
+        others run (`sweep_jobs.runnable_jobs`). Then the first job is prepared (no weights load). A config that
         does not compose, or a first job that fails for a reason every job shares (the model, the
         store, the data: a key the sweep does not vary), stops the sweep with `SweepCannotRun` before
         any run exists; when the offending key is one the sweep varies (`calib.n=-1,8`), the jobs run
@@ -183,19 +170,19 @@ class Sweep:
         from .spec import prepare
         from .tracking import TAGS, Store, redact, source_tags
 
-        command = _overrides(config)  # as typed: refused values are dropped from the config below
-        jobs = _runnable_jobs(config)
+        command = command_line(config)  # as typed: refused values are dropped from the config below
+        jobs = runnable_jobs(config)
         try:
             first = prepare(jobs[0], pinned=jobs[0].device)  # the job's own process will be pinned to its device
         except QexpError as err:
-            if _per_job(str(err), config, command):
+            if per_job(str(err), config, command):
                 return None  # another job's values may be fine: each job reports for itself
             raise SweepCannotRun(str(err)) from None
         try:
             store = Store.open(config.tracking.uri, config.tracking.experiment)
         except QexpError as err:
             raise SweepCannotRun(str(err)) from None
-        if not config.force and _overrides(config) == command:  # with a job refused, the sweep reports it
+        if not config.force and command_line(config) == command:  # with a job refused, the sweep reports it
             _say_if_all_finished(first, jobs[1:], store)
         store.wait_out_outages(config.tracking.outage_seconds)  # the parent and its report outlast a restart
         sweep = sweep_id(config.hydra.sweep.dir)
@@ -245,110 +232,6 @@ class Sweep:
         return summary_text(report).splitlines() + [f"- {line}" for line in report.recommendations]
 
 
-def _job_overrides(config: DictConfig) -> list[list[str]]:
-    """Each job's overrides, in the order Hydra's basic sweeper launches them."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    return [job for batch in BasicSweeper.split_arguments(_parsed_overrides(config), None) for job in batch]
-
-
-def _runnable_jobs(config: DictConfig) -> list[DictConfig]:
-    """Every job's composed config, less the jobs with a swept value that does not compose.
-
-    Hydra's sweeper refuses the whole sweep when one job's config does not compose. A value of a
-    key the sweep varies (`calib.n=215,abc`, `quant=gptq,gtpq`) concerns only the jobs that have it:
-    it is dropped from the overrides the sweeper is about to expand (this is the config object
-    Hydra reads them from, after the callbacks' `on_multirun_start`), and each refused job leaves a
-    FAILED outcome with the one-line error for the sweep's summary. A bad value the sweep does not
-    vary, or every value of a key bad, stops the sweep (`SweepCannotRun`)."""
-    from omegaconf import read_write
-
-    from .errors import QexpError
-
-    jobs, refused = [], []
-    for overrides in _job_overrides(config):
-        try:
-            jobs.append(_compose_job(config, overrides))
-        except QexpError as err:
-            refused.append((overrides, err))
-    if not refused:
-        return jobs
-    bad: dict[str, set[str]] = {}
-    for overrides, err in refused:
-        value = _offending_value(str(err), overrides, config)
-        if value is None:
-            raise SweepCannotRun(str(err))
-        bad.setdefault(value[0], set()).add(value[1])
-    kept = _without(_parsed_overrides_of(_overrides(config)), bad)
-    if kept is None:  # every value of a key is bad: nothing to run
-        raise SweepCannotRun(str(refused[0][1]))
-    with read_write(config.hydra.overrides):
-        config.hydra.overrides.task = kept
-    for number, (overrides, err) in enumerate(refused):
-        job = ",".join(sorted(overrides))  # as Hydra names the jobs it runs (`hydra.job.override_dirname`)
-        write_outcome(Path(config.hydra.sweep.dir) / f"refused-{number}",
-                      Outcome(job=job, status="FAILED", error=str(err), refused=True))
-        print(f"qexp sweep: job {job} refused, the others run: {err}", file=sys.stderr, flush=True)
-    try:
-        return [_compose_job(config, overrides) for overrides in _job_overrides(config)]
-    except QexpError as err:  # a value bad only together with another: refuse the sweep after all
-        raise SweepCannotRun(str(err)) from None
-
-
-def _offending_value(message: str, overrides: list[str], config: DictConfig) -> tuple[str, str] | None:
-    """The swept command-line override (its key as typed, and the value) that a job's composition
-    error names (`<calib.n='abc'>` in job `quant=gptq calib.n=abc`), or None when the key is not swept
-    on the command line."""
-    named = _named_key(message)
-    if named is None:
-        return None
-    swept = {o.get_key_element() for o in _parsed_overrides_of(_overrides(config)) if o.is_sweep_override()}
-    for line in overrides:
-        key, _, value = line.partition("=")
-        bare = key.lstrip("+~")
-        if key in swept and (named == bare or named.startswith(bare + ".")):
-            return key, value
-    return None
-
-
-def _without(parsed: list, bad: dict[str, set[str]]) -> list[str] | None:
-    """The overrides as typed, with the `bad` values of their swept keys left out (None when a key
-    would keep no value)."""
-    lines = []
-    for override in parsed:
-        key = override.get_key_element()
-        if override.is_sweep_override() and key in bad:
-            values = [v for v in override.sweep_string_iterator() if v not in bad[key]]
-            if not values:
-                return None
-            lines.append(f"{key}={','.join(values)}")
-        else:
-            lines.append(override.input_line)
-    return lines
-
-
-def _parsed_overrides_of(lines: list[str]) -> list:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create().parse_overrides(lines)
-
-
-def _compose_job(config: DictConfig, overrides: list[str]) -> DictConfig:
-    """The job's config as its launcher will compose it (`hydra` node dropped)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from .schema import composition_error
-
-    try:
-        job = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
-    except Exception as err:
-        raise composition_error(err) from None
-    job = OmegaConf.masked_copy(job, [key for key in job if key != "hydra"])
-    with open_dict(job):
-        job.paths.output_dir = str(config.hydra.sweep.dir)
-    return job
-
-
 def _say_if_all_finished(first, others: list[DictConfig], store) -> None:
     """`NothingToDo` when every job of the sweep (the prepared `first`, then the `others`) has a
     finished run with its config hash: the sweep would only skip them and log the same report again
@@ -382,36 +265,8 @@ def _say_if_all_finished(first, others: list[DictConfig], store) -> None:
     raise NothingToDo("\n".join(lines))
 
 
-class SweepCannotRun(Exception):
-    """The sweep's first job cannot run, for a reason every job shares."""
-
-
 class NothingToDo(Exception):
     """Every job of the sweep has a finished run."""
-
-
-def _per_job(message: str, config: DictConfig, command: list[str]) -> bool:
-    """Whether the key a ConfigError names (`<key=value>`) is one the sweep (`command`, its overrides
-    as typed) varies, or lies in a config group it varies (`quant.group_size` when sweeping
-    `quant=gptq,awq`)."""
-    key = _named_key(message)
-    if key is None:
-        return False
-    swept = [o.split("=", 1)[0].lstrip("+~") for o in command if "," in o.partition("=")[2]]
-    swept += [str(k) for k in (OmegaConf.select(config, "hydra.sweeper.params", default=None) or {})]
-    return any(key == s or key.startswith(s + ".") for s in swept)
-
-
-def _named_key(message: str) -> str | None:
-    """The key a ConfigError's message names (`calib.n` in `Wrong type: <calib.n='abc'>. …`)."""
-    import re
-
-    found = re.search(r"<([\w.]+)=", message)
-    return found.group(1) if found else None
-
-
-def _overrides(config: DictConfig) -> list[str]:
-    return [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
 
 
 def _name(config: DictConfig, command: list[str]) -> str:

@@ -1,0 +1,164 @@
+"""A sweep's jobs, as Hydra's basic sweeper will expand them: listed, composed, and the values that
+do not compose dropped, so that one bad value fails only the jobs that have it.
+
+The callbacks (`callbacks.py`) call these before any job starts: to count the jobs, to check
+the first one, and to tell a problem every job shares from one only some jobs have.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .outcome import Outcome, write_outcome
+
+__all__ = ["SweepCannotRun", "command_line", "job_overrides", "job_count", "compose_job", "runnable_jobs", "per_job"]
+
+
+class SweepCannotRun(Exception):
+    """The sweep's first job cannot run, for a reason every job shares."""
+
+
+def command_line(config: DictConfig) -> list[str]:
+    """The sweep's overrides as typed on the command line (Hydra's `hydra.overrides.task`)."""
+    return [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
+
+
+def parsed_overrides(config: DictConfig) -> list:
+    """The sweep's overrides as Hydra parses them: the command line's and the sweeper's params."""
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    return parse(command_line(config) + [f"{key}={value}" for key, value in params.items()])
+
+
+def parse(lines: list[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(lines)
+
+
+def job_overrides(config: DictConfig) -> list[list[str]]:
+    """Each job's overrides, in the order Hydra's basic sweeper launches them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return [job for batch in BasicSweeper.split_arguments(parsed_overrides(config), None) for job in batch]
+
+
+def job_count(config: DictConfig) -> int | None:
+    """How many jobs the sweep runs."""
+    try:
+        return len(job_overrides(config))
+    except Exception:  # a sweep Hydra can run but this cannot count: say so rather than guess
+        return None
+
+
+def compose_job(config: DictConfig, overrides: list[str]) -> DictConfig:
+    """The job's config as its launcher will compose it (`hydra` node dropped)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .schema import composition_error
+
+    try:
+        job = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
+    except Exception as err:
+        raise composition_error(err) from None
+    job = OmegaConf.masked_copy(job, [key for key in job if key != "hydra"])
+    with open_dict(job):
+        job.paths.output_dir = str(config.hydra.sweep.dir)
+    return job
+
+
+def runnable_jobs(config: DictConfig) -> list[DictConfig]:
+    """Every job's composed config, less the jobs with a swept value that does not compose.
+
+    Hydra's sweeper refuses the whole sweep when one job's config does not compose. A value of a
+    key the sweep varies (`calib.n=215,abc`, `quant=gptq,gtpq`) concerns only the jobs that have it:
+    it is dropped from the overrides the sweeper is about to expand (this is the config object
+    Hydra reads them from, after the callbacks' `on_multirun_start`), and each refused job leaves a
+    FAILED outcome with the one-line error for the sweep's summary. A bad value the sweep does not
+    vary, or every value of a key bad, stops the sweep (`SweepCannotRun`)."""
+    from omegaconf import read_write
+
+    from .errors import QexpError
+
+    jobs, refused = [], []
+    for overrides in job_overrides(config):
+        try:
+            jobs.append(compose_job(config, overrides))
+        except QexpError as err:
+            refused.append((overrides, err))
+    if not refused:
+        return jobs
+    bad: dict[str, set[str]] = {}
+    for overrides, err in refused:
+        value = _offending_value(str(err), overrides, config)
+        if value is None:
+            raise SweepCannotRun(str(err))
+        bad.setdefault(value[0], set()).add(value[1])
+    kept = without(parse(command_line(config)), bad)
+    if kept is None:  # every value of a key is bad: nothing to run
+        raise SweepCannotRun(str(refused[0][1]))
+    with read_write(config.hydra.overrides):
+        config.hydra.overrides.task = kept
+    for number, (overrides, err) in enumerate(refused):
+        job = ",".join(sorted(overrides))  # as Hydra names the jobs it runs (`hydra.job.override_dirname`)
+        write_outcome(Path(config.hydra.sweep.dir) / f"refused-{number}",
+                      Outcome(job=job, status="FAILED", error=str(err), refused=True))
+        print(f"qexp sweep: job {job} refused, the others run: {err}", file=sys.stderr, flush=True)
+    try:
+        return [compose_job(config, overrides) for overrides in job_overrides(config)]
+    except QexpError as err:  # a value bad only together with another: refuse the sweep after all
+        raise SweepCannotRun(str(err)) from None
+
+
+def _offending_value(message: str, overrides: list[str], config: DictConfig) -> tuple[str, str] | None:
+    """The swept command-line override (its key as typed, and the value) that a job's composition
+    error names (`<calib.n='abc'>` in job `quant=gptq calib.n=abc`), or None when the key is not swept
+    on the command line."""
+    named = named_key(message)
+    if named is None:
+        return None
+    swept = {o.get_key_element() for o in parse(command_line(config)) if o.is_sweep_override()}
+    for line in overrides:
+        key, _, value = line.partition("=")
+        bare = key.lstrip("+~")
+        if key in swept and (named == bare or named.startswith(bare + ".")):
+            return key, value
+    return None
+
+
+def without(parsed: list, bad: dict[str, set[str]]) -> list[str] | None:
+    """The overrides as typed, with the `bad` values of their swept keys left out (None when a key
+    would keep no value)."""
+    lines = []
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override() and key in bad:
+            values = [v for v in override.sweep_string_iterator() if v not in bad[key]]
+            if not values:
+                return None
+            lines.append(f"{key}={','.join(values)}")
+        else:
+            lines.append(override.input_line)
+    return lines
+
+
+def per_job(message: str, config: DictConfig, command: list[str]) -> bool:
+    """Whether the key a ConfigError names (`<key=value>`) is one the sweep (`command`, its overrides
+    as typed) varies, or lies in a config group it varies (`quant.group_size` when sweeping
+    `quant=gptq,awq`)."""
+    key = named_key(message)
+    if key is None:
+        return False
+    swept = [o.split("=", 1)[0].lstrip("+~") for o in command if "," in o.partition("=")[2]]
+    swept += [str(k) for k in (OmegaConf.select(config, "hydra.sweeper.params", default=None) or {})]
+    return any(key == s or key.startswith(s + ".") for s in swept)
+
+
+def named_key(message: str) -> str | None:
+    """The key a ConfigError's message names (`calib.n` in `Wrong type: <calib.n='abc'>. …`)."""
+    import re
+
+    found = re.search(r"<([\w.]+)=", message)
+    return found.group(1) if found else None
