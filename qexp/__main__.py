@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from . import gpus, schema
 from .callbacks import abort_active_sweep
-from .errors import Interrupted, QexpError
+from .errors import Interrupted, QexpError, interrupt_handled, on_signal
 from .files import default_cache_dir
 from .identity import sweep_id
 from .outcome import Outcome, write_outcome
@@ -31,14 +31,10 @@ log = logging.getLogger("qexp")
 schema.register()
 
 
-def _interrupt(signum: int, frame) -> None:
-    # Preemption (SIGTERM) takes the same path as Ctrl-C: the run ends KILLED, not RUNNING.
-    raise Interrupted(signum)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def app(cfg: DictConfig) -> None:
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # preemption (SIGTERM) ends the run KILLED, as Ctrl-C does
+        signal.signal(signum, on_signal)
     _console(verbose=cfg.verbose)
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
@@ -55,6 +51,7 @@ def app(cfg: DictConfig) -> None:
         log.error("%s", err)
         outcome.error, outcome.refused = str(err), err.refused
     except KeyboardInterrupt as err:
+        interrupt_handled()
         outcome.status, outcome.error = "KILLED", str(err) or "interrupted"
         write_outcome(output_dir, outcome)
         if "BasicLauncher" in str(hc.launcher.get("_target_", "")):

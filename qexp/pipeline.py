@@ -23,7 +23,7 @@ from typing import Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from . import heldout, progress, quantization
-from .errors import QexpError
+from .errors import QexpError, raise_if_interrupted
 from .evaluation import EvalResult, evaluate
 from .files import digest, read_jsonl, write_atomic
 from .identity import method_name, responses_key
@@ -176,8 +176,10 @@ def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = 
                 _library_output(libraries_log, spec.cfg.verbose):
             _log_inputs(spec, run)
             checkpoint, perf, reused = _checkpoint(spec, run, memory)
+            raise_if_interrupted()  # a signal a library swallowed while it quantized
             kept = _kept_evaluation(spec, checkpoint)
             evaluation, perf["perf/eval_seconds"] = _evaluate(spec, checkpoint, memory, kept)
+            raise_if_interrupted()
             metrics = _log_evaluation(run, evaluation)
             metrics.update({**perf, **memory.metrics(), **_sizes(spec, checkpoint)})
             run.log_metrics(metrics)

@@ -29,6 +29,8 @@ from typing import IO, Iterator
 
 from tqdm.std import tqdm
 
+from .errors import raise_if_interrupted
+
 log = logging.getLogger("qexp")
 
 __all__ = ["phase", "PhaseProgress"]
@@ -132,6 +134,7 @@ def phase(job: str, name: str, counts: str, enabled: bool = True, stream: IO[str
     update, close = tqdm.update, tqdm.close
 
     def updated(bar, n=1):
+        raise_if_interrupted()  # a Ctrl-C some library swallowed stops the phase at its next step
         shown = update(bar, n)
         _hand_over(live, bar)
         return shown

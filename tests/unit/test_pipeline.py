@@ -271,3 +271,34 @@ def test_answers_are_kept_per_checkpoint_as_written(tmp_path):
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
     assert responses_key(ident, pipeline._weight_files(tmp_path)) != first
     assert pipeline._weight_files("Qwen/Qwen3-4B") == []  # a hub id: nothing on disk to stamp
+
+
+def test_a_ctrl_c_a_library_swallowed_still_ends_the_run_killed(fakes, tmp_path, monkeypatch):
+    """A bare `except:` around a library's optional import swallows the KeyboardInterrupt a Ctrl-C
+    raises there; the job stops at its next step anyway, and its run ends KILLED."""
+    import signal
+
+    from qexp import errors
+
+    faked = quantization.quantize
+
+    def quantize_swallowing_a_ctrl_c(*args, **kwargs):
+        try:
+            errors.on_signal(signal.SIGINT, None)  # what the entry point's handler does on Ctrl-C
+        except:  # noqa: E722  (as such a library does)
+            pass
+        return faked(*args, **kwargs)
+
+    monkeypatch.setattr(quantization, "quantize", quantize_swallowing_a_ctrl_c)
+    monkeypatch.setattr(errors, "_received", None)
+    cfg = compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=gptq", "calib.n=8",
+                         f"paths.checkpoint_dir={tmp_path / 'ckpt'}")
+    with pytest.raises(errors.Interrupted) as raised:
+        pipeline.run(cfg)
+    assert raised.value.exit_code == 130
+    client = MlflowClient(cfg.tracking.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("qexp").experiment_id], "tags.`qexp.quant` = 'gptq'")
+    assert run.info.status == "KILLED" and "Ctrl-C" in run.data.tags["qexp.killed_reason"]
+    assert len(fakes["evaluate"]) == 1  # the baseline's: the quantized checkpoint was never evaluated
+    errors.interrupt_handled()  # as the entry point does once the job has stopped
+    errors.raise_if_interrupted()
