@@ -159,13 +159,13 @@ class Sweep:
         """Create the store (once, before parallel jobs race on a fresh SQLite schema) and the parent run.
 
         Every job's config is composed first (as Hydra's sweeper does before launching any): a value
-        of a swept key that does not compose (`calib.n=215,abc`) refuses the jobs that have it and the
-        others run (`sweep_jobs.runnable_jobs`). Then the first job is prepared (no weights load). A config that
-        does not compose, or a first job that fails for a reason every job shares (the model, the
-        store, the data: a key the sweep does not vary), stops the sweep with `SweepCannotRun` before
-        any run exists; when the offending key is one the sweep varies (`calib.n=-1,8`), the jobs run
-        and each reports for itself, without a parent run. When every job has a finished run
-        already, `NothingToDo` says so instead."""
+        of a swept key that does not compose (`calib.n=215,abc`) refuses the jobs that have it and
+        the others run (`sweep_jobs.runnable_jobs`). Then the first job is prepared (no weights
+        load). A config that does not compose, or a first job that fails for a reason every job
+        shares (the model, the store, the data: a key the sweep does not vary), stops the sweep
+        with `SweepCannotRun` before any run exists; when the offending key is one the sweep varies
+        (`calib.n=-1,8`), the jobs run and each reports for itself, without a parent run. When every
+        job has a finished run already, `NothingToDo` says so instead."""
         from .errors import QexpError
         from .spec import prepare
         from .tracking import TAGS, Store, redact, source_tags
