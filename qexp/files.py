@@ -14,11 +14,10 @@ import json
 import os
 import shutil
 from pathlib import Path
-from importlib import metadata
 from typing import Any, Callable, Iterable, Iterator
 
 __all__ = ["default_cache_dir", "digest", "file_sha256", "atomic_file", "write_atomic", "atomic_folder", "read_jsonl",
-           "jsonl_text", "write_jsonl", "cached_json", "library_versions"]
+           "jsonl_text", "write_jsonl", "cached_json"]
 
 
 def default_cache_dir() -> Path:
@@ -53,11 +52,6 @@ def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
     with contextlib.suppress(OSError):
         write_atomic(path, json.dumps(value))
     return value
-
-
-def library_versions(*names: str) -> dict[str, str]:
-    """Installed distributions' versions, read from their metadata (nothing is imported)."""
-    return {name: metadata.version(name) for name in names}
 
 
 @functools.lru_cache(maxsize=256)

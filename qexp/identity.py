@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .files import digest, library_versions
+from .files import digest
 
 __all__ = [
     "BASELINE",
@@ -34,6 +35,7 @@ __all__ = [
     "config_hash",
     "EVAL_LIBRARIES",
     "QUANT_LIBRARIES",
+    "library_versions",
 ]
 
 BASELINE = "none"  # quant.name of the unquantized baseline
@@ -76,6 +78,11 @@ def run_label(method: str, calib_n: int | str) -> str:
         return "Baseline"
     shown = method_name(method)
     return f"{shown}-{calib_n}" if calibrated(method) else shown
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    """Installed distributions' versions, read from their metadata (nothing is imported)."""
+    return {name: metadata.version(name) for name in names}
 
 
 def identity(*, model: dict, dtype: str, eval: dict, quant: dict | None = None, calib: dict | None = None) -> dict:

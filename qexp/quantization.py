@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterator
 
 from .calibration import Conversation, tokenize
 from .errors import config_error
-from .files import atomic_folder, cached_json, digest, library_versions
+from .files import atomic_folder, cached_json, digest
+from .identity import library_versions
 
 __all__ = ["Checkpoint", "build_recipe", "check_scheme", "complete_checkpoint", "quantize", "quantized_widths",
            "widths_to_check", "is_complete"]
@@ -31,7 +32,8 @@ __all__ = ["Checkpoint", "build_recipe", "check_scheme", "complete_checkpoint", 
 def check_scheme(scheme: str, group_size: int | None, cache_dir: Path) -> None:
     """Refuse a scheme compressed-tensors does not know, or a group size for a scheme without
     groups, before anything loads."""
-    strategies = cached_json(cache_dir / "library" / f"compressed-tensors-{_version()}-schemes.json",
+    version = library_versions("compressed-tensors")["compressed-tensors"]
+    strategies = cached_json(cache_dir / "library" / f"compressed-tensors-{version}-schemes.json",
                              _weight_strategies)
     if scheme.upper() not in strategies:
         raise config_error("quant.scheme", scheme, "Unknown compressed-tensors scheme",
@@ -48,15 +50,11 @@ def _weight_strategies() -> dict[str, str | None]:
     """compressed-tensors' preset schemes and how each quantizes weights (`group`, `channel`, …;
     None: not at all). Importing the library takes seconds (torch, transformers), so `check_scheme`
     keeps this table in the cache, per library version: a sweep with nothing left to do says so
-    without importing torch."""
+    without importing compressed-tensors or transformers."""
     from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
 
     return {name: str(args["weights"].strategy) if args.get("weights") is not None else None
             for name, args in PRESET_SCHEMES.items()}
-
-
-def _version() -> str:
-    return library_versions("compressed-tensors")["compressed-tensors"]
 
 
 def widths_to_check(config_json: Path, ignore: list[str], cache_dir: Path,

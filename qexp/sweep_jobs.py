@@ -119,13 +119,22 @@ def _offending_value(message: str, overrides: list[str], config: DictConfig) -> 
     named = named_key(message)
     if named is None:
         return None
-    swept = {o.get_key_element() for o in parse(command_line(config)) if o.is_sweep_override()}
+    swept = _swept(command_line(config))
     for line in overrides:
         key, _, value = line.partition("=")
-        bare = key.lstrip("+~")
-        if key in swept and (named == bare or named.startswith(bare + ".")):
+        if key in swept and _within(named, swept[key]):
             return key, value
     return None
+
+
+def _swept(lines: list[str]) -> dict[str, str]:
+    """The keys the overrides `lines` sweep: as typed (`+calib.n`), to the bare key (`calib.n`)."""
+    return {o.get_key_element(): o.key_or_group for o in parse(lines) if o.is_sweep_override()}
+
+
+def _within(key: str, swept: str) -> bool:
+    """Whether `key` is the swept key, or lies in the config group it sweeps (`quant.group_size` in `quant`)."""
+    return key == swept or key.startswith(swept + ".")
 
 
 def without(parsed: list, bad: dict[str, set[str]]) -> list[str] | None:
@@ -151,9 +160,8 @@ def per_job(message: str, config: DictConfig, command: list[str]) -> bool:
     key = named_key(message)
     if key is None:
         return False
-    swept = [o.split("=", 1)[0].lstrip("+~") for o in command if "," in o.partition("=")[2]]
-    swept += [str(k) for k in (OmegaConf.select(config, "hydra.sweeper.params", default=None) or {})]
-    return any(key == s or key.startswith(s + ".") for s in swept)
+    swept = [*_swept(command).values(), *map(str, OmegaConf.select(config, "hydra.sweeper.params", default=None) or {})]
+    return any(_within(key, s) for s in swept)
 
 
 def named_key(message: str) -> str | None:

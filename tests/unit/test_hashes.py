@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+from qexp import identity
 from qexp.fixtures import FIXTURES_DIR
 from qexp.models import resolve_model
 from qexp.spec import prepare
@@ -99,8 +99,8 @@ def test_a_mirror_data_file_changes_both_hashes(tmp_path):
 ])
 def test_a_library_version_changes_the_hash(library, evaluation, monkeypatch):
     before = _hashes()
-    real = metadata.version
-    monkeypatch.setattr(metadata, "version", lambda name: "999.0" if name == library else real(name))
+    real = identity.metadata.version
+    monkeypatch.setattr(identity.metadata, "version", lambda name: "999.0" if name == library else real(name))
     after = _hashes()
     assert after[0] != before[0] and (after[1] != before[1]) == evaluation
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from qexp.sweep_jobs import named_key, parse, without
+from omegaconf import OmegaConf
+
+from qexp.sweep_jobs import named_key, parse, per_job, without
 
 
 def test_bad_values_are_dropped_from_their_swept_key_only():
@@ -19,3 +21,13 @@ def test_the_key_is_read_from_the_one_line_error():
     assert named_key("Wrong type: <calib.n='abc'>. Set calib.n to an integer.") == "calib.n"
     assert named_key("Could not find 'quant/foo': <quant='foo'>. Use one of […]") == "quant"
     assert named_key("no key here") is None
+
+
+def test_a_key_is_per_job_when_the_sweep_varies_it_or_its_config_group():
+    config = OmegaConf.create({"hydra": {"sweeper": {"params": {"calib.seed": "1,2"}}}})
+    command = ["quant=gptq,awq", "+calib.n=8,16", "eval.tasks=[arc_easy,hellaswag]"]
+    assert per_job("Bad: <quant.group_size=96>. Fix.", config, command)  # in the swept group
+    assert per_job("Bad: <calib.n=-1>. Fix.", config, command)  # swept with a +
+    assert per_job("Bad: <calib.seed=-1>. Fix.", config, command)  # swept by a preset's sweeper params
+    assert not per_job("Bad: <eval.tasks=['x']>. Fix.", config, command)  # a list value is one value
+    assert not per_job("Bad: <model.path='/x'>. Fix.", config, command)
