@@ -85,12 +85,14 @@ def library_versions(*names: str) -> dict[str, str]:
     return {name: metadata.version(name) for name in names}
 
 
-def identity(*, model: dict, dtype: str, eval: dict, quant: dict | None = None, calib: dict | None = None) -> dict:
+def identity(*, model: dict, dtype: str, eval: dict, quant: dict | None = None, calib: dict | None = None,
+             speed: dict | None = None) -> dict:
     """Everything that determines the result, and nothing that does not.
 
     `model` is the weights' fingerprint, `eval` the evaluation settings with a fingerprint
     of their data; `quant` and `calib` are absent for the baseline, `calib` for a data-free
-    method (the same RTN checkpoint whatever calib.n says). Left out on purpose:
+    method (the same RTN checkpoint whatever calib.n says); `speed` is the speed phase's settings,
+    runtime and device (`qexp.speed.SpeedPlan.identity`), absent with speed=none. Left out on purpose:
     output folders, tracking settings, eval.batch_size, device and quant.offload_device (they
     change numerics at most in the last float bits; all are logged as params; spec leaves
     offload_device out of `quant`).
@@ -101,6 +103,8 @@ def identity(*, model: dict, dtype: str, eval: dict, quant: dict | None = None, 
         if calib is not None:
             out["calib"] = calib
         out["versions"].update(library_versions(*QUANT_LIBRARIES))
+    if speed is not None:
+        out["speed"] = speed
     return out
 
 
@@ -116,8 +120,9 @@ def eval_identity(ident: dict) -> dict:
 
 
 def quant_identity(ident: dict) -> dict:
-    """Everything but the evaluation: what a checkpoint depends on, so it survives a failed evaluation."""
-    return {**{k: v for k, v in ident.items() if k != "eval"},
+    """Everything but the evaluation and the speed measurement: what a checkpoint depends on, so it
+    survives a failed evaluation and serves every speed setting."""
+    return {**{k: v for k, v in ident.items() if k not in ("eval", "speed")},
             "versions": {k: v for k, v in ident["versions"].items() if k != "lm_eval"}}
 
 

@@ -30,6 +30,7 @@ from .identity import method_name, responses_key
 from .models import WEIGHT_SUFFIXES
 from .perf import PhaseMemory, weights_mb
 from .spec import RunSpec, baseline_config, prepare
+from .speed import SpeedOutcome, measure_checkpoint
 from .tracking import ARTIFACTS, TAGS, Run, Store, redact, results_metrics, source_tags
 
 __all__ = ["RunResult", "run", "execute"]
@@ -180,13 +181,17 @@ def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = 
             kept = _kept_evaluation(spec, checkpoint)
             evaluation, perf["perf/eval_seconds"] = _evaluate(spec, checkpoint, memory, kept)
             raise_if_interrupted()
+            speed = _measure_speed(spec, checkpoint)
+            raise_if_interrupted()
             metrics = _log_evaluation(run, evaluation)
-            metrics.update({**perf, **memory.metrics(), **_sizes(spec, checkpoint)})
+            metrics.update({**perf, **memory.metrics(), **_sizes(spec, checkpoint), **(speed.metrics if speed else {})})
             run.log_metrics(metrics)
+            for key, value in _speed_tags(speed).items():
+                run.set_tag(key, value)
             _log_checkpoint(spec, run, checkpoint)
         kept.unlink(missing_ok=True)  # logged: the store has it now
         status = "FINISHED"
-        _log_summary(spec, metrics, store, reused)
+        _log_summary(spec, metrics, store, reused, speed)
         return RunResult(spec.run_name, run.run_id, status, spec.config_hash, metrics,
                          None if spec.is_baseline else checkpoint)
     except KeyboardInterrupt as err:  # Ctrl-C, or a signal turned into errors.Interrupted by the entry point
@@ -197,7 +202,7 @@ def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = 
         raise
     finally:
         try:
-            for path in (log_file, libraries_log):
+            for path in (log_file, libraries_log, _speed_log(spec)):
                 if path and Path(path).is_file():
                     run.log_path(Path(path), "logs")
         finally:
@@ -356,6 +361,31 @@ def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path) 
     return evaluation, seconds
 
 
+def _speed_log(spec: RunSpec) -> Path:
+    return spec.output_dir / "speed.log"
+
+
+def _measure_speed(spec: RunSpec, checkpoint: Path) -> SpeedOutcome | None:
+    """The `speed` phase: the checkpoint served by vLLM and timed (speed=vllm), or the measurement kept for
+    the same weights and settings. Never fails the run: missing figures come with the reason."""
+    if spec.speed is None:
+        return None
+    return measure_checkpoint(str(checkpoint), [str(checkpoint), _weight_files(checkpoint)], spec.speed,
+                              cache_dir=spec.cache_dir, workdir=spec.output_dir / "speed", log_path=_speed_log(spec),
+                              job=spec.run_name, show_progress=not spec.cfg.verbose)
+
+
+def _speed_tags(speed: SpeedOutcome | None) -> dict[str, str]:
+    if speed is None:
+        return {}
+    names = {"device": TAGS.SPEED_DEVICE, "runtime": TAGS.SPEED_RUNTIME, "kernel": TAGS.SPEED_KERNEL,
+             "path": TAGS.SPEED_PATH, "env_build_seconds": TAGS.SPEED_ENV_BUILD}
+    tags = {TAGS.SPEED: speed.status, **{names[k]: v for k, v in speed.labels.items() if k in names}}
+    if speed.note:
+        tags[TAGS.SPEED_NOTE] = speed.note
+    return tags
+
+
 def _log_evaluation(run: Run, evaluation: EvalResult) -> dict[str, float]:
     """lm-eval's results and per-document samples as artifacts; returns the metrics."""
     run.log_json(evaluation.results, ARTIFACTS.RESULTS)
@@ -407,7 +437,8 @@ def _average(spec: RunSpec, metrics: dict[str, float]) -> float | None:
     return sum(scores) / len(scores) if scores else None
 
 
-def _log_summary(spec: RunSpec, metrics: dict[str, float], store: Store, reused: bool) -> None:
+def _log_summary(spec: RunSpec, metrics: dict[str, float], store: Store, reused: bool,
+                 speed: SpeedOutcome | None = None) -> None:
     """One line a person reads: average (and its change against the baseline), held-out bits per
     byte, size and compression, and each phase's time. The full metrics are in MLflow and the log."""
     parts = []
@@ -432,6 +463,8 @@ def _log_summary(spec: RunSpec, metrics: dict[str, float], store: Store, reused:
         parts.append(f"checkpoint reused (quantized earlier in {took})" if reused else f"quantized in {took}")
     if "perf/eval_seconds" in metrics:
         parts.append(f"evaluated in {_duration(metrics['perf/eval_seconds'])}")
+    if speed is not None:
+        parts.append(speed.line)
     log.info("%s: finished: %s", spec.run_name, ", ".join(parts))
 
 

@@ -80,6 +80,8 @@ class PhaseProgress:
             # are through (GPTQ's solve, AWQ's grid search) is the other half, done when the next
             # subgraph starts. Its propagation pass counts the batches again: never go back.
             return max(self.fraction, (index - 1 + done / 2) / count)
+        if self.counts == "passes":  # the speed phase: vLLM's timed passes (qexp.speed.bench)
+            return done
         if not desc.startswith("Running "):  # lm-eval: "Running loglikelihood requests"
             return None
         if desc != self._counting:  # the next request type (held-out perplexity after the tasks) starts over
@@ -124,7 +126,8 @@ class PhaseProgress:
 def phase(job: str, name: str, counts: str, enabled: bool = True, stream: IO[str] | None = None
           ) -> Iterator[PhaseProgress | None]:
     """Show the progress of `job`'s phase `name` while the block runs. `counts`: "subgraphs"
-    (llm-compressor's sequential calibration) or "requests" (lm-eval). Off (`enabled=False`)
+    (llm-compressor's sequential calibration), "requests" (lm-eval) or "passes" (the speed phase's
+    timed passes, reported through the `PhaseProgress` it yields). Off (`enabled=False`)
     when the libraries' own bars are shown (verbose=true)."""
     if not enabled:
         yield None

@@ -37,6 +37,9 @@ __all__ = [
     "CalibConfig",
     "EvalConfig",
     "TrackingConfig",
+    "SpeedConfig",
+    "VllmSpeedConfig",
+    "SPEED_SCHEMAS",
     "PathsConfig",
     "QUANT_SCHEMAS",
     "register",
@@ -128,6 +131,29 @@ class EvalConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """speed=none: no speed measurement."""
+
+    name: str = "none"  # none | vllm
+
+
+@dataclass
+class VllmSpeedConfig(SpeedConfig):
+    """speed=vllm: each run's checkpoint served by vLLM and timed (qexp/speed)."""
+
+    batch_sizes: list[int] = MISSING  # output tokens per second is measured at each
+    prompt_tokens: int = MISSING
+    output_tokens: int = MISSING
+    warmup: int = MISSING  # untimed passes first
+    repetitions: int = MISSING  # timed passes: each figure is their median, with their range
+    dtype: str = MISSING  # the activations' (and the baseline's weights') dtype in vLLM
+    w4a8: bool = MISSING  # CPU: let vLLM's int4 kernel quantize activations to int8 (faster, not W4A16)
+    enforce_eager: bool = MISSING  # true: no graph compilation (loads faster, may run slower)
+    python: str | None = None  # an interpreter that has vLLM; null: qexp builds one under its cache
+    timeout_seconds: int = MISSING  # a measurement that takes longer is stopped; the run keeps its accuracy
+
+
+@dataclass
 class TrackingConfig:
     uri: str = MISSING
     experiment: str = MISSING
@@ -153,6 +179,7 @@ class Config:
     calib: CalibConfig = MISSING
     eval: EvalConfig = MISSING
     tracking: TrackingConfig = MISSING
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = MISSING
     device: str = MISSING
@@ -161,6 +188,7 @@ class Config:
     gpus_per_job: int = MISSING  # GPUs a job holds while it runs (qexp/gpus.py)
 
 
+SPEED_SCHEMAS = {"none": SpeedConfig, "vllm": VllmSpeedConfig}
 QUANT_SCHEMAS = {"none": QuantConfig, "rtn": WeightQuantConfig, "gptq": GPTQConfig, "awq": AWQConfig,
                  "autoround": AutoRoundConfig, "w8a8": W8A8Config, "fp8": WeightQuantConfig}
 
@@ -178,6 +206,8 @@ SCHEMAS: dict[tuple[str | None, str], Any] = {
     ("schema", "calib"): CalibConfig,
     ("schema", "eval"): EvalConfig,
     ("schema", "tracking"): TrackingConfig,
+    ("schema", "speed_none"): SpeedConfig,
+    ("schema", "speed_vllm"): VllmSpeedConfig,
 }
 
 
@@ -187,6 +217,7 @@ GROUPS = {
     "quant": "how: a quantization method, or none for the unquantized baseline; the sweep's first axis",
     "calib": "the calibration data; calib.n=<samples> is the sweep's second axis",
     "eval": "the lm-eval tasks and where their data comes from",
+    "speed": "speed and serving memory of each checkpoint, measured in vLLM (or none)",
     "tracking": "where runs are logged (MLflow)",
     "launcher": "how a sweep's jobs run",
     "+experiment": "a whole study in one word: python -m qexp -m +experiment=<option>",
@@ -254,9 +285,13 @@ def validate(cfg: DictConfig) -> DictConfig:
     if method not in QUANT_SCHEMAS:
         raise config_error("quant.name", method, "Unknown quantization method",
                            f"Use one of quant={','.join(QUANT_SCHEMAS)}.")
+    speed = (plain.get("speed") or {}).get("name", "none")
+    if speed not in SPEED_SCHEMAS:
+        raise config_error("speed.name", speed, "Unknown speed measurement", f"Use one of speed={','.join(SPEED_SCHEMAS)}.")
     try:
         typed = OmegaConf.merge(OmegaConf.structured(Config),
-                                {"quant": OmegaConf.structured(QUANT_SCHEMAS[method])}, plain)
+                                {"quant": OmegaConf.structured(QUANT_SCHEMAS[method]),
+                                 "speed": OmegaConf.structured(SPEED_SCHEMAS[speed])}, plain)
         OmegaConf.to_container(typed, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise composition_error(err, given=plain) from None

@@ -24,6 +24,7 @@ from .evaluation import TaskPlan, plan_tasks
 from .files import default_cache_dir, digest, file_sha256
 from .quantization import check_scheme, widths_to_check
 from .schema import validate
+from .speed import SpeedPlan, plan_speed
 from .tracking import check_uri
 
 __all__ = ["RunSpec", "prepare", "baseline_config"]
@@ -45,6 +46,7 @@ class RunSpec:
     device: str
     identity: dict  # what the config hash covers (logged as identity.json)
     checkpoint: Path | None  # where this configuration's checkpoint lives (None for the baseline)
+    speed: SpeedPlan | None = None  # the speed phase's plan; None with speed=none
 
     @property
     def method(self) -> str:
@@ -250,8 +252,10 @@ def _check_group_size(cfg: DictConfig, model_path: str, cache_dir: Path) -> None
         )
 
 
-def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path | None) -> dict:
-    """What the config hash covers: `calib_path` is the calibration file, None when nothing calibrates."""
+def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path | None,
+              speed: SpeedPlan | None) -> dict:
+    """What the config hash covers: `calib_path` is the calibration file, None when nothing calibrates;
+    `speed` the speed phase's plan, None when there is none."""
     evaluation = {
         "tasks": list(cfg.eval.tasks),
         "num_fewshot": cfg.eval.num_fewshot,
@@ -261,15 +265,17 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
         "own_data": {task: path.name for task, path in sorted(plan.own.items())},
     }
     model = models.model_fingerprint(str(cfg.model.path), model_path)
+    measured = speed.identity if speed is not None else None
     if cfg.quant.name == identity.BASELINE:
-        return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation)
+        return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation, speed=measured)
     calib = None if calib_path is None else {
         "n": cfg.calib.n, "seed": cfg.calib.seed, "max_seq_length": cfg.calib.max_seq_length,
         "source": cfg.calib.source,
         "file": [calib_path.name, calib_path.stat().st_size, file_sha256(calib_path)[:16]]}
     quant = OmegaConf.to_container(cfg.quant)
     quant.pop("offload_device", None)  # where activations wait does not change the checkpoint
-    return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation, quant=quant, calib=calib)
+    return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation, quant=quant, calib=calib,
+                             speed=measured)
 
 
 def _resolve_per_device(cfg: DictConfig, device: str) -> None:
@@ -301,6 +307,8 @@ def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
     _check_values(cfg, cache_dir)
     device = _device(cfg.device, pinned or gpus.pinned())
     _resolve_per_device(cfg, device)
+    speed = plan_speed(cfg, "cuda" if device.startswith("cuda") else "cpu",
+                       None if cfg.quant.name == identity.BASELINE else str(cfg.quant.scheme))
     is_baseline = cfg.quant.name == identity.BASELINE
     calibrates = identity.calibrated(cfg.quant.name)
 
@@ -320,12 +328,12 @@ def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
     if not is_baseline:
         _check_group_size(cfg, model_path, cache_dir)
 
-    ident = _identity(cfg, model_path, plan, calib_path if calibrates else None)
+    ident = _identity(cfg, model_path, plan, calib_path if calibrates else None, speed)
     checkpoint = None
     if not is_baseline:
         root = Path(cfg.paths.checkpoint_dir or cache_dir / "checkpoints").expanduser()
         checkpoint = identity.checkpoint_folder(root, cfg.model.name, cfg.quant.name, cfg.calib.n, ident)
     return RunSpec(cfg=cfg, model_path=model_path, plan=plan, calib_path=calib_path if calibrates else None,
                    calibration=samples, cache_dir=cache_dir, output_dir=Path(cfg.paths.output_dir), device=device,
-                   identity=ident, checkpoint=checkpoint)
+                   identity=ident, checkpoint=checkpoint, speed=speed)
 

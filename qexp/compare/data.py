@@ -211,6 +211,9 @@ def _row(names: dict[str, str], run) -> dict:
         "config_hash": tags.get(TAGS.CONFIG_HASH),
         "eval_hash": tags.get(TAGS.EVAL_HASH), "sweep_id": tags.get(TAGS.SWEEP_ID),
         "start_time": pd.to_datetime(run.info.start_time, unit="ms"), "eval_tasks": run.data.params.get("eval.tasks"),
+        "speed": tags.get(TAGS.SPEED), "speed_note": tags.get(TAGS.SPEED_NOTE), "speed_kernel": tags.get(TAGS.SPEED_KERNEL),
+        "speed_path": tags.get(TAGS.SPEED_PATH), "speed_device": tags.get(TAGS.SPEED_DEVICE),
+        "speed_runtime": tags.get(TAGS.SPEED_RUNTIME),
         **run.data.metrics,
     }
 

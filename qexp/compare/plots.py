@@ -12,7 +12,8 @@ from ..identity import calibrated, method_name
 from .report import Report
 from .scores import display_name
 
-__all__ = ["plot_scores", "plot_category_deltas", "plot_calibration", "plot_accuracy_vs_size", "save_plots"]
+__all__ = ["plot_scores", "plot_category_deltas", "plot_calibration", "plot_accuracy_vs_size", "plot_accuracy_vs_speed",
+           "save_plots"]
 
 
 def _title(report: Report, text: str) -> str:
@@ -130,12 +131,41 @@ def plot_accuracy_vs_size(report: Report):
     return fig
 
 
+def plot_accuracy_vs_speed(report: Report):
+    """Average accuracy against vLLM's output tokens per second at each batch size, and against peak serving
+    memory; horizontal bars span the repetitions' range; runs on the Pareto front are filled."""
+    fronts, table = report.speed_fronts, report.speed
+    sizes = [int(c.split("_b")[1]) for c in fronts.columns if c.startswith("tps_b")] if len(fronts) else []
+    panels = [(f"tps_b{b}", f"output tokens/s at batch {b} (higher is faster)", f"front_b{b}") for b in sizes]
+    panels.append(("memory_mb", "peak serving memory (MB)", "front_memory"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False)
+    for ax, (column, xlabel, front) in zip(axes[0], panels):
+        for label, r in fronts.iterrows():
+            if pd.isna(r[column]) or pd.isna(r.average):
+                continue
+            xerr = None
+            if column != "memory_mb":
+                xerr = [[r[column] - table.loc[label, f"{column}_min"]], [table.loc[label, f"{column}_max"] - r[column]]]
+            ax.errorbar(r[column], r.average * 100, xerr=xerr, marker="o", capsize=3, linestyle="none",
+                        markerfacecolor=None if r[front] else "white", label=label)
+            ax.annotate(label, (r[column], r.average * 100), textcoords="offset points", xytext=(5, 5),
+                        fontsize="small")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("average accuracy (%)")
+    fig.suptitle(_title(report, "Accuracy against speed and memory in vLLM (filled: Pareto front)"))
+    fig.tight_layout()
+    return fig
+
+
 def save_plots(report: Report, folder: str | Path) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, draw in (("scores", plot_scores), ("mmlu_category_deltas", plot_category_deltas),
-                       ("calibration", plot_calibration), ("accuracy_vs_size", plot_accuracy_vs_size)):
+                       ("calibration", plot_calibration), ("accuracy_vs_size", plot_accuracy_vs_size),
+                       ("accuracy_vs_speed", plot_accuracy_vs_speed)):
+        if name == "accuracy_vs_speed" and not len(report.speed_fronts):
+            continue  # no run measured speed (speed=none)
         fig = draw(report)
         path = folder / f"{name}.png"
         fig.savefig(path, dpi=120)

@@ -14,6 +14,7 @@ from .costs import cost_table, perplexity_table, size_table
 from .paired import calibration_comparison, deltas_vs_baseline, method_comparison, mmlu_categories, mmlu_subjects
 from .ranking import average_tests, best_vs_others, ranking, recommendations, recovery_table
 from .scores import display_name, metric_for, repeats_table, scores, settings_warnings, summary_table
+from .speed import batch_sizes, speed_fronts, speed_recommendations, speed_table
 
 __all__ = ["Report", "build_report", "render", "to_json"]
 
@@ -38,6 +39,8 @@ class Report:
     cost: pd.DataFrame
     sizes: pd.DataFrame  # checkpoint size against accuracy (and perplexity), with the Pareto fronts
     repeats: pd.DataFrame  # configurations run over several calibration seeds: mean and spread
+    speed: pd.DataFrame = field(default_factory=pd.DataFrame)  # vLLM's figures and ratios to the baseline
+    speed_fronts: pd.DataFrame = field(default_factory=pd.DataFrame)  # accuracy against speed and memory
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -61,6 +64,8 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
     tests = average_tests(study, tasks, metric, overrides)
     ranked = ranking(study, tasks, metric, overrides, tests)
     rivals = best_vs_others(study, ranked, tasks, metric, overrides)
+    speed = speed_table(study)
+    fronts = speed_fronts(study, summary, speed)
     return Report(
         study=study,
         metrics={t: metric_for(study, t, metric, overrides) for t in tasks},
@@ -75,11 +80,14 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
         ranking=ranked,
         recovery=recovery_table(study, vs_baseline, ranked),
         best_vs_others=rivals,
-        recommendations=recommendations(study, ranked, tests, rivals, vs_baseline),
+        recommendations=recommendations(study, ranked, tests, rivals, vs_baseline)
+        + speed_recommendations(study, ranked, speed, fronts),
         perplexity=perplexity_table(study),
         cost=cost_table(study),
         sizes=size_table(study, summary),
         repeats=repeats_table(study, summary),
+        speed=speed,
+        speed_fronts=fronts,
         warnings=warnings,
     )
 
@@ -205,7 +213,46 @@ def _summary(report: Report, fmt: str) -> list[str]:
         cost = report.cost.reset_index().rename(columns={"label": "Configuration"})
         cost = cost.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:,.1f}") if col.dtype.kind == "f" else col)
         out += [_heading("Cost", fmt, 3), _table(cost, fmt), ""]
-    return out
+    return out + _speed(report, fmt)
+
+
+def _ratio(value: float, low: float, high: float, differs: bool | None = None) -> str:
+    if pd.isna(value):
+        return ""
+    text = f"{value:.2f}×" + ("" if pd.isna(low) or pd.isna(high) else f" [{low:.2f}, {high:.2f}]")
+    return text + (" ≈" if differs is False else "")
+
+
+def _speed(report: Report, fmt: str) -> list[str]:
+    """Speed and serving memory in vLLM, each run against the baseline, with the repetitions' spread."""
+    table, study = report.speed, report.study
+    if not len(table):
+        return []
+    one = lambda v, f="{:,.1f}": "" if pd.isna(v) else f.format(v)  # noqa: E731
+    rows = []
+    for label, r in table.iterrows():
+        row = {"Configuration": label, "kernel": r.kernel or r.status, "numeric path": r.path.split(":")[0]}
+        for b in batch_sizes(study):
+            row[f"tok/s b{b}"] = one(r[f"tps_b{b}"])
+            if label != study.baseline:
+                row[f"× Baseline b{b} [range]"] = _ratio(r[f"x_b{b}"], r[f"x_b{b}_low"], r[f"x_b{b}_high"],
+                                                         r[f"differs_b{b}"])
+            else:
+                row[f"× Baseline b{b} [range]"] = ""
+        row.update({"TTFT ms": one(r.ttft_ms, "{:,.2f}"), "TPOT ms": one(r.tpot_ms, "{:,.2f}"),
+                    "peak memory MB": one(r.memory_mb), "× Baseline memory": "" if label == study.baseline
+                    else _ratio(r.x_memory, float("nan"), float("nan")), "load s": one(r.load_seconds)})
+        rows.append(row)
+    devices = sorted(set(study.runs["speed_device"].dropna())) if "speed_device" in study.runs else []
+    runtimes = sorted(set(study.runs["speed_runtime"].dropna())) if "speed_runtime" in study.runs else []
+    note = (f"Measured in {', '.join(runtimes) or 'vLLM'} on {'; '.join(devices) or 'an unrecorded device'}. Each figure "
+            "is the median of the timed repetitions; [range] is the ratio's range over them (min/max against "
+            "max/min), and ≈ marks a ratio whose range includes 1: no difference beyond the spread. tok/s: output "
+            "tokens per second, prefill included; TTFT and TPOT at batch 1; peak memory: all vLLM processes "
+            "(PSS on a CPU, KV cache sized to the workload; GPU memory on a GPU).")
+    paths = [f"{label}: {r.path}" for label, r in table.iterrows() if r.path]
+    return [_heading("Speed and memory (vLLM)", fmt, 3), _table(pd.DataFrame(rows), fmt), "", note, ""] + (
+        ["Numeric paths: " + "; ".join(paths) + ".", ""] if paths else [])
 
 
 def _vs_baseline(report: Report, fmt: str) -> list[str]:
@@ -266,8 +313,24 @@ def _ranking(report: Report, fmt: str) -> list[str]:
     if len(report.best_vs_others):
         out += [_heading("The best quantized run against the others, per task", fmt, 3),
                 _table(_comparison_rows(report.best_vs_others), fmt), ""]
-    out += _sizes(report, fmt)
+    out += _sizes(report, fmt) + _speed_fronts(report, fmt)
     return out + [f"- {line}" for line in report.recommendations]
+
+
+def _speed_fronts(report: Report, fmt: str) -> list[str]:
+    fronts = report.speed_fronts
+    if not len(fronts):
+        return []
+    sizes = batch_sizes(report.study)
+    rows = [{"Configuration": label, "Average %": _pct(r.average),
+             **{f"tok/s b{b}": "" if pd.isna(r[f"tps_b{b}"]) else f"{r[f'tps_b{b}']:,.1f}" for b in sizes},
+             **{f"front b{b}": "yes" if r[f"front_b{b}"] else "" for b in sizes},
+             "peak memory MB": "" if pd.isna(r.memory_mb) else f"{r.memory_mb:,.0f}",
+             "front memory": "yes" if r.front_memory else ""} for label, r in fronts.iterrows()]
+    note = ("A run is on a front when no other run is at least as fast (or as small in memory) and at least as "
+            "accurate, and strictly better in one (plot: accuracy_vs_speed.png with --plots). Fronts compare medians; "
+            "the table above says which speed differences exceed the spread.")
+    return [_heading("Accuracy against speed and memory", fmt, 3), _table(pd.DataFrame(rows), fmt), "", note, ""]
 
 
 def _sizes(report: Report, fmt: str) -> list[str]:
@@ -328,6 +391,8 @@ def to_json(report: Report) -> dict:
         "cost": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.cost.iterrows()},
         "sizes": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.sizes.iterrows()},
         "repeats": _records(report.repeats),
+        "speed": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.speed.iterrows()},
+        "speed_fronts": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.speed_fronts.iterrows()},
     }
 
 

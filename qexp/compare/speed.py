@@ -1,0 +1,145 @@
+"""Speed and serving memory beside accuracy: each run's vLLM figures as ratios to the baseline's, with
+their spread, and the Pareto fronts of accuracy against tokens per second and against memory.
+
+A speed figure is the median of a run's timed repetitions, logged with their minimum and maximum.
+The ratio of two runs' figures has the range [min_a / max_b, max_a / min_b]: a difference is called
+one only when that range excludes 1, i.e. when no repetition of one run was as fast as the slowest
+of the other. (Memory is one peak per run: its ratio is shown without a range.)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+
+from .costs import pareto_front
+from .data import Study
+
+__all__ = ["batch_sizes", "speed_table", "speed_fronts", "ratio", "speed_missing", "speed_words", "speed_recommendations"]
+
+_RATE = re.compile(r"^speed/tokens_per_second_b(\d+)$")
+
+
+def batch_sizes(study: Study) -> list[int]:
+    """The batch sizes any run measured tokens per second at, smallest first."""
+    return sorted({int(m[1]) for c in study.runs.columns if (m := _RATE.match(str(c)))})
+
+
+def ratio(study: Study, label: str, figure: str) -> tuple[float, float, float]:
+    """`figure` (e.g. `tokens_per_second_b16`) of run `label` over the baseline's: (ratio, low, high), NaN
+    where either run lacks it. low/high: the range over repetitions (see the module's docstring)."""
+    runs, base = study.runs, study.baseline
+    column = f"speed/{figure}"
+    if base is None or column not in runs:
+        return math.nan, math.nan, math.nan
+    a, b = runs.loc[label], runs.loc[base]
+    value = a[column] / b[column]
+    low = a.get(f"{column}_min", math.nan) / b.get(f"{column}_max", math.nan)
+    high = a.get(f"{column}_max", math.nan) / b.get(f"{column}_min", math.nan)
+    return value, low, high
+
+
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def speed_table(study: Study) -> pd.DataFrame:
+    """One row per run: what it was measured with, its figures, and the ratios to the baseline.
+
+    Columns: status, note, kernel, path, load_seconds, ttft_ms (+_min/_max), tpot_ms (+_min/_max),
+    per batch size B: tps_b<B>, tps_b<B>_min, tps_b<B>_max, x_b<B>, x_b<B>_low, x_b<B>_high, differs_b<B>;
+    memory_mb, x_memory. Empty when no run has a speed status (speed=none everywhere)."""
+    runs = study.runs
+    if "speed" not in runs or runs["speed"].isna().all():
+        return pd.DataFrame()
+    rows = []
+    for label, run in runs.iterrows():
+        row = {"label": label, "status": _text(run.get("speed")) or "not run", "note": _text(run.get("speed_note")),
+               "kernel": _text(run.get("speed_kernel")), "path": _text(run.get("speed_path")),
+               "load_seconds": run.get("speed/load_seconds", math.nan)}
+        for figure in ("ttft_ms", "tpot_ms"):
+            for end in ("", "_min", "_max"):
+                row[f"{figure}{end}"] = run.get(f"speed/{figure}{end}", math.nan)
+        for b in batch_sizes(study):
+            figure = f"tokens_per_second_b{b}"
+            for end in ("", "_min", "_max"):
+                row[f"tps_b{b}{end}"] = run.get(f"speed/{figure}{end}", math.nan)
+            value, low, high = ratio(study, label, figure)
+            row.update({f"x_b{b}": value, f"x_b{b}_low": low, f"x_b{b}_high": high,
+                        f"differs_b{b}": bool(low > 1 or high < 1)})
+        row["memory_mb"] = run.get("speed/peak_memory_mb", math.nan)
+        row["x_memory"] = ratio(study, label, "peak_memory_mb")[0]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("label")
+
+
+def speed_fronts(study: Study, summary: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Average accuracy against tokens per second at each batch size and against peak memory: True where
+    no other run is at least as fast (or as small) and at least as accurate, and strictly better in one."""
+    if not len(table):
+        return pd.DataFrame()
+    frame = pd.DataFrame({"average": summary["average"]}, index=study.labels)
+    for b in batch_sizes(study):
+        frame[f"tps_b{b}"] = table[f"tps_b{b}"]
+        frame["_slowness"] = -frame[f"tps_b{b}"]  # smaller is better for pareto_front's x
+        frame[f"front_b{b}"] = pareto_front(frame, "_slowness", "average", maximize_y=True)
+    frame["memory_mb"] = table["memory_mb"]
+    frame["front_memory"] = pareto_front(frame, "memory_mb", "average", maximize_y=True)
+    return frame.drop(columns=["_slowness"], errors="ignore")
+
+
+def speed_missing(table: pd.DataFrame) -> list[str]:
+    """`FP8 (skipped: ...)`: each run whose speed figures are missing, with the reason."""
+    if not len(table):
+        return []
+    missing = table[~table["status"].isin(["measured", "reused"])]
+    return [f"{label} ({r.status}{': ' + r.note if r.note else ''})" for label, r in missing.iterrows()]
+
+
+def _times(value: float) -> str:
+    return f"{value:.2f}×"
+
+
+def speed_words(table: pd.DataFrame, label: str, b: int) -> str:
+    """`runs at 0.70× its speed at batch 16 [0.66×, 0.74×]`, or the same speed within the spread."""
+    row = table.loc[label]
+    value, low, high = row[f"x_b{b}"], row[f"x_b{b}_low"], row[f"x_b{b}_high"]
+    if pd.isna(value):
+        return f"has no speed figure at batch {b}"
+    spread = f"[{_times(low)}, {_times(high)}]" if not (pd.isna(low) or pd.isna(high)) else "(no spread logged)"
+    if row[f"differs_b{b}"]:
+        return f"runs at {_times(value)} its speed at batch {b} {spread}"
+    return f"is as fast as it at batch {b} within the spread of the repetitions ({_times(value)} {spread})"
+
+
+def speed_recommendations(study: Study, ranked: pd.DataFrame, table: pd.DataFrame, fronts: pd.DataFrame) -> list[str]:
+    """What speed and memory add to the choice: each quantized run's accuracy kept against its speed, the fronts,
+    and which runs lack figures. Speed differences within the repetitions' spread are called no difference."""
+    if not len(table):
+        return []
+    lines = []
+    base = study.baseline
+    sizes = batch_sizes(study)
+    measured = [label for label in ranked.index if label != base and table.loc[label, "status"] in ("measured", "reused")
+                and not pd.isna(ranked.loc[label, "average"])]
+    if base is not None and table.loc[base, "status"] in ("measured", "reused"):
+        base_average = ranked.loc[base, "average"]
+        for label in measured:
+            kept = ranked.loc[label, "average"] / base_average if base_average else math.nan
+            memory = table.loc[label, "x_memory"]
+            speeds = " and ".join(speed_words(table, label, b) for b in sizes)
+            lines.append(f"{label} keeps {kept:.0%} of the Baseline's average accuracy and {speeds}"
+                         + ("" if pd.isna(memory) else f"; peak serving memory {_times(memory)} the Baseline's") + ".")
+    elif base is not None:
+        lines.append("The Baseline has no speed figures, so no run's speed is compared with it.")
+    for b in sizes:
+        front = list(fronts.index[fronts.get(f"front_b{b}", pd.Series(False, index=fronts.index)).fillna(False)])
+        if front:
+            lines.append(f"Accuracy against tokens per second at batch {b}: no run beats {', '.join(front)} "
+                         "on both (the front).")
+    missing = speed_missing(table)
+    if missing:
+        lines.append("Speed not measured for " + "; ".join(missing) + ".")
+    return lines

