@@ -20,6 +20,13 @@ time, peak GPU memory allocated, peak RSS, and GPU memory and RSS still held aft
 phase, once memory was released. From two or more sample counts it extrapolates the
 `quant` phase to `--target` samples (512), linear in the sample count.
 
+Then (unless `--no-speed`) the `speed` phase of `qexp.speed`: the unquantized model and each
+method's largest checkpoint served by vLLM (the `vllm` wheel on a GPU, in qexp's environment
+under its cache, or `--vllm-python`): output tokens per second at batch 1 and 16, time to first
+token, time per output token, load time and peak GPU memory, medians of 5 repetitions with their
+range, and the kernel vLLM chose. Where vLLM cannot be had (no registry, no `--vllm-python`), each
+speed row says why and the other figures stand.
+
 Imports only what quantization and evaluation need (torch, transformers, llmcompressor,
 compressed-tensors, lm-eval, qexp): no MLflow, no Hydra. `--json PATH` writes the figures.
 """
@@ -145,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="quant.offload_device for AWQ (qexp's default on a GPU is cpu)")
     parser.add_argument("--eval-limit", type=int, default=20, help="documents per evaluation task")
     parser.add_argument("--no-eval", action="store_true", help="measure quantization only")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed phase (vLLM)")
+    parser.add_argument("--vllm-python", default=None,
+                        help="a Python that has vLLM (default: qexp builds vLLM's environment under its cache)")
+    parser.add_argument("--speed-batch-sizes", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     parser.add_argument("--workdir", type=Path, default=None, help="where the model and checkpoints go")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -199,6 +210,15 @@ def study(args: argparse.Namespace) -> int:
                 checkpoint = work / f"{method}-{max(args.samples)}"
                 record(method, max(args.samples), "eval",
                        lambda: _evaluate(checkpoint, device, args.eval_limit, args.dtype, work / "cache"))
+        if not args.no_speed:
+            for method, n, folder in [("none", 0, model_path)] + [(m, max(args.samples), work / f"{m}-{max(args.samples)}")
+                                                                   for m in args.methods]:
+                row = {"method": method, "n": n, "phase": "speed", **_speed(folder, device, args, work)}
+                figures["rows"].append(row)
+                print(f"speed {method:>4} n={n:<4} " + (row["note"] or ", ".join(
+                    f"{k.split('/', 1)[1]} {v:,.1f}" for k, v in row.items() if k.startswith("speed/")
+                    and not k.endswith(("_min", "_max")))) + f" [{row['kernel'] or row['status']}]", flush=True)
+                _save(args.json, figures)
 
     for method in args.methods:
         quant = [r for r in figures["rows"] if r["method"] == method and r["phase"] == "quant"]
@@ -233,6 +253,25 @@ def _evaluate(checkpoint: Path, device: str, limit: int, dtype: str, cache_dir: 
     plan = plan_tasks(EVAL_TASKS, FIXTURES_DIR, cache_dir)
     evaluate(checkpoint, plan, dtype=dtype, device=device, num_fewshot=0, limit=limit,
              batch_size="auto" if device.startswith("cuda") else 8, seed=0, cache_dir=cache_dir)
+
+
+def _speed(model: Path, device: str, args: argparse.Namespace, work: Path) -> dict:
+    """The speed phase of a qexp run (`qexp.speed`), on `model`, with conf/speed/vllm.yaml's settings."""
+    from omegaconf import OmegaConf
+
+    from qexp.files import default_cache_dir
+    from qexp.speed import measure_checkpoint, plan_speed
+
+    settings = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "speed" / "vllm.yaml")
+    settings.pop("defaults", None)
+    settings.update({"batch_sizes": args.speed_batch_sizes, "dtype": args.dtype, "python": args.vllm_python})
+    plan = plan_speed(OmegaConf.create({"speed": settings}), "cuda" if device.startswith("cuda") else "cpu", None)
+    outcome = measure_checkpoint(str(model), [str(model)], plan, cache_dir=default_cache_dir(),
+                                 workdir=work / "speed" / model.name, log_path=Path("gpu_study.speed.log").resolve(),
+                                 job=model.name, show_progress=False)
+    return {"status": outcome.status, "note": outcome.note, "kernel": outcome.labels.get("kernel", ""),
+            "path": outcome.labels.get("path", ""), "device_label": outcome.labels.get("device", ""),
+            **outcome.metrics}
 
 
 def _print(row: dict) -> None:

@@ -9,6 +9,7 @@ and the comparison report in Markdown, which --report also writes to FILE. The R
 studies are this script's output:
 - `smollm2_study` (default): GPTQ and AWQ at 16 and 32 samples; about 90 minutes on 2 CPU cores.
 - `smollm2_methods`: RTN, GPTQ, AWQ and AutoRound at 32 samples.
+- `smollm2_speed`: RTN, GPTQ, AWQ and W8A8 at 16 samples, each also served and timed in vLLM.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ def phases(store: Path) -> str:
 
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("qexp")
-    rows = ["| run | quantize (s) | evaluate (s) | peak RSS (GB) |", "|---|---|---|---|"]
+    rows = ["| run | quantize (s) | evaluate (s) | speed phase (s) | peak RSS (GB) |", "|---|---|---|---|---|"]
     for run in sorted(client.search_runs([experiment.experiment_id]), key=lambda r: r.info.start_time):
         if run.data.tags.get("qexp.role") == "sweep":
             continue
         m = run.data.metrics
         quant = f"{m['perf/quant_seconds']:.0f}" if "perf/quant_seconds" in m else "–"
-        rows.append(f"| {run.info.run_name} | {quant} | {m.get('perf/eval_seconds', float('nan')):.0f} | "
+        speed = f"{m['perf/speed_seconds']:.0f}" if "perf/speed_seconds" in m else "–"
+        rows.append(f"| {run.info.run_name} | {quant} | {m.get('perf/eval_seconds', float('nan')):.0f} | {speed} | "
                     f"{m.get('perf/peak_rss_mb', float('nan')) / 1024:.1f} |")
     return "\n".join(rows)
 

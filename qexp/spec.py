@@ -10,6 +10,7 @@ held-out data file) and the identity that names the result.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -252,6 +253,18 @@ def _check_group_size(cfg: DictConfig, model_path: str, cache_dir: Path) -> None
         )
 
 
+def _check_speed_length(cfg: DictConfig, model_path: str) -> None:
+    """The speed phase's sequences (prompt plus output tokens) must fit the model's context."""
+    config = json.loads(models.config_path(model_path).read_text())
+    limit = config.get("text_config", config).get("max_position_embeddings")
+    length = cfg.speed.prompt_tokens + cfg.speed.output_tokens
+    if limit and length > limit:
+        raise config_error("speed.output_tokens", cfg.speed.output_tokens,
+                           f"speed.prompt_tokens + speed.output_tokens = {length} tokens exceed the model's context "
+                           f"({limit} tokens, max_position_embeddings of {cfg.model.path})",
+                           "Lower speed.prompt_tokens or speed.output_tokens.")
+
+
 def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path | None,
               speed: SpeedPlan | None) -> dict:
     """What the config hash covers: `calib_path` is the calibration file, None when nothing calibrates;
@@ -327,6 +340,8 @@ def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
     model_path = models.resolve_model(cfg.model.path, cache_dir)
     if not is_baseline:
         _check_group_size(cfg, model_path, cache_dir)
+    if speed is not None:
+        _check_speed_length(cfg, model_path)
 
     ident = _identity(cfg, model_path, plan, calib_path if calibrates else None, speed)
     checkpoint = None

@@ -22,7 +22,8 @@ def test_gpu_study_runs_at_reduced_size_on_cpu(tmp_path, cache_dir):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_study.py"), "--device", "cpu", "--layers", "1",
          "--samples", "1", "2", "--seq-len", "32", "--eval-limit", "1", "--hidden-size", str(HIDDEN),
-         "--intermediate-size", "3072", "--vocab-size", str(VOCAB), "--dtype", "float32", "--json", str(out)],
+         "--intermediate-size", "3072", "--vocab-size", str(VOCAB), "--dtype", "float32", "--json", str(out),
+         "--no-speed"],  # vLLM's speed phase has its own end-to-end test (test_speed.py)
         cwd=tmp_path, env={**os.environ, "QEXP_CACHE_DIR": str(cache_dir)}, capture_output=True, text=True,
         timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]

@@ -48,6 +48,11 @@ def test_settings_that_make_no_sense_are_refused_before_anything_loads(override,
     assert f"<{key}=" in message and any(fix in message for fix in ("Set ", "Use ", "Point "))
 
 
+def test_sequences_longer_than_the_models_context_are_refused():
+    with pytest.raises(ConfigError, match=r"exceed the model's context \(4096 tokens.*<speed.output_tokens=4000>"):
+        prepare(compose_config(*BASE, "speed.prompt_tokens=128", "speed.output_tokens=4000"))
+
+
 def test_an_interpreter_without_vllm_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match=r"has no vLLM installed: <speed.python=.*speed.python=null"):
         prepare(compose_config(*BASE, f"speed.python={sys.executable}"))
