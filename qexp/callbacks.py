@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .identity import sweep_id
 from .outcome import Outcome, read_outcomes
-from .sweep_jobs import SweepCannotRun, command_line, job_count, per_job, runnable_jobs
+from .sweep_jobs import SweepCannotRun, command_line, job_count, per_job, runnable_jobs, swept_values
 
 log = logging.getLogger("qexp")
 
@@ -188,9 +188,11 @@ class Sweep:
         sweep = sweep_id(config.hydra.sweep.dir)
         tags = {**source_tags(), TAGS.ROLE: "sweep", TAGS.SWEEP_ID: sweep, TAGS.MODEL: str(config.model.name),
                 TAGS.HOST: socket.gethostname(), TAGS.PID: str(os.getpid()),
-                TAGS.DESCRIPTION: f"Sweep {sweep}: `python -m qexp -m {redact(' '.join(command))}`. "
+                TAGS.DESCRIPTION: f"Sweep {sweep}: `python -m qexp -m {redact(' '.join(command))}`, "
+                                  f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} "
+                                  f"({', '.join(_job_name(job) for job in jobs)}). "
                                   "Its jobs' runs are the children; the comparison report is under report/."}
-        run = store.start_run(_name(config, command), tags)
+        run = store.start_run(_name(config), tags)
         return cls(store, run, sweep, config.tracking.heartbeat_seconds)
 
     def finish(self, outcomes: list[Outcome]) -> list[str]:
@@ -248,7 +250,7 @@ def _say_if_all_finished(first, others: list[DictConfig], store) -> None:
             spec = first if job is None else prepare(job, pinned=job.device)
         except QexpError:
             return  # this job reports for itself when it runs
-        found = store.find_runs({TAGS.CONFIG_HASH: spec.config_hash})
+        found = store.done_runs(spec.config_hash)
         if not found:
             return
         finished.append((spec.run_name, found[0]))
@@ -269,9 +271,8 @@ class NothingToDo(Exception):
     """Every job of the sweep has a finished run."""
 
 
-def _name(config: DictConfig, command: list[str]) -> str:
-    """`tiny-qwen3 · gptq,awq × 8,16`: the model and the values swept."""
-    swept = [o.split("=", 1)[1] for o in command if "=" in o and "," in o.split("=", 1)[1]]
-    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
-    swept += [str(v) for v in params.values()]
+def _name(config: DictConfig) -> str:
+    """`tiny-qwen3 · gptq,awq × 8,16`: the model and the values its jobs take of each key swept (in a
+    preset or on the command line; a command-line value replaces the preset's)."""
+    swept = [",".join(values) for values in swept_values(config).values()]
     return f"{config.model.name} · {' × '.join(swept) or 'sweep'}"

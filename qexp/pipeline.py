@@ -31,7 +31,7 @@ from .models import WEIGHT_SUFFIXES
 from .perf import PhaseMemory, weights_mb
 from .spec import RunSpec, baseline_config, prepare
 from .speed import SpeedOutcome, measure_checkpoint
-from .tracking import ARTIFACTS, TAGS, Run, Store, redact, results_metrics, source_tags
+from .tracking import ARTIFACTS, TAGS, Run, Store, is_done, redact, results_metrics, source_tags
 
 __all__ = ["RunResult", "run", "execute"]
 
@@ -69,7 +69,7 @@ def _previous(spec: RunSpec, store: Store) -> RunResult | None:
     if spec.cfg.force:
         return None
     same = {TAGS.CONFIG_HASH: spec.config_hash}
-    finished = store.find_runs(same)
+    finished = store.done_runs(spec.config_hash)
     if finished:
         why = "" if spec.is_baseline or spec.calibrated else f" (data-free: calib.n={spec.cfg.calib.n} does not apply)"
         log.info("%s: skipped%s, finished run %s has the same config_hash %s (force=true re-runs it)",
@@ -111,7 +111,7 @@ def _ensure_baseline(spec: RunSpec, store: Store, sweep_id: str, log_file: Path 
     waiting = False
     while True:
         _reap(base, store)
-        if store.find_runs(same):
+        if store.done_runs(base.config_hash):
             return
         if store.find_runs(same, status="RUNNING"):
             if not waiting:
@@ -127,7 +127,7 @@ def _ensure_baseline(spec: RunSpec, store: Store, sweep_id: str, log_file: Path 
         except KeyboardInterrupt as err:
             claim.end("KILLED", str(err) or "interrupted (Ctrl-C)")
             raise
-        if any(r.info.status == "FINISHED" for r in runs):
+        if any(is_done(r) for r in runs):
             claim.discard()  # a claim this one arrived too late to see has finished the baseline already
             return
         claims = [r for r in runs if r.info.status == "RUNNING"]

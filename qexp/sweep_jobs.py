@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .outcome import Outcome, write_outcome
 
-__all__ = ["SweepCannotRun", "command_line", "job_overrides", "job_count", "compose_job", "runnable_jobs", "per_job"]
+__all__ = ["SweepCannotRun", "command_line", "swept_values", "job_overrides", "job_count", "compose_job", "runnable_jobs", "per_job"]
 
 
 class SweepCannotRun(Exception):
@@ -27,9 +27,26 @@ def command_line(config: DictConfig) -> list[str]:
 
 
 def parsed_overrides(config: DictConfig) -> list:
-    """The sweep's overrides as Hydra parses them: the command line's and the sweeper's params."""
+    """The sweep's overrides as Hydra's basic sweeper reads them: the sweeper's params (a preset's
+    `hydra.sweeper.params`) first, then the command line's, so a key given on the command line
+    replaces the preset's values (`+experiment=smollm2_study quant=gptq` runs GPTQ only)."""
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
-    return parse(command_line(config) + [f"{key}={value}" for key, value in params.items()])
+    return parse([f"{key}={value}" for key, value in params.items()] + command_line(config))
+
+
+def swept_values(config: DictConfig) -> dict[str, list[str]]:
+    """Each key the sweep varies (in a preset or on the command line), with the values its jobs will
+    have: `{'quant': ['gptq'], 'calib.n': ['16']}` when the command line overrides a preset's sweep."""
+    final: dict[str, list[str]] = {}
+    swept = set()
+    for override in parsed_overrides(config):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            swept.add(key)
+            final[key] = list(override.sweep_string_iterator())
+        else:
+            final[key] = [override.get_value_element_as_str()]
+    return {key: values for key, values in final.items() if key in swept}
 
 
 def parse(lines: list[str]) -> list:

@@ -34,7 +34,7 @@ from .files import write_jsonl
 log = logging.getLogger("qexp")
 
 __all__ = ["TAGS", "ARTIFACTS", "check_uri", "redact", "metric_name", "results_metrics", "source_tags", "flatten",
-           "Store", "Run"]
+           "is_done", "Store", "Run"]
 
 
 class TAGS:
@@ -226,6 +226,12 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- the store
+def is_done(run) -> bool:
+    """A FINISHED run counts as done unless its speed phase failed (vLLM missing or crashing): the next
+    attempt at its configuration runs again (checkpoint and answers reused) and measures anew."""
+    return run.info.status == "FINISHED" and run.data.tags.get(TAGS.SPEED) != "failed"
+
+
 class Store:
     """One MLflow experiment in one store: where runs are found, created, reaped and read.
 
@@ -295,6 +301,10 @@ class Store:
             clauses.append(f"attributes.status = '{status}'")
         return self.client.search_runs([self.experiment_id], " and ".join(clauses),
                                        order_by=["attributes.start_time DESC"], max_results=5000)
+
+    def done_runs(self, config_hash: str) -> list:
+        """The FINISHED runs of a configuration that make running it again unnecessary, newest first."""
+        return [run for run in self.find_runs({TAGS.CONFIG_HASH: config_hash}) if is_done(run)]
 
     def get_run(self, run_id: str):
         return self.client.get_run(run_id)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 
@@ -74,10 +73,10 @@ def main(settings_path: str, result_path: str) -> None:
     started = time.perf_counter()
     llm = LLM(model=s["model"], dtype=s["dtype"], max_model_len=max_len, max_num_seqs=largest,
               max_num_batched_tokens=max(largest * max_len, 2048), enable_prefix_caching=False, seed=0,
-              enforce_eager=s["enforce_eager"], kv_cache_memory_bytes=kv, **s.get("engine_args", {}))
+              enforce_eager=s["enforce_eager"], kv_cache_memory_bytes=kv)
     load_seconds = time.perf_counter() - started
 
-    prompts = _prompts(llm.get_tokenizer(), largest + 1, s["prompt_tokens"])
+    prompts = _prompts(llm.get_tokenizer(), largest, s["prompt_tokens"])
 
     def timed(batch: int, tokens: int) -> float:
         params = SamplingParams(max_tokens=tokens, min_tokens=tokens, ignore_eos=True, temperature=0.0)
@@ -91,8 +90,10 @@ def main(settings_path: str, result_path: str) -> None:
 
     runs: dict[str, list[float]] = {"first_token": [], "batch_1_full": [], **{f"batch_{b}": [] for b in batches}}
     for rep in range(total):
-        times = {"first_token": timed(1, 1), "batch_1_full": timed(1, s["output_tokens"])}
-        progress(); progress()
+        times = {"first_token": timed(1, 1)}
+        progress()
+        times["batch_1_full"] = timed(1, s["output_tokens"])
+        progress()
         for b in batches:
             times[f"batch_{b}"] = timed(b, s["output_tokens"])
             progress()

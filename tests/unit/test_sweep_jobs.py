@@ -31,3 +31,25 @@ def test_a_key_is_per_job_when_the_sweep_varies_it_or_its_config_group():
     assert per_job("Bad: <calib.seed=-1>. Fix.", config, command)  # swept by a preset's sweeper params
     assert not per_job("Bad: <eval.tasks=['x']>. Fix.", config, command)  # a list value is one value
     assert not per_job("Bad: <model.path='/x'>. Fix.", config, command)
+
+
+def _sweep_config(params: dict, command: list[str]):
+    return OmegaConf.create({"hydra": {"sweeper": {"params": params}, "overrides": {"task": command}},
+                             "model": {"name": "smollm2-135m"}})
+
+
+def test_a_command_line_value_replaces_the_presets_sweep_as_hydra_does():
+    """`-m +experiment=smollm2_study quant=gptq calib.n=16`: Hydra launches one job, so the sweep counts one
+    and names the values its jobs have, not the preset's."""
+    from qexp.callbacks import _name
+    from qexp.sweep_jobs import job_overrides, swept_values
+
+    config = _sweep_config({"quant": "gptq,awq", "calib.n": "16,32"},
+                           ["+experiment=smollm2_study", "quant=gptq", "calib.n=16"])
+    assert job_overrides(config) == [["quant=gptq", "calib.n=16", "+experiment=smollm2_study"]]
+    assert swept_values(config) == {"quant": ["gptq"], "calib.n": ["16"]}
+    assert _name(config) == "smollm2-135m · gptq × 16"
+    partly = _sweep_config({"quant": "gptq,awq", "calib.n": "16,32"}, ["calib.n=8,64"])
+    assert len(job_overrides(partly)) == 4 and _name(partly) == "smollm2-135m · gptq,awq × 8,64"
+    plain = _sweep_config({}, ["quant=gptq,awq", "calib.n=215,512", "model=tiny"])
+    assert _name(plain) == "smollm2-135m · gptq,awq × 215,512" and len(job_overrides(plain)) == 4
