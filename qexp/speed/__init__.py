@@ -82,7 +82,8 @@ def measure_checkpoint(checkpoint: str, weights: list, plan: SpeedPlan, *, cache
                    "kernel": ", ".join(result.kernels) or ("dense" if not quantization else "not reported by vLLM"),
                    "path": numeric_path(quantization, result.kernels, plan)})
     metrics = {**result.metrics, "perf/speed_seconds": time.perf_counter() - started}
-    write_atomic(kept, json.dumps({"metrics": metrics, "labels": labels, "extra": result.extra}))
+    shared = {k: v for k, v in labels.items() if k != "env_build_seconds"}  # the build was this run's alone
+    write_atomic(kept, json.dumps({"metrics": metrics, "labels": shared, "extra": result.extra}))
     return SpeedOutcome("measured", metrics, labels)
 
 

@@ -47,8 +47,10 @@ def _run_on_a_terminal(command: list[str], cwd, env, timeout: float = 600) -> tu
 
 
 def test_a_job_on_a_terminal_shows_one_live_line_advancing_through_quantization_and_evaluation(tmp_path, cache_dir):
-    # calib.n=7: a checkpoint no other test makes, so its evaluation runs instead of reading cached answers
-    command, env = _command(("-m", "quant=gptq", "calib.n=7", "model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]",
+    # calib.n=7: a checkpoint no other test makes, so its evaluation runs instead of reading cached answers;
+    # MMLU's 57 fixture subjects: enough requests (one loglikelihood count) for the line to be redrawn while
+    # they run (ARC-Easy's fixture alone could finish between two redraws, 0.1 s apart: one frame)
+    command, env = _command(("-m", "quant=gptq", "calib.n=7", "model=tiny", "eval=fixtures", "eval.tasks=[arc_easy,mmlu]",
                              "model.max_seq_length=64", "device=cpu"), tmp_path, cache_dir, "qexp", None)
     env.pop("COLUMNS", None)
     status, written = _run_on_a_terminal(command, tmp_path, env)

@@ -294,3 +294,23 @@ def test_a_generative_task_is_scored_and_paired_by_the_metric_and_filter_asked_f
     (same,) = [c for c in flexible["comparisons"] if c["table"] == "vs_baseline" and c["task"] == "gsm8k"]
     assert lost["delta"] == pytest.approx(-0.25) and lost["p_value"] == pytest.approx(binomtest(0, 10, 0.5).pvalue)
     assert same["delta"] == 0 and same["p_value"] == 1.0
+
+
+def test_holm_turns_a_raw_winner_into_no_winner_in_every_comparison_table(tmp_path):
+    """On ARC-Easy GPTQ-215 is wrong on 8 documents the other runs get right and right on 1 they get
+    wrong: exact McNemar p = 2 * 10 / 512 = 0.039, a winner before adjustment. Each table is one Holm
+    family with a second row (HellaSwag, identical), so the adjusted p is 0.078: no winner, in the
+    per-task, the method and the calibration table alike."""
+    from tests.study_store import accuracy_run, new_store
+
+    uri, client, experiment = new_store(tmp_path)
+    others = {"arc_easy": [1] * 19 + [0], "hellaswag": [1] * 20}
+    gptq = {"arc_easy": [0] * 8 + [1] * 12, "hellaswag": [1] * 20}
+    for quant, n, docs in (("none", 0, others), ("gptq", 215, gptq), ("gptq", 512, others), ("awq", 215, others)):
+        accuracy_run(client, experiment, quant, n, docs)
+    report = build_report(load_study(uri, "qexp"))
+    for name, table in (("vs_baseline", report.vs_baseline), ("methods", report.methods),
+                        ("calibration", report.calibration)):
+        row = table[((table.a == "GPTQ-215") | (table.b == "GPTQ-215")) & (table.task == "arc_easy")].iloc[0]
+        assert row.p_value == pytest.approx(20 / 512), name
+        assert row.p_adjusted >= 2 * row.p_value > 0.05 and row.winner == "not significant", name

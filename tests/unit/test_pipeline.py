@@ -17,7 +17,7 @@ from tests.conftest import compose_config
 @pytest.fixture
 def fakes(monkeypatch):
     """quantize and evaluate that only record what they were given."""
-    seen: dict[str, list] = {"quantize": [], "evaluate": [], "select": []}
+    seen: dict[str, list] = {"quantize": [], "evaluate": [], "select": [], "responses": []}
     real_select = calibration.select
 
     def select(*args, **kwargs):
@@ -31,6 +31,7 @@ def fakes(monkeypatch):
 
     def evaluate(model_path, plan, **kwargs):
         seen["evaluate"].append(str(model_path))
+        seen["responses"].append(kwargs.get("responses"))
         docs = [{"doc_id": 0, "doc_hash": "h0", "acc": 1.0}, {"doc_id": 1, "doc_hash": "h1", "acc": 0.0}]
         return EvalResult(results={"results": {"arc_easy": {"acc,none": 0.5, "sample_len": 2}}},
                           samples={"arc_easy": docs})
@@ -86,7 +87,8 @@ def test_a_second_run_is_skipped_and_a_complete_checkpoint_is_reused(fakes, tmp_
 
 
 def test_a_data_free_method_runs_once_whatever_calib_n_and_logs_no_calibration(fakes, tmp_path, caplog):
-    args = ("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=rtn",
+    # with the held-out perplexity the ShareGPT file is read: only data-freedom keeps calib.n out of the identity
+    args = ("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy,sharegpt_heldout]", "quant=rtn",
             f"paths.checkpoint_dir={tmp_path / 'ckpt'}")
     first = pipeline.run(compose_config(*args, "calib.n=215"))
     assert (first.status, first.name) == ("FINISHED", "rtn") and fakes["quantize"] == [None]
@@ -302,3 +304,33 @@ def test_a_ctrl_c_a_library_swallowed_still_ends_the_run_killed(fakes, tmp_path,
     assert len(fakes["evaluate"]) == 1  # the baseline's: the quantized checkpoint was never evaluated
     errors.interrupt_handled()  # as the entry point does once the job has stopped
     errors.raise_if_interrupted()
+
+
+def test_a_kept_evaluation_is_logged_only_by_a_rerun_with_its_settings_and_answers_are_handed_on(
+        fakes, tmp_path, cache_dir, monkeypatch):
+    """A job that evaluated but could not log keeps its evaluation; a rerun with other evaluation settings
+    evaluates afresh (through the same answers cache: the weights did not change), the rerun with the first
+    settings logs the kept one without evaluating."""
+    from qexp.identity import responses_key
+    from qexp.spec import prepare
+
+    args = ("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=none")
+    real = pipeline._log_evaluation
+
+    def store_gone(run, evaluation):
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr(pipeline, "_log_evaluation", store_gone)
+    with pytest.raises(RuntimeError):
+        pipeline.run(compose_config(*args, "eval.limit=5"))
+    monkeypatch.setattr(pipeline, "_log_evaluation", real)
+    assert len(fakes["evaluate"]) == 1
+    spec = prepare(compose_config(*args, "eval.limit=5"))
+    answers = cache_dir / "lm_eval_responses" / responses_key(spec.identity, pipeline._weight_files(Path(spec.model_path)))
+    assert fakes["responses"] == [answers]  # the pipeline hands lm-eval the checkpoint's answers cache
+
+    other = pipeline.run(compose_config(*args, "eval.limit=6"))
+    assert other.status == "FINISHED" and len(fakes["evaluate"]) == 2  # not the evaluation kept for limit 5
+    assert fakes["responses"][-1] == answers
+    same = pipeline.run(compose_config(*args, "eval.limit=5"))
+    assert same.status == "FINISHED" and len(fakes["evaluate"]) == 2  # the kept evaluation, logged now

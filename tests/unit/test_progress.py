@@ -58,7 +58,15 @@ def test_quantizing_counts_subgraphs_and_never_goes_back(caplog, no_gap):
         for _ in tqdm(range(8), desc="Preparing cache", file=libraries, mininterval=0):
             pass
         assert live.fraction == 0 and live.step == "Preparing cache 8/8"  # not a counting bar
+        fractions, report = [], live.report
+
+        def recorded(desc, n, total):  # every value the percentage takes, not only the lines shown
+            report(desc, n, total)
+            fractions.append(live.fraction)
+
+        live.report = recorded
         _calibrate(subgraphs=4, batches=5, sink=libraries)
+        assert fractions == sorted(fractions) and len(set(fractions)) > 8  # propagation never takes it back
         # the last subgraph's batches are through; its quantization is not (the phase is not over)
         assert live.fraction == (3 + 0.5) / 4
     percents = [int(m[1]) for m in (re.match(r"gptq-8 quantizing +(\d+)%", line) for line in _plain_lines(caplog))]
@@ -159,3 +167,21 @@ def test_plain_lines_keep_their_distance_and_a_slow_phase_still_says_it_is_alive
     slow = requests(200, 12.0)  # 40 min, 0.5% per request: never 30 s without a line (12 s per request)
     gaps = [b - a for a, b in zip(slow, slow[1:])]
     assert len(slow) > 50 and all(progress.GAP_SECONDS <= gap <= progress.PLAIN_SECONDS + 12 for gap in gaps)
+
+
+def test_the_time_left_falls_as_work_is_done_and_is_right_on_a_steady_phase(monkeypatch):
+    """A fake clock: 30 s of loading before the first count (not work the count measures), then one
+    request a second. The time left is then exact at every step and never counts the loading."""
+    clock = Clock()
+    monkeypatch.setattr(progress, "time", clock)
+    live = progress.PhaseProgress("rtn", "evaluating", io.StringIO(), tty=False, counts="requests")
+    clock.now += 30
+    lefts = []
+    for done in range(0, 100, 10):
+        live.report("Running loglikelihood requests", done, 100)
+        if done:
+            line = live.line()
+            assert f"{progress._clock(30 + done)} so far" in line  # the phase's own clock, loading included
+            lefts.append(line.split("about ", 1)[1].split(" left", 1)[0])
+        clock.now += 10
+    assert lefts == [progress._clock(100 - done) for done in range(10, 100, 10)]  # 90 s, 80 s, ..., 10 s

@@ -176,9 +176,16 @@ def test_an_8bit_scheme_refuses_a_group_size_and_says_why():
     assert "quant.group_size=null" in message
 
 
-def test_data_free_methods_accept_any_non_negative_calib_n():
-    for n in (0, 215, 512):
-        assert prepare(compose_config("model=tiny", "eval=fixtures", "quant=rtn", f"calib.n={n}")).calib_n == 0
+def test_data_free_methods_accept_any_non_negative_calib_n_and_name_one_configuration():
+    """eval=fixtures scores the held-out perplexity, so the ShareGPT file is read for every method: only the
+    method being data-free keeps calib.n and calib.seed out of its identity, while GPTQ's moves with them."""
+    specs = [prepare(compose_config("model=tiny", "eval=fixtures", "quant=rtn", f"calib.n={n}", f"calib.seed={seed}"))
+             for n, seed in ((0, 0), (215, 0), (512, 3))]
+    assert "sharegpt_heldout" in specs[0].cfg.eval.tasks and specs[0].plan.own  # the file is read
+    assert {s.calib_n for s in specs} == {0} and "calib" not in specs[0].identity
+    assert len({s.config_hash for s in specs}) == 1 and len({s.checkpoint for s in specs}) == 1
+    gptq = [prepare(compose_config("model=tiny", "eval=fixtures", "quant=gptq", f"calib.n={n}")) for n in (8, 16)]
+    assert gptq[0].config_hash != gptq[1].config_hash
     assert "uses no calibration data" in _error("quant=rtn", "calib.n=-1")
 
 
