@@ -223,25 +223,27 @@ def _ratio(value: float, low: float, high: float, differs: bool | None = None) -
     return text + (" ≈" if differs is False else "")
 
 
+def _number(value: float, fmt: str = "{:,.1f}") -> str:
+    return "" if pd.isna(value) else fmt.format(value)
+
+
 def _speed(report: Report, fmt: str) -> list[str]:
     """Speed and serving memory in vLLM, each run against the baseline, with the repetitions' spread."""
     table, study = report.speed, report.study
     if not len(table):
         return []
-    one = lambda v, f="{:,.1f}": "" if pd.isna(v) else f.format(v)  # noqa: E731
     rows = []
     for label, r in table.iterrows():
+        base = label == study.baseline  # its ratios are 1 by definition: left blank
         row = {"Configuration": label, "kernel": r.kernel or r.status, "numeric path": r.path.split(":")[0]}
         for b in batch_sizes(study):
-            row[f"tok/s b{b}"] = one(r[f"tps_b{b}"])
-            if label != study.baseline:
-                row[f"× Baseline b{b} [range]"] = _ratio(r[f"x_b{b}"], r[f"x_b{b}_low"], r[f"x_b{b}_high"],
-                                                         r[f"differs_b{b}"])
-            else:
-                row[f"× Baseline b{b} [range]"] = ""
-        row.update({"TTFT ms": one(r.ttft_ms, "{:,.2f}"), "TPOT ms": one(r.tpot_ms, "{:,.2f}"),
-                    "peak memory MB": one(r.memory_mb), "× Baseline memory": "" if label == study.baseline
-                    else _ratio(r.x_memory, float("nan"), float("nan")), "load s": one(r.load_seconds)})
+            row[f"tok/s b{b}"] = _number(r[f"tps_b{b}"])
+            row[f"× Baseline b{b} [range]"] = "" if base else _ratio(r[f"x_b{b}"], r[f"x_b{b}_low"],
+                                                                     r[f"x_b{b}_high"], r[f"differs_b{b}"])
+        row.update({"TTFT ms": _number(r.ttft_ms, "{:,.2f}"), "TPOT ms": _number(r.tpot_ms, "{:,.2f}"),
+                    "peak memory MB": _number(r.memory_mb),
+                    "× Baseline memory": "" if base else _ratio(r.x_memory, math.nan, math.nan),
+                    "load s": _number(r.load_seconds)})
         rows.append(row)
     devices = sorted(set(study.runs["speed_device"].dropna())) if "speed_device" in study.runs else []
     runtimes = sorted(set(study.runs["speed_runtime"].dropna())) if "speed_runtime" in study.runs else []
@@ -323,9 +325,9 @@ def _speed_fronts(report: Report, fmt: str) -> list[str]:
         return []
     sizes = batch_sizes(report.study)
     rows = [{"Configuration": label, "Average %": _pct(r.average),
-             **{f"tok/s b{b}": "" if pd.isna(r[f"tps_b{b}"]) else f"{r[f'tps_b{b}']:,.1f}" for b in sizes},
+             **{f"tok/s b{b}": _number(r[f"tps_b{b}"]) for b in sizes},
              **{f"front b{b}": "yes" if r[f"front_b{b}"] else "" for b in sizes},
-             "peak memory MB": "" if pd.isna(r.memory_mb) else f"{r.memory_mb:,.0f}",
+             "peak memory MB": _number(r.memory_mb, "{:,.0f}"),
              "front memory": "yes" if r.front_memory else ""} for label, r in fronts.iterrows()]
     note = ("A run is on a front when no other run is at least as fast (or as small in memory) and at least as "
             "accurate, and strictly better in one (plot: accuracy_vs_speed.png with --plots). Fronts compare medians; "
