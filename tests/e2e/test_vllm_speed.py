@@ -10,7 +10,7 @@ import json
 import psutil
 import pytest
 
-from qexp.speed import environment
+from qexp.speed import environment, metric_names
 from tests.e2e.conftest import qexp_cli, run_sweep
 
 pytestmark = pytest.mark.e2e
@@ -41,6 +41,7 @@ def test_each_run_logs_speed_and_memory_from_real_vllm_with_its_kernel(speed_swe
             assert 0 < metrics[f"{rate}_min"] <= metrics[rate] <= metrics[f"{rate}_max"], name
         assert metrics["speed/ttft_ms"] > 0 and metrics["speed/tpot_ms"] > 0 and metrics["speed/load_seconds"] > 0
         assert metrics["speed/peak_memory_mb"] > 100  # vLLM's processes: the runtime, weights and KV cache
+        assert set(metric_names([1, 4])) <= set(metrics)  # every figure of the contract, medians and ranges
         assert metrics["perf/speed_seconds"] > 0
     assert runs["rtn"].data.tags["qexp.speed_path"].startswith("W4A16: int4 weights, bfloat16 activations")
     assert runs["w8a8-8"].data.tags["qexp.speed_path"].startswith("W8A8")

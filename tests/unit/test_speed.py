@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from qexp.errors import ConfigError
-from qexp.identity import checkpoint_folder
 from qexp.spec import prepare
 from qexp.speed import SpeedPlan, environment, measure_checkpoint
 from qexp.speed.device import describe, label, no_fast_kernel
