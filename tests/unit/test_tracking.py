@@ -172,17 +172,38 @@ def test_ending_a_run_survives_one_failed_request(tmp_path, monkeypatch):
     assert MlflowClient(uri).get_run(run.run_id).info.status == "FINISHED"
 
 
-def test_a_run_that_cannot_be_ended_says_so(tmp_path, monkeypatch):
+def test_a_run_that_cannot_be_ended_says_so(tmp_path, monkeypatch, caplog):
+    """Ending is retried (END_ATTEMPTS tries, each failure but the last logged) and then raises; a store
+    that fails once and then answers ends the run after all."""
+    from qexp import tracking
+
     monkeypatch.setattr("qexp.tracking.END_RETRY_SECONDS", 0)
+    caplog.set_level("WARNING", logger="qexp")
     store = Store.open(f"sqlite:///{tmp_path}/mlflow.db", "qexp")
     run = store.start_run("gptq-8", {})
+    real, calls = MlflowClient.set_terminated, []
 
     def down(self, run_id, status=None, end_time=None):
+        calls.append(status)
         raise RuntimeError("connection refused")
 
     monkeypatch.setattr(MlflowClient, "set_terminated", down)
     with pytest.raises(RuntimeError, match="connection refused"):
         run.end("FINISHED")
+    assert len(calls) == tracking.END_ATTEMPTS > 1
+    retried = [r.getMessage() for r in caplog.records if "trying again" in r.getMessage()]
+    assert len(retried) == tracking.END_ATTEMPTS - 1
+    assert retried[0] == f"Ending MLflow run {run.run_id} failed (RuntimeError: connection refused); trying again"
+
+    def once(self, run_id, status=None, end_time=None):  # a keep-alive connection's one bad answer
+        calls.append(status)
+        if len(calls) == tracking.END_ATTEMPTS + 1:
+            raise RuntimeError("Invalid HTTP request received")
+        return real(self, run_id, status, end_time)
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", once)
+    run.end("FINISHED")
+    assert MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run.run_id).info.status == "FINISHED"
 
 
 class _FlakyClient:
