@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 # MLflow installs its own console handler on import, re-applied by some of its lazily imported modules;
 # without it, its records go through qexp's logging: the job's log file, and the terminal with verbose=true.
@@ -87,6 +89,27 @@ def _console(verbose: bool) -> None:
         logging.getLogger("mlflow").setLevel(logging.INFO)
 
 
+_HTTP_CREDENTIALS = re.compile(r"^(?P<scheme>https?://)(?P<user>[^/\s:@]+):(?P<password>[^@\s/]*)@(?P<rest>\S*)$")
+
+
+def credentials_out_of(argv: list[str]) -> list[str]:
+    """`argv` with a password written into `tracking.uri=http(s)://user:password@host` moved out: the
+    user and password go to MLFLOW_TRACKING_USERNAME/PASSWORD (how MLflow's client authenticates, the
+    job processes a launcher starts included), the URI keeps the host. This runs before Hydra reads
+    the command line, which it prints per job and saves under the output folders. A database URI
+    (postgresql://user:password@...) keeps its password: its driver reads it there."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        found = _HTTP_CREDENTIALS.match(value) if sep and key.lstrip("+~") == "tracking.uri" else None
+        if found:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(found["user"])
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(found["password"])
+            arg = f"{key}={found['scheme']}{found['rest']}"
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -94,6 +117,7 @@ def main() -> None:
     # Hydra prints composition errors in its own words and exits; with HYDRA_FULL_ERROR it
     # raises them instead, so they can be said in qexp's (key, value, fix).
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    sys.argv[1:] = credentials_out_of(sys.argv[1:])
     # The levels MLflow would set for itself (MLFLOW_CONFIGURE_LOGGING=false above): its database migrations
     # are not news. Its own INFO lines (system metrics starting and stopping) only with verbose=true.
     for name in ("mlflow", "alembic", "sqlalchemy", "huey"):

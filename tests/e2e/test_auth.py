@@ -69,13 +69,26 @@ def _team_runs(base: str) -> list:
         return client.search_runs([client.get_experiment_by_name("team").experiment_id])
 
 
-def test_a_team_member_runs_and_no_secret_is_recorded(server, tmp_path, cache_dir):
-    proc = qexp_cli(*JOB, f"tracking.uri={server}", cwd=tmp_path, cache_dir=cache_dir,
-                    env=_credentials("alice", PASSWORDS["alice"]))
+@pytest.mark.parametrize("where", ["environment", "uri"])
+def test_a_team_member_runs_and_no_secret_is_recorded(server, tmp_path, cache_dir, where):
+    """The password given as MLflow's environment variables, or written into tracking.uri (there in a
+    sweep: Hydra prints and saves each job's overrides, and the parent run describes the command line);
+    it is used, and recorded nowhere."""
+    if where == "uri":
+        uri = server.replace("http://", f"http://alice:{PASSWORDS['alice']}@", 1)
+        proc = qexp_cli("-m", *JOB, "eval.limit=3", f"tracking.uri={uri}", cwd=tmp_path, cache_dir=cache_dir,
+                        env=_credentials(None, None))  # eval.limit=3: runs of their own, not the other case's
+    else:
+        proc = qexp_cli(*JOB, f"tracking.uri={server}", cwd=tmp_path, cache_dir=cache_dir,
+                        env=_credentials("alice", PASSWORDS["alice"]))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = _team_runs(server)
-    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("baseline", "FINISHED"), ("rtn", "FINISHED")]
+    runs = [r for r in _team_runs(server) if str(tmp_path) in r.data.params.get("paths.output_dir", str(tmp_path))]
+    jobs = [r for r in runs if r.data.tags.get("qexp.role") != "sweep"]
+    assert sorted((r.info.run_name, r.info.status) for r in jobs) == [("baseline", "FINISHED"), ("rtn", "FINISHED")]
     assert {r.info.user_id for r in runs} == {"alice"}  # the server knows who logged them
+    if where == "uri":  # the sweep's parent run describes its command line
+        parent = [r for r in runs if r.data.tags.get("qexp.role") == "sweep"]
+        assert len(parent) == 1 and "tracking.uri=http://127.0.0.1" in parent[0].data.tags["mlflow.note.content"]
 
     secret = PASSWORDS["alice"]
     assert secret not in proc.stdout + proc.stderr
@@ -85,7 +98,8 @@ def test_a_team_member_runs_and_no_secret_is_recorded(server, tmp_path, cache_di
             assert not [k for k, v in {**run.data.params, **run.data.tags}.items() if secret in v]
             folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl" / run.info.run_id)))
             files = [f for f in folder.rglob("*") if f.is_file()]
-            assert any(f.name == "config.yaml" for f in files) and any(f.suffix == ".log" for f in files)
+            if run.data.tags.get("qexp.role") != "sweep":  # a job's run (the parent holds the report)
+                assert any(f.name == "config.yaml" for f in files) and any(f.suffix == ".log" for f in files)
             assert not [f for f in files if secret.encode() in f.read_bytes()]
     local = [f for f in tmp_path.rglob("*") if f.is_file() and "dl" not in f.relative_to(tmp_path).parts
              and f.stat().st_size < 50_000_000]

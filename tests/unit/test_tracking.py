@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from mlflow import MlflowClient
 
@@ -260,3 +262,17 @@ def test_without_patience_an_outage_fails_at_once_and_other_errors_are_not_retri
     with pytest.raises(RuntimeError, match="not found"):
         _patient(refused, 10, monkeypatch).search()
     assert refused.calls == 1
+
+
+def test_a_password_in_an_http_tracking_uri_leaves_the_command_line_for_mlflows_variables(monkeypatch):
+    """Before Hydra reads the command line (it prints each job's overrides and saves them under the outputs)."""
+    from qexp.__main__ import credentials_out_of
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    argv = ["-m", "quant=rtn", "tracking.uri=https://alice:s%40cret@mlflow.example.org:5000/path", "calib.n=8"]
+    assert credentials_out_of(argv) == ["-m", "quant=rtn", "tracking.uri=https://mlflow.example.org:5000/path",
+                                        "calib.n=8"]
+    assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("alice", "s@cret")
+    database = ["tracking.uri=postgresql://bob:pw@db:5432/mlflow"]  # its driver reads the password there
+    assert credentials_out_of(database) == database and os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
