@@ -114,9 +114,8 @@ def config_hash(ident: dict) -> str:
 
 def eval_identity(ident: dict) -> dict:
     """What two runs must share for their scores to be comparable: the evaluation settings and
-    data, the dtype the model runs in, and the versions of the evaluating libraries."""
-    return {**ident["eval"], "dtype": ident["model"]["dtype"],
-            "versions": {k: v for k, v in ident["versions"].items() if k in EVAL_LIBRARIES}}
+    data (the dtype the model is evaluated in among them), and the versions of the evaluating libraries."""
+    return {**ident["eval"], "versions": {k: v for k, v in ident["versions"].items() if k in EVAL_LIBRARIES}}
 
 
 def quant_identity(ident: dict) -> dict:
@@ -133,8 +132,9 @@ def checkpoint_folder(root: Path, model_name: str, method: str, calib_n: int, id
 
 def responses_key(ident: dict, weights: list) -> str:
     """Names the cache of a model's answers to lm-eval requests (`evaluation.evaluate(responses=...)`):
-    the quantization identity (model, dtype, method, calibration, libraries) and `weights`, the name,
-    size and modification time of each weight file evaluated, so a checkpoint written again (a rerun
-    that quantizes afresh, a local model saved over) never reads answers computed on the old one.
-    lm-eval's version is left out: the cache is keyed by each request's text, whatever formatted it."""
-    return digest([quant_identity(ident), weights])
+    the quantization identity (model, dtype, method, calibration, libraries), the dtype the model is
+    evaluated in, and `weights`, the name, size and modification time of each weight file evaluated, so
+    a checkpoint written again (a rerun that quantizes afresh, a local model saved over) never reads
+    answers computed on the old one, nor a bfloat16 evaluation a float32 one's answers. lm-eval's
+    version is left out: the cache is keyed by each request's text, whatever formatted it."""
+    return digest([quant_identity(ident), ident["eval"].get("dtype"), weights])

@@ -351,7 +351,7 @@ def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path) 
     started = time.perf_counter()
     with memory.phase("eval"), progress.phase(spec.run_name, "evaluating", "requests", not cfg.verbose):
         evaluation = evaluate(
-            checkpoint, spec.plan, dtype=cfg.model.dtype, device=spec.device,
+            checkpoint, spec.plan, dtype=cfg.eval.dtype, device=spec.device,
             num_fewshot=cfg.eval.num_fewshot, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,  # set per device
             seed=cfg.seed, cache_dir=spec.cache_dir, responses=_responses(spec, checkpoint),
         )

@@ -57,7 +57,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 class ModelConfig:
     name: str = MISSING  # names runs' model tag and checkpoint folders
     path: str = MISSING  # hub id, local folder, or qexp:<builtin>
-    dtype: str = MISSING  # float32 | bfloat16 | float16
+    dtype: str = MISSING  # float32 | bfloat16 | float16: what the model is loaded in to quantize (eval.dtype: to evaluate)
     max_seq_length: int = MISSING  # calibration tokens per sample
     group_size: int | None = MISSING  # the quantization group size that suits this model
     note: str | None = None  # a caveat shown in every run's description
@@ -128,6 +128,7 @@ class EvalConfig:
     data_dir: str | None = None  # a folder of hub-style mirrors, qexp:packaged (the real data), or null: the hub
     heldout_docs: int = MISSING
     heldout_max_chars: int = MISSING
+    dtype: str = MISSING  # auto | float32 | bfloat16 | float16: what the evaluated model computes in
 
 
 @dataclass

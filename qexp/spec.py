@@ -26,6 +26,7 @@ from .files import default_cache_dir, digest, file_sha256
 from .quantization import check_scheme, widths_to_check
 from .schema import validate
 from .speed import SpeedPlan, plan_speed
+from .speed.device import describe as describe_device
 from .tracking import check_uri
 
 __all__ = ["RunSpec", "prepare", "baseline_config"]
@@ -142,6 +143,7 @@ def _check_values(cfg: DictConfig, cache_dir: Path) -> None:
             raise config_error(key, OmegaConf.select(cfg, key), "Missing model setting",
                                "Choose a preset (model=tiny, model=qwen3_4b) or set model.path=<dir or hub id>.")
     _one_of(cfg, "model.dtype", DTYPES)
+    _one_of(cfg, "eval.dtype", ("auto", *DTYPES))
     _at_least(cfg, "eval.heldout_docs", 1, "Set eval.heldout_docs to a positive number of conversations, e.g. 100.")
     _at_least(cfg, "eval.heldout_max_chars", 1, "Set eval.heldout_max_chars to a positive number, e.g. 2000.")
     if identity.calibrated(quant.name) or heldout.TASK in cfg.eval.tasks:
@@ -276,6 +278,7 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
         "seed": cfg.seed,
         "data": plan.data_fingerprints() or "hub",
         "own_data": {task: path.name for task, path in sorted(plan.own.items())},
+        "dtype": cfg.eval.dtype,  # resolved by _resolve_per_device
     }
     model = models.model_fingerprint(str(cfg.model.path), model_path)
     measured = speed.identity if speed is not None else None
@@ -293,12 +296,15 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
 
 def _resolve_per_device(cfg: DictConfig, device: str) -> None:
     """Settings whose default depends on the device get their value for this one, so the logged
-    config says what the run used. Neither is part of the config hash: neither changes a score.
+    config says what the run used.
 
     - eval.batch_size null: lm-eval's `auto` on CUDA (the largest batch that fits); 8 on CPU,
       where `auto` spends minutes probing.
     - quant.offload_device auto (AWQ): `cpu` on a GPU, where caching every layer's inputs would
       take an estimated ~30 GB (not yet measured) for Qwen3-4B at 512 x 2048 tokens; `none` on CPU.
+    - eval.dtype auto: `bfloat16` on CUDA and on a CPU with bf16 matrix units, `float32` elsewhere
+      (`eval_dtype`). Unlike the two above it changes scores, so the resolved value is in the eval
+      identity: a bf16 and a float32 evaluation never pass for each other.
     """
     on_gpu = device.startswith("cuda")
     with read_write(cfg):
@@ -306,6 +312,18 @@ def _resolve_per_device(cfg: DictConfig, device: str) -> None:
             cfg.eval.batch_size = "auto" if on_gpu else 8
         if cfg.quant.name == "awq" and cfg.quant.offload_device == "auto":
             cfg.quant.offload_device = "cpu" if on_gpu else "none"
+        if cfg.eval.dtype == "auto":
+            cfg.eval.dtype = eval_dtype(device)
+
+
+def eval_dtype(device: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """What `eval.dtype=auto` means on `device`: bfloat16 where matrix units compute it natively
+    (every CUDA GPU qexp targets; a CPU with AMX-BF16 or AVX512-BF16, where oneDNN runs bf16
+    matmuls about 2x faster than float32), float32 elsewhere (bf16 emulated is slower)."""
+    if device.startswith("cuda"):
+        return "bfloat16"
+    features = describe_device("cpu", cpuinfo)["features"]
+    return "bfloat16" if {"AMX-BF16", "AVX512-BF16"} & set(features) else "float32"
 
 
 # ----------------------------------------------------------------------------- prepare

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import QexpError
 from ..schema import store_parser
 from .data import load_study
+from .plan import add_settings_args, settings_from
 from .report import build_report, render, to_json
 
 
@@ -36,12 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     parser.add_argument("--output", "-o", help="write the report to this file instead of stdout")
     parser.add_argument("--plots", metavar="DIR", help="also save the plots as PNG files in DIR")
+    add_settings_args(parser)
     args = parser.parse_args(argv)
+    settings = settings_from(args, __package__)  # qexp.compare, as its other messages begin
+    if isinstance(settings, int):
+        return settings
 
     metric, overrides = _metric_args(args.metric)
     try:
         study = load_study(args.tracking_uri, args.experiment, model=args.model, sweep_id=args.sweep_id)
-        report = build_report(study, metric, overrides)
+        report = build_report(study, metric, overrides, settings)
     except QexpError as err:
         print(f"qexp.compare: {err}", file=sys.stderr)
         return 2

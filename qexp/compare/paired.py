@@ -15,12 +15,15 @@ import pandas as pd
 
 from ..identity import calibrated
 from .data import Study
+from .power import (PairedMean, Settings, lower_bound, mcnemar_docs, mcnemar_mde, mean_docs, mean_mde,
+                    tost_p, upper_bound)
 from .scores import MMLU_CATEGORIES, task_correctness, metric_column, metric_for
 from .stats import ALPHA, holm, mcnemar_p, weighted_mean_difference, weighted_mean_differences
 
 __all__ = [
-    "PairStats", "pair_stats", "COMPARISON_COLUMNS", "compare", "average_differences", "deltas_vs_baseline",
-    "mmlu_categories", "mmlu_subjects", "method_comparison", "method_pairs", "calibration_comparison",
+    "PairStats", "pair_stats", "COMPARISON_COLUMNS", "compare", "with_power", "average_differences",
+    "deltas_vs_baseline", "mmlu_categories", "mmlu_subjects", "method_comparison", "method_pairs",
+    "calibration_comparison", "calibration_pairs",
 ]
 
 
@@ -135,10 +138,40 @@ def _conclude(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[COMPARISON_COLUMNS]
 
 
+def with_power(study: Study, frame: pd.DataFrame, settings: Settings = Settings()) -> pd.DataFrame:
+    """A comparison table (`compare`) with what each row could have detected: `mde`, the smallest
+    difference its test finds with `settings.power` at two-sided ALPHA (before Holm), and
+    `docs_needed`, the documents that would detect `settings.difference` (None: more than
+    power.MAX_DOCS, or not tested). 0/1 scores: the exact McNemar test's power; others: the z-test's."""
+    mde, needed = [], []
+    for r in frame.itertuples():
+        stats = pair_stats(study, r.task, r.metric) if r.n and not pd.isna(r.p_value) else None
+        if stats is None:
+            mde.append(math.nan)
+            needed.append(None)
+            continue
+        paired = stats.pair(r.a, r.b)
+        if stats.binary:
+            share = (paired["a_only"] + paired["b_only"]) / paired["n"]
+            mde.append(mcnemar_mde(paired["n"], share, settings.power))
+            needed.append(mcnemar_docs(share, settings.difference, settings.power))
+        else:
+            pilot = PairedMean.from_sums([paired["n"]], [paired["sum_d"]], [paired["sum_sq"]], binary=False)
+            mde.append(mean_mde(pilot, settings.power))
+            docs = mean_docs(pilot, settings.difference, settings.power)
+            needed.append(None if math.isnan(docs) else int(docs))
+    return frame.assign(mde=mde, docs_needed=pd.array(needed, dtype="Int64"))
+
+
 def average_differences(study: Study, pairs: list[tuple[str, str]], tasks: list[str] | None = None,
-                        metric: str = "acc", overrides: dict[str, str] | None = None) -> pd.DataFrame:
+                        metric: str = "acc", overrides: dict[str, str] | None = None,
+                        settings: Settings = Settings()) -> pd.DataFrame:
     """The difference of two runs' averages over tasks, paired over documents, with a 95% interval
-    and a z-test (`stats.weighted_mean_difference`); Holm across the pairs given."""
+    and a z-test (`stats.weighted_mean_difference`); Holm across the pairs given. With each pair,
+    what it could have detected (`mde`; `docs_needed` per task for `settings.difference`), its
+    two one-sided tests of equivalence within ±`settings.margin` (`equivalence_p`, Holm across the
+    pairs in `equivalence_adjusted`, `equivalent`) and the one-sided 95% lower bound on the
+    difference and the upper one (`lower`, `upper`)."""
     tasks = study.tasks if tasks is None else tasks
     per_task = [pair_stats(study, task, metric_for(study, task, metric, overrides)) for task in tasks]
     sums = {key: np.full((len(pairs), len(tasks)), np.nan) for key in ("n", "sum_d", "sum_sq")}
@@ -156,6 +189,17 @@ def average_differences(study: Study, pairs: list[tuple[str, str]], tasks: list[
                           "p_value": tests["p_value"]})
     frame["p_adjusted"] = holm(frame["p_value"].to_numpy()) if len(frame) else []
     frame["significant"] = frame["p_adjusted"] < ALPHA
+    binary = [stats is None or stats.binary for stats in per_task]
+    pilots = PairedMean.from_sums(sums["n"].reshape(len(pairs), len(tasks)), np.nan_to_num(sums["sum_d"]),
+                                  np.nan_to_num(sums["sum_sq"]), binary)  # NaN documents: untestable pairs
+    needed = mean_docs(pilots, settings.difference, settings.power)
+    frame["mde"] = mean_mde(pilots, settings.power)
+    frame["docs_needed"] = pd.array([None if math.isnan(x) else int(x) for x in needed], dtype="Int64")
+    frame["equivalence_p"] = tost_p(pilots, settings.margin)
+    frame["equivalence_adjusted"] = holm(frame["equivalence_p"].to_numpy()) if len(frame) else []
+    frame["equivalent"] = frame["equivalence_adjusted"] < ALPHA
+    frame["lower"] = lower_bound(pilots)
+    frame["upper"] = upper_bound(pilots)
     return frame
 
 
@@ -220,9 +264,15 @@ def method_pairs(study: Study) -> list[tuple[str, str]]:
 def calibration_comparison(study: Study, tasks: list[str] | None = None, metric: str = "acc",
                            overrides: dict[str, str] | None = None) -> pd.DataFrame:
     """Calibration sizes against each other per method (e.g. GPTQ-215 vs GPTQ-512)."""
+    return compare(study, calibration_pairs(study), study.tasks if tasks is None else tasks, "calibration", metric,
+                   overrides)
+
+
+def calibration_pairs(study: Study) -> list[tuple[str, str]]:
+    """The pairs `calibration_comparison` tests: each method's (and variant's) runs, smaller size first."""
     runs = study.runs[study.runs["method"] != "none"]
     pairs = []
     for _, same_method in runs.groupby(["method", "variant"], sort=True):
         ordered = list(same_method.sort_values("calib_n").index)
         pairs += list(itertools.combinations(ordered, 2))
-    return compare(study, pairs, study.tasks if tasks is None else tasks, "calibration", metric, overrides)
+    return pairs

@@ -1,5 +1,7 @@
 """The ranking and the recommendations: runs ordered by average, ties kept where the tests cannot
-tell runs apart, recovery against the baseline, and recommendations that claim only what was shown.
+tell runs apart, recovery against the baseline, and recommendations that claim only what was shown,
+in three kinds of sentence: "worse" (or "better": significant after Holm), "not shown to differ
+(could have detected >= X points)", and "equivalent within +-M points" (two one-sided tests).
 """
 
 from __future__ import annotations
@@ -12,26 +14,30 @@ import pandas as pd
 from ..identity import calibrated
 from .data import Study
 from .paired import pair_stats, average_differences, compare
+from .power import Settings
 from .scores import display_name, summary_table
 from .stats import weighted_mean_difference
 
 __all__ = [
-    "ranking", "average_tests", "recovery_table", "best_vs_others", "recommendations",
+    "ranking", "average_tests", "recovery_table", "best_vs_others", "recommendations", "verdict",
 ]
 
 
 def ranking(study: Study, tasks: list[str] | None = None, metric: str = "acc",
-            overrides: dict[str, str] | None = None, tests: pd.DataFrame | None = None) -> pd.DataFrame:
+            overrides: dict[str, str] | None = None, tests: pd.DataFrame | None = None,
+            settings: Settings = Settings()) -> pd.DataFrame:
     """Runs by average, best first; runs not significantly different share a rank.
 
     A run's rank is 1 + the number of runs significantly better on the average (paired over
     documents, Holm across all pairs: `tests`, from `average_tests`). `vs_baseline` is the
     paired average difference to the baseline with its 95% interval, `recovery` the average
-    as a fraction of the baseline's (the interval is the difference's, over the baseline's average).
+    as a fraction of the baseline's (the interval is the difference's, over the baseline's average);
+    `recovery_bound` its one-sided 95% lower bound, `mde_vs_baseline` the smallest average difference
+    that comparison could have detected, `equivalent` whether it shows the run within ±margin.
     """
     summary = summary_table(study, tasks, metric, overrides)
     ranked = summary[["average"]].sort_values("average", ascending=False, na_position="last")
-    tests = average_tests(study, tasks, metric, overrides) if tests is None else tests
+    tests = average_tests(study, tasks, metric, overrides, settings) if tests is None else tests
     significant = tests[tests["significant"]]
     worse = [r.b if r.delta > 0 else r.a for r in significant.itertuples()]
     ranked.insert(0, "rank", [1 + worse.count(label) for label in ranked.index])
@@ -42,15 +48,20 @@ def ranking(study: Study, tasks: list[str] | None = None, metric: str = "acc",
         for suffix, column in (("", "delta"), ("_low", "ci_low"), ("_high", "ci_high")):
             ranked["vs_baseline" + suffix] = vs[column]
             ranked["recovery" + suffix] = 1 + vs[column] / base_average
+        ranked["recovery_bound"] = 1 + vs["lower"] / base_average
+        ranked["mde_vs_baseline"] = vs["mde"]
+        ranked["significant"] = vs["significant"].astype(bool)
+        ranked["equivalent"] = vs["equivalent"].astype(bool)
+        ranked["equivalence_p"] = vs["equivalence_adjusted"]
     return ranked
 
 
 def average_tests(study: Study, tasks: list[str] | None = None, metric: str = "acc",
-                  overrides: dict[str, str] | None = None) -> pd.DataFrame:
+                  overrides: dict[str, str] | None = None, settings: Settings = Settings()) -> pd.DataFrame:
     """The average difference of every pair of runs (the better average first), one Holm family."""
     summary = summary_table(study, tasks, metric, overrides)
     order = list(summary["average"].sort_values(ascending=False, na_position="last").index)
-    return average_differences(study, list(itertools.combinations(order, 2)), tasks, metric, overrides)
+    return average_differences(study, list(itertools.combinations(order, 2)), tasks, metric, overrides, settings)
 
 
 def _by_pair(tests: pd.DataFrame) -> dict[tuple[str, str], dict]:
@@ -62,12 +73,14 @@ def _pair_row(tests: pd.DataFrame | dict, a: str, b: str) -> dict[str, float]:
     """The test of a - b, whichever way round the family holds it."""
     if a == b:
         return {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": math.nan, "p_adjusted": math.nan,
-                "significant": False}
+                "significant": False, "lower": 0.0, "upper": 0.0, "mde": math.nan, "equivalent": False,
+                "equivalence_adjusted": math.nan}
     rows = tests if isinstance(tests, dict) else _by_pair(tests)
     if (a, b) in rows:
         return rows[a, b]
     row = rows[b, a]
-    return {**row, "delta": -row["delta"], "ci_low": -row["ci_high"], "ci_high": -row["ci_low"]}
+    return {**row, "delta": -row["delta"], "ci_low": -row["ci_high"], "ci_high": -row["ci_low"],
+            "lower": -row["upper"], "upper": -row["lower"]}
 
 
 def recovery_table(study: Study, vs_baseline: pd.DataFrame, ranked: pd.DataFrame) -> pd.DataFrame:
@@ -98,8 +111,9 @@ def best_vs_others(study: Study, ranked: pd.DataFrame, tasks: list[str] | None =
 
 
 def recommendations(study: Study, ranked: pd.DataFrame, tests: pd.DataFrame, rivals: pd.DataFrame,
-                    vs_baseline: pd.DataFrame) -> list[str]:
-    """Recommendations that state only what the tests showed: no claim rests on a tie or a missing score."""
+                    vs_baseline: pd.DataFrame, settings: Settings = Settings()) -> list[str]:
+    """Recommendations that state only what the tests showed: no claim rests on a tie or a missing
+    score, and no run is called best without saying whether it keeps the baseline's accuracy."""
     quantized = [label for label in ranked.index if label != study.baseline]
     if not quantized:
         return ["No quantized runs to recommend yet."]
@@ -107,21 +121,24 @@ def recommendations(study: Study, ranked: pd.DataFrame, tests: pd.DataFrame, riv
     if not complete:
         return ["No quantized run has a score on every task, so none has an average: no recommendation."]
     best = complete[0]
-    lines = ["Overall, " + _best_line(best, complete[1:], ranked, tests)]
+    by_pair = _by_pair(tests)
+    lines = ["Overall, " + _best_line(best, complete[1:], ranked, by_pair) + _against_baseline(study, best, by_pair,
+                                                                                                   settings)]
     for r in rivals[rivals["significant"] & (rivals["winner"] != best)].itertuples():
         lines.append(f"{best} is significantly worse than {r.b} on {display_name(r.task)} "
                      f"({_points(r.delta)} points on {r.n} documents, p Holm {r.p_adjusted:.3g}).")
-    if study.baseline and "vs_baseline" in ranked and pd.isna(ranked.loc[best, "vs_baseline"]):
-        lines.append(f"{best} vs Baseline: not tested (a task without documents both runs scored).")
-    elif study.baseline and "vs_baseline" in ranked:
+    if study.baseline and "vs_baseline" in ranked and not pd.isna(ranked.loc[best, "vs_baseline"]):
         row = ranked.loc[best]
         mine = vs_baseline[vs_baseline["a"] == best]
         worse = list(mine.loc[mine["significant"] & (mine["delta"] < 0), "task"])
+        target = f"{100 * settings.recovery:g}%"
+        shown = (f"so it keeps at least {target} of the baseline's average" if row["recovery_bound"] >= settings.recovery
+                 else f"so this study cannot show it keeps {target}")
         lines.append(
             f"{best} vs Baseline: average {_points(row['vs_baseline'])} points "
             f"[{_points(row['vs_baseline_low'])}, {_points(row['vs_baseline_high'])}], recovery "
-            f"{100 * row['recovery']:.1f}%; "
-            + (f"significantly worse on {', '.join(display_name(t) for t in worse)}."
+            f"{100 * row['recovery']:.1f}%, at least {100 * row['recovery_bound']:.1f}% (one-sided 95% bound), {shown}; "
+            + (f"worse on {', '.join(display_name(t) for t in worse)} (significant after Holm)."
                if worse else "no task is significantly worse than the unquantized model.")
         )
     calib = study.runs.loc[complete, "calib_n"]
@@ -131,24 +148,52 @@ def recommendations(study: Study, ranked: pd.DataFrame, tests: pd.DataFrame, riv
         budget = [label for label in complete if label not in sized.index or sized[label] == smallest]
         samples = f"{smallest} samples" + (" or none" if len(sized) < len(complete) else "")
         lines.append(f"With a limited calibration budget ({samples}): "
-                     + _best_line(budget[0], budget[1:], ranked, tests, among=f"run with {samples}"))
+                     + _best_line(budget[0], budget[1:], ranked, by_pair, among=f"run with {samples}")
+                     + _against_baseline(study, budget[0], by_pair, settings))
     return lines
 
 
-def _best_line(best: str, others: list[str], ranked: pd.DataFrame, tests: pd.DataFrame,
-               among: str = "quantized run") -> str:
+def verdict(row: dict, margin: float) -> str:
+    """A difference a - b (a row of `average_tests`, oriented by `_pair_row`) in the report's words."""
+    interval = f"{_points(row['delta'])} points [{_points(row['ci_low'])}, {_points(row['ci_high'])}]"
+    within = f"equivalent within ±{100 * margin:g} points"
+    if pd.isna(row["p_value"]):
+        return "not tested (a task without documents both runs scored)"
+    if row["significant"]:
+        return (f"{'worse' if row['delta'] < 0 else 'better'} ({interval}, p Holm {row['p_adjusted']:.3g})"
+                + (f", though {within}" if row["equivalent"] else ""))
+    if row["equivalent"]:
+        return f"{within} ({interval}; two one-sided tests, p Holm {row['equivalence_adjusted']:.3g})"
+    detectable = ("too few documents to detect any difference" if pd.isna(row["mde"])
+                  else f"could have detected ≥ {100 * row['mde']:.1f} points")
+    return f"not shown to differ ({interval}; {detectable}), nor shown {within}"
+
+
+def _against_baseline(study: Study, label: str, by_pair: dict, settings: Settings) -> str:
+    """' Against Baseline it is ...': whether `label` keeps the baseline's accuracy on the average."""
+    if not study.baseline:
+        return " (no Baseline run: whether it keeps the unquantized accuracy is unknown)."
+    return f" Against Baseline it is {verdict(_pair_row(by_pair, label, study.baseline), settings.margin)}."
+
+
+def _best_line(best: str, others: list[str], ranked: pd.DataFrame, by_pair: dict, among: str = "quantized run") -> str:
     average = f"average {ranked.loc[best, 'average']:.1%}"
     if not others:
         return f"best: {best} ({average}), the only {among}."
-    by_pair = _by_pair(tests)
     tied = [o for o in others if not _pair_row(by_pair, best, o)["significant"]]
     if tied:
         names = ", ".join(tied[:8]) + (f" and {len(tied) - 8} more" if len(tied) > 8 else "")
+        detectable = [_pair_row(by_pair, best, o)["mde"] for o in tied]
+        detectable = [d for d in detectable if not pd.isna(d)]
+        could = ("" if not detectable else
+                 f", which could have detected differences of ≥ {100 * min(detectable):.1f} points"
+                 + (f" (up to {100 * max(detectable):.1f})" if max(detectable) - min(detectable) >= 0.0005 else ""))
         return (f"no single best: {best} has the highest {average}, but {names} "
-                f"{'is' if len(tied) == 1 else 'are'} not significantly different on the average (paired over "
-                "documents, Holm-adjusted); choose among them on cost, or evaluate more documents.")
+                f"{'is' if len(tied) == 1 else 'are'} not shown to differ on the average (paired over "
+                f"documents, Holm-adjusted{could}); choose among them on cost, or evaluate more documents "
+                "(python -m qexp.compare.plan says how many).")
     runner = _pair_row(by_pair, best, others[0])
-    return (f"best: {best} ({average}), significantly better on the average than every other {among} "
+    return (f"best: {best} ({average}), better on the average than every other {among} "
             f"(vs the runner-up {others[0]}: {_points(runner['delta'])} points "
             f"[{_points(runner['ci_low'])}, {_points(runner['ci_high'])}], p Holm {runner['p_adjusted']:.3g}).")
 

@@ -11,7 +11,9 @@ from tabulate import tabulate
 from .data import Study
 from .stats import ALPHA
 from .costs import cost_table, perplexity_table, size_table
-from .paired import calibration_comparison, deltas_vs_baseline, method_comparison, mmlu_categories, mmlu_subjects
+from .paired import (calibration_comparison, deltas_vs_baseline, method_comparison, mmlu_categories, mmlu_subjects,
+                     with_power)
+from .power import MAX_DOCS, Settings
 from .ranking import average_tests, best_vs_others, ranking, recommendations, recovery_table
 from .scores import display_name, metric_for, repeats_table, scores, settings_warnings, summary_table
 from .speed import batch_sizes, speed_fronts, speed_recommendations, speed_table
@@ -42,6 +44,7 @@ class Report:
     speed: pd.DataFrame = field(default_factory=pd.DataFrame)  # vLLM's figures and ratios to the baseline
     speed_fronts: pd.DataFrame = field(default_factory=pd.DataFrame)  # accuracy against speed and memory
     warnings: list[str] = field(default_factory=list)
+    settings: Settings = field(default_factory=Settings)  # what the power and equivalence statements are about
 
     @property
     def comparisons(self) -> pd.DataFrame:
@@ -51,7 +54,8 @@ class Report:
         return pd.concat(frames, ignore_index=True) if frames else self.methods.iloc[0:0]
 
 
-def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | None = None) -> Report:
+def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | None = None,
+                 settings: Settings = Settings()) -> Report:
     tasks = study.tasks
     warnings = []
     if (study.runs["eval_data"] == "fixtures").any():
@@ -60,10 +64,10 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
                         "datasets, not the real benchmarks. These scores say nothing about model quality.")
     warnings += settings_warnings(study)
     summary = summary_table(study, tasks, metric, overrides)
-    vs_baseline = deltas_vs_baseline(study, tasks, metric, overrides)
-    tests = average_tests(study, tasks, metric, overrides)
-    ranked = ranking(study, tasks, metric, overrides, tests)
-    rivals = best_vs_others(study, ranked, tasks, metric, overrides)
+    vs_baseline = with_power(study, deltas_vs_baseline(study, tasks, metric, overrides), settings)
+    tests = average_tests(study, tasks, metric, overrides, settings)
+    ranked = ranking(study, tasks, metric, overrides, tests, settings)
+    rivals = with_power(study, best_vs_others(study, ranked, tasks, metric, overrides), settings)
     speed = speed_table(study)
     fronts = speed_fronts(study, summary, speed)
     return Report(
@@ -72,15 +76,15 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
         scores=scores(study, tasks, metric, overrides),
         summary=summary,
         vs_baseline=vs_baseline,
-        categories=mmlu_categories(study),
-        subjects=mmlu_subjects(study),
-        methods=method_comparison(study, tasks, metric, overrides),
-        calibration=calibration_comparison(study, tasks, metric, overrides),
+        categories=with_power(study, mmlu_categories(study), settings),
+        subjects=with_power(study, mmlu_subjects(study), settings),
+        methods=with_power(study, method_comparison(study, tasks, metric, overrides), settings),
+        calibration=with_power(study, calibration_comparison(study, tasks, metric, overrides), settings),
         average_tests=tests,
         ranking=ranked,
         recovery=recovery_table(study, vs_baseline, ranked),
         best_vs_others=rivals,
-        recommendations=recommendations(study, ranked, tests, rivals, vs_baseline)
+        recommendations=recommendations(study, ranked, tests, rivals, vs_baseline, settings)
         + speed_recommendations(study, ranked, speed, fronts),
         perplexity=perplexity_table(study),
         cost=cost_table(study),
@@ -89,6 +93,7 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
         speed=speed,
         speed_fronts=fronts,
         warnings=warnings,
+        settings=settings,
     )
 
 
@@ -116,16 +121,31 @@ def _table(frame: pd.DataFrame, fmt: str) -> str:
                     showindex=False, disable_numparse=True)
 
 
-def _comparison_rows(frame: pd.DataFrame, with_scores: bool = True) -> pd.DataFrame:
-    rows = []
+def _detectable(mde: float) -> str:
+    return "" if mde is None or pd.isna(mde) else f"{100 * mde:.1f}"
+
+
+def _docs_needed(needed, tested: bool) -> str:
+    if not tested:
+        return ""
+    return f">{MAX_DOCS:,}" if needed is None or pd.isna(needed) else f"{int(needed):,}"
+
+
+def _comparison_rows(frame: pd.DataFrame, settings: Settings, with_scores: bool = True) -> pd.DataFrame:
+    """One row per comparison. A comparison that is not significant says what it could have detected
+    ("detectable ≥ pts") and how many documents would detect `settings.difference`."""
+    rows, needed = [], f"docs for {100 * settings.difference:g} pts"
     for r in frame.itertuples():
         row = {"Task": display_name(r.task), "A": r.a, "B": r.b}
         if with_scores:
             row.update({"A %": _pct(r.score_a), "B %": _pct(r.score_b)})
         flags = (f" ⚠ settings differ: {r.settings_differ}" if r.settings_differ else "") + (
             f" ⚠ {r.docs_differ}" if r.docs_differ else "")
+        winner = "not shown to differ" if r.winner == "not significant" else r.winner
+        tested = not pd.isna(r.p_value)
         row.update({"Δ pts (A-B)": _pts(r.delta), "docs": str(r.n), "p": _p(r.p_value), "p Holm": _p(r.p_adjusted),
-                    "winner": r.winner + flags})
+                    "detectable ≥ pts": _detectable(r.mde) if tested else "",
+                    needed: _docs_needed(r.docs_needed, tested and not r.significant), "winner": winner + flags})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -158,6 +178,14 @@ def _preamble(report: Report, fmt: str) -> list[str]:
             f"with 95% Wilson intervals; differences are tested with the exact McNemar test on paired "
             f"documents (matched by doc_hash), Holm-adjusted within each table; a winner is declared only "
             f"when the adjusted p < {ALPHA}.", ""]
+    s = report.settings
+    out += [f"Not significant is not the same: \"detectable ≥ pts\" is the smallest true difference a comparison "
+            f"would have found with {100 * s.power:g}% power (two-sided, α = {ALPHA} before Holm), given its documents "
+            f"and how often the two runs disagreed; \"docs for {100 * s.difference:g} pts\" is how many documents "
+            f"would find a {100 * s.difference:g}-point difference (python -m qexp.compare.plan sizes a study). "
+            f"\"Equivalent\" means two one-sided tests place the average difference within ±{100 * s.margin:g} "
+            f"points (Holm-adjusted), and recovery bounds are one-sided 95% lower bounds, checked against a "
+            f"{100 * s.recovery:g}% target.", ""]
     out += [f"Evaluation data: {line}." for line in _data_sources(study)]
     out += [f"Note: {note}" for note in study.notes]
     return out + [""]
@@ -259,7 +287,7 @@ def _speed(report: Report, fmt: str) -> list[str]:
 
 def _vs_baseline(report: Report, fmt: str) -> list[str]:
     """Part 2: each configuration against the baseline, per task."""
-    body = (_table(_comparison_rows(report.vs_baseline), fmt) if len(report.vs_baseline)
+    body = (_table(_comparison_rows(report.vs_baseline, report.settings), fmt) if len(report.vs_baseline)
             else "No Baseline run in this experiment: deltas cannot be computed.")
     return [_heading("2. Per task: each configuration vs Baseline", fmt), body, ""]
 
@@ -269,7 +297,7 @@ def _mmlu(report: Report, fmt: str) -> list[str]:
     out = [_heading("3. MMLU by category", fmt)]
     if not len(report.categories):
         return out + ["No MMLU categories (or no Baseline) in these runs.", ""]
-    out += [_table(_comparison_rows(report.categories), fmt), ""]
+    out += [_table(_comparison_rows(report.categories, report.settings), fmt), ""]
     wide = []
     for task, part in report.subjects.groupby("task", sort=True):
         row = {"Subject": display_name(task), "Baseline": _pct(part["score_b"].iloc[0])}
@@ -284,10 +312,10 @@ def _methods_and_calibration(report: Report, fmt: str) -> list[str]:
     """Parts 4 and 5: methods at equal calibration size, calibration sizes per method."""
     return [
         _heading("4. Methods at equal calibration size", fmt),
-        _table(_comparison_rows(report.methods), fmt) if len(report.methods)
+        _table(_comparison_rows(report.methods, report.settings), fmt) if len(report.methods)
         else "Fewer than two methods at any calibration size.", "",
         _heading("5. Calibration sizes per method", fmt),
-        _table(_comparison_rows(report.calibration), fmt) if len(report.calibration)
+        _table(_comparison_rows(report.calibration, report.settings), fmt) if len(report.calibration)
         else "Fewer than two calibration sizes for any method.", "",
     ]
 
@@ -295,11 +323,17 @@ def _methods_and_calibration(report: Report, fmt: str) -> list[str]:
 def _ranking(report: Report, fmt: str) -> list[str]:
     """Part 6: the ranking (shared ranks where the averages do not differ significantly), the tests
     behind it, the best run against the others per task, accuracy against size, recommendations."""
-    ranked = pd.DataFrame([{"Rank": str(int(r["rank"])), "Configuration": label, "Average %": _pct(r["average"]),
-                            "vs Baseline pts [95% CI]": f"{_pts(r.get('vs_baseline', math.nan))} "
-                            f"{_interval(r.get('vs_baseline_low', math.nan), r.get('vs_baseline_high', math.nan))}"}
-                           for label, r in report.ranking.iterrows()])
-    out = [_heading("6. Ranking and recommendations", fmt), _table(ranked, fmt), "",
+    s, baseline = report.settings, report.study.baseline
+    rows = []
+    for label, r in report.ranking.iterrows():
+        row = {"Rank": str(int(r["rank"])), "Configuration": label, "Average %": _pct(r["average"])}
+        if "vs_baseline" in r and label != baseline:
+            row.update({"vs Baseline pts [95% CI]": f"{_pts(r['vs_baseline'])} "
+                        f"{_interval(r['vs_baseline_low'], r['vs_baseline_high'])}",
+                        "recovery ≥ % (one-sided 95%)": _pct(r["recovery_bound"]),
+                        "vs Baseline": _short_verdict(r, s)})
+        rows.append(row)
+    out = [_heading("6. Ranking and recommendations", fmt), _table(pd.DataFrame(rows).fillna(""), fmt), "",
            "A run's rank is 1 + the number of runs significantly better on the average: differences of "
            "averages are paired over documents (each task weighted as in the average), with a 95% interval, "
            "Holm-adjusted across all pairs.", ""]
@@ -309,14 +343,31 @@ def _ranking(report: Report, fmt: str) -> list[str]:
     if len(shown):
         rows = [{"A": r.a, "B": r.b, "Δ average pts (A-B) [95% CI]": f"{_pts(r.delta)} {_interval(r.ci_low, r.ci_high)}",
                  "docs": str(r.n), "p": _p(r.p_value), "p Holm": _p(r.p_adjusted),
-                 "significant": "yes" if r.significant else "no"} for r in shown.itertuples()]
+                 "significant": "yes" if r.significant else "no",
+                 "detectable ≥ pts": _detectable(r.mde),
+                 f"docs/task for {100 * s.difference:g} pts": _docs_needed(r.docs_needed, not r.significant
+                                                                          and not pd.isna(r.p_value)),
+                 f"equivalent ±{100 * s.margin:g} (p Holm)": "" if pd.isna(r.equivalence_adjusted) else
+                 f"{'yes' if r.equivalent else 'no'} ({_p(r.equivalence_adjusted)})"} for r in shown.itertuples()]
         title = "Average differences" + ("" if len(shown) == len(tests) else f" (the best run's; all {len(tests)} in JSON)")
         out += [_heading(title, fmt, 3), _table(pd.DataFrame(rows), fmt), ""]
     if len(report.best_vs_others):
         out += [_heading("The best quantized run against the others, per task", fmt, 3),
-                _table(_comparison_rows(report.best_vs_others), fmt), ""]
+                _table(_comparison_rows(report.best_vs_others, report.settings), fmt), ""]
     out += _sizes(report, fmt) + _speed_fronts(report, fmt)
     return out + [f"- {line}" for line in report.recommendations]
+
+
+def _short_verdict(r: pd.Series, settings: Settings) -> str:
+    """The ranking's vs-Baseline cell: one of the report's three kinds of sentence, short."""
+    if pd.isna(r["vs_baseline"]):
+        return "not tested"
+    if r["significant"]:
+        return "worse" if r["vs_baseline"] < 0 else "better"
+    if r["equivalent"]:
+        return f"equivalent within ±{100 * settings.margin:g}"
+    return "not shown to differ" + ("" if pd.isna(r["mde_vs_baseline"])
+                                    else f" (could detect ≥ {100 * r['mde_vs_baseline']:.1f})")
 
 
 def _speed_fronts(report: Report, fmt: str) -> list[str]:
@@ -379,6 +430,8 @@ def to_json(report: Report) -> dict:
     return {
         "metric": report.metrics,
         "alpha": ALPHA,
+        "settings": {"power": report.settings.power, "difference": report.settings.difference,
+                     "margin": report.settings.margin, "recovery": report.settings.recovery},
         "eval_data": sorted(set(study.runs["eval_data"])),
         "warnings": report.warnings,
         "notes": study.notes,

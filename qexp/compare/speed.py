@@ -128,9 +128,11 @@ def speed_recommendations(study: Study, ranked: pd.DataFrame, table: pd.DataFram
         base_average = ranked.loc[base, "average"]
         for label in measured:
             kept = ranked.loc[label, "average"] / base_average if base_average else math.nan
+            bound = ranked.loc[label, "recovery_bound"] if "recovery_bound" in ranked else math.nan
+            at_least = "" if pd.isna(bound) else f" (at least {bound:.0%}, one-sided 95% bound)"
             memory = table.loc[label, "x_memory"]
             speeds = " and ".join(speed_words(table, label, b) for b in sizes)
-            lines.append(f"{label} keeps {kept:.0%} of the Baseline's average accuracy and {speeds}"
+            lines.append(f"{label} keeps {kept:.0%} of the Baseline's average accuracy{at_least} and {speeds}"
                          + ("" if pd.isna(memory) else f"; peak serving memory {_times(memory)} the Baseline's") + ".")
     elif base is not None:
         lines.append("The Baseline has no speed figures, so no run's speed is compared with it.")

@@ -97,8 +97,9 @@ def weighted_mean_difference(n, sum_d, sum_sq, confidence: float = 0.95) -> Mean
     Per task: `n` documents both runs scored, `sum_d` the sum of their differences (a - b),
     `sum_sq` the sum of squared differences. Each task weighs 1/len(n), as in the unweighted
     average of task scores; within a task each document weighs the same. The standard error
-    adds the tasks' variances of the mean (independent documents); the interval is normal and
-    the p-value the matching z-test, so the interval excludes 0 exactly when p < 1 - confidence.
+    adds the tasks' variances of the mean (independent documents; a task of one document counts
+    with the largest variance, 1); the interval is normal and the p-value the matching z-test, so
+    the interval excludes 0 exactly when p < 1 - confidence.
     """
     rows = weighted_mean_differences(np.atleast_2d(n), np.atleast_2d(sum_d), np.atleast_2d(sum_sq), confidence)
     return MeanDifference(*(float(rows[key][0]) for key in ("delta", "ci_low", "ci_high", "p_value")),
@@ -116,7 +117,9 @@ def weighted_mean_differences(n, sum_d, sum_sq, confidence: float = 0.95) -> dic
     ok = np.all(n > 0, axis=1) & np.all(~np.isnan(sum_d), axis=1)
     safe_n = np.where(n > 0, n, 1.0)
     means = sum_d / safe_n
-    sample_var = np.where(n > 1, (sum_sq - n * means**2) / np.maximum(n - 1, 1), 0.0)
+    # One document gives no variance: take the largest a paired difference of scores in [0, 1] can
+    # have (1), rather than none, which would make a single document "significant".
+    sample_var = np.where(n > 1, (sum_sq - n * means**2) / np.maximum(n - 1, 1), 1.0)
     variance = np.sum(np.maximum(sample_var, 0.0) / safe_n, axis=1) / k**2
     delta = means.sum(axis=1) / k
     se = np.sqrt(variance)

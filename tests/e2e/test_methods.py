@@ -12,7 +12,8 @@ from tests.e2e.conftest import Sweep, assert_second_pass_redoes_nothing, qexp_cl
 pytestmark = pytest.mark.e2e
 
 METHODS = ["-m", "quant=rtn,autoround_cpu,w8a8,fp8", "calib.n=8,16", "model=tiny", "eval=fixtures",
-           "eval.tasks=[arc_easy,hellaswag]", "eval.limit=20", "model.max_seq_length=64", "device=cpu"]
+           "eval.tasks=[arc_easy,hellaswag,sharegpt_heldout]", "eval.limit=20", "eval.heldout_docs=8",
+           "model.max_seq_length=64", "device=cpu"]
 NAMES = {"baseline", "rtn", "fp8", "autoround-8", "autoround-16", "w8a8-8", "w8a8-16"}
 
 
@@ -25,7 +26,9 @@ def test_data_free_methods_run_once_and_every_configuration_quantizes(methods):
     runs = methods.runs()
     assert set(runs) == NAMES and {r.info.status for r in runs.values()} == {"FINISHED"}
     assert "qexp sweep: 8 jobs, 8 ok, 0 failed" in methods.proc.stdout
-    assert methods.proc.stdout.count("SKIPPED") == 2  # the second rtn and fp8 jobs (calib.n=16)
+    # The held-out ShareGPT file is evaluated, and still the second rtn and fp8 jobs (calib.n=16) are the
+    # first ones: calib.n does not enter a data-free run's identity.
+    assert methods.proc.stdout.count("SKIPPED") == 2
     log = methods.proc.stdout + methods.proc.stderr
     assert "rtn: skipped (data-free: calib.n=16 does not apply)" in log
     assert "fp8: skipped (data-free: calib.n=16 does not apply)" in log
@@ -34,6 +37,7 @@ def test_data_free_methods_run_once_and_every_configuration_quantizes(methods):
             continue
         assert "qexp.checkpoint_reused" not in run.data.tags, name  # quantized by this sweep
         assert run.data.metrics["perf/quant_seconds"] > 0
+        assert run.data.metrics["sharegpt_heldout/bits_per_byte"] > 0
         free = name in ("rtn", "fp8")
         assert run.data.tags["qexp.calib_n"] == ("0" if free else name.rsplit("-", 1)[1])
         artifacts = {a.path for a in methods.client().list_artifacts(run.info.run_id)}

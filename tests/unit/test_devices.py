@@ -11,9 +11,9 @@ import os
 import pytest
 import torch
 
-from qexp import gpus
+from qexp import gpus, spec
 from qexp.errors import ConfigError
-from qexp.spec import prepare
+from qexp.spec import eval_dtype, prepare
 from tests.conftest import compose_config
 
 
@@ -86,6 +86,40 @@ def test_batch_size_and_awq_offload_default_on_cpu():
     assert on_cpu.cfg.eval.batch_size == 8 and on_cpu.cfg.quant.offload_device == "none"
     given = _prepare("quant=awq", "device=cpu", "eval.batch_size=auto", "quant.offload_device=cpu")
     assert given.cfg.eval.batch_size == "auto" and given.cfg.quant.offload_device == "cpu"
+
+
+CPUINFO = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 avx512f {extra}\n"
+
+
+@pytest.mark.parametrize("extra,dtype", [("amx_bf16 amx_int8", "bfloat16"), ("avx512_bf16", "bfloat16"), ("", "float32")])
+def test_eval_dtype_auto_is_bfloat16_where_the_cpu_has_bf16_matrix_units(tmp_path, extra, dtype):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(extra=extra))
+    assert eval_dtype("cpu", cpuinfo) == dtype
+    assert eval_dtype("cuda:0", cpuinfo) == "bfloat16"
+
+
+def test_eval_dtype_auto_is_resolved_into_the_eval_identity(monkeypatch):
+    monkeypatch.setattr(spec, "eval_dtype", lambda device: "float32")  # a CPU without bf16 units
+    auto = _prepare("device=cpu")
+    assert auto.cfg.eval.dtype == "float32" and auto.identity["eval"]["dtype"] == "float32"
+    assert auto.eval_hash == _prepare("device=cpu", "eval.dtype=float32").eval_hash
+    bf16 = _prepare("device=cpu", "eval.dtype=bfloat16")
+    assert bf16.cfg.eval.dtype == "bfloat16" and bf16.eval_hash != auto.eval_hash
+
+
+def test_the_evaluation_runs_in_eval_dtype_and_keeps_answers_per_dtype(monkeypatch, tmp_path):
+    from qexp import pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "evaluate", lambda *args, **kwargs: seen.append(kwargs) or pipeline.EvalResult({}, {}))
+    paths = []
+    for dtype in ("float32", "bfloat16"):
+        job = _prepare("device=cpu", f"eval.dtype={dtype}", "model.dtype=float32")
+        paths.append(pipeline._responses(job, tmp_path))
+        pipeline._evaluate(job, tmp_path, pipeline.PhaseMemory.for_device("cpu"), tmp_path / f"kept-{dtype}.json")
+    assert [kwargs["dtype"] for kwargs in seen] == ["float32", "bfloat16"]
+    assert paths[0] != paths[1]  # a bf16 evaluation never reads answers a float32 one computed
 
 
 def test_neither_setting_changes_the_config_hash():

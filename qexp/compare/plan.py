@@ -1,0 +1,191 @@
+"""`python -m qexp.compare.plan`: how many documents per task a study needs, from a finished pilot.
+
+    python -m qexp.compare.plan [--difference 2] [--power 80] [--tracking-uri URI] [--experiment NAME]
+
+Reads a finished study, as `python -m qexp.compare` does, and for each comparison its report makes
+(each quantized run against the baseline, methods at equal calibration size, calibration sizes per
+method) says what the pilot could have detected and how many documents per task would detect a
+difference of --difference points with --power: on the average over tasks (the paired z-test the
+ranking uses) and per task (the exact McNemar test), assuming the runs disagree on documents as
+often as they did in the pilot. It ends with the `eval.limit` that sizes the next study, and what
+that costs at the pilot's pace.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import pandas as pd
+from tabulate import tabulate
+
+from ..errors import QexpError
+from ..schema import store_parser
+from .data import Study, load_study
+from .paired import average_differences, calibration_pairs, compare, method_pairs, pair_stats, with_power
+from .power import DIFFERENCE, MARGIN, MAX_DOCS, POWER, RECOVERY, Settings, check_settings
+from .scores import display_name, metric_for
+
+__all__ = ["Plan", "plan_study", "render_plan", "add_settings_args", "settings_from", "main"]
+
+
+@dataclass
+class Plan:
+    settings: Settings
+    average: pd.DataFrame  # family, a, b, docs (pilot per task), disagreement, mde, docs_needed
+    tasks: pd.DataFrame  # family, task, a, b, docs, disagreement, mde, docs_needed
+    limit: int | None  # documents per task the average needs for the headline family (None: more than MAX_DOCS)
+    family: str | None  # the family the headline sizes for
+    eval_seconds: float  # the pilot's median evaluation seconds per run
+    pilot_docs: int  # the pilot's documents per task (the largest)
+
+
+FAMILIES = ("methods", "calibration", "vs Baseline")  # the headline sizes for the first that has pairs
+
+
+def _families(study: Study) -> dict[str, list[tuple[str, str]]]:
+    baseline = [(label, study.baseline) for label in study.labels if study.baseline and label != study.baseline]
+    return {"methods": method_pairs(study), "calibration": calibration_pairs(study), "vs Baseline": baseline}
+
+
+def _disagreement(study: Study, a: str, b: str, tasks: list[str]) -> float:
+    """The share of paired documents on which two runs disagree, over all tasks (0/1 scores)."""
+    discordant = documents = 0.0
+    for task in tasks:
+        stats = pair_stats(study, task, metric_for(study, task))
+        if stats is not None and stats.binary and a in stats.index and b in stats.index:
+            paired = stats.pair(a, b)
+            discordant += paired["a_only"] + paired["b_only"]
+            documents += paired["n"]
+    return discordant / documents if documents else math.nan
+
+
+def plan_study(study: Study, settings: Settings = Settings()) -> Plan:
+    averages, per_task = [], []
+    for family, pairs in _families(study).items():
+        if not pairs:
+            continue
+        tests = average_differences(study, pairs, study.tasks, settings=settings)
+        tests.insert(0, "family", family)
+        tests["docs_per_task"] = tests["n"] // max(1, len(study.tasks))
+        tests["disagreement"] = [_disagreement(study, a, b, study.tasks) for a, b in pairs]
+        averages.append(tests)
+        rows = with_power(study, compare(study, pairs, study.tasks, family), settings)
+        rows["disagreement"] = (rows["a_only"] + rows["b_only"]) / rows["n"].where(rows["n"] > 0)
+        per_task.append(rows.rename(columns={"table": "family"}))
+    average = pd.concat(averages, ignore_index=True) if averages else pd.DataFrame(
+        columns=["family", "a", "b", "n", "docs_per_task", "disagreement", "mde", "docs_needed"])
+    tasks = pd.concat(per_task, ignore_index=True) if per_task else pd.DataFrame(
+        columns=["family", "task", "a", "b", "n", "disagreement", "mde", "docs_needed"])
+    family = next((f for f in FAMILIES if f in set(average["family"])), None)
+    limit = None
+    if family is not None:
+        needed = average.loc[average["family"] == family, "docs_needed"]
+        limit = None if needed.isna().any() else int(needed.max())
+    seconds = study.runs["perf/eval_seconds"].median() if "perf/eval_seconds" in study.runs else math.nan
+    pilot = max((int(stats.n.diagonal().max()) for task in study.tasks
+                 if (stats := pair_stats(study, task, metric_for(study, task))) is not None), default=0)
+    return Plan(settings, average, tasks, limit, family, float(seconds), pilot)
+
+
+def render_plan(plan: Plan, fmt: str = "text") -> str:
+    s = plan.settings
+    size = f"{100 * s.difference:g} points at {100 * s.power:g}% power"
+    out = [f"Planning from a pilot of {plan.pilot_docs} documents per task: documents per task to detect {size}",
+           "(two-sided α = 0.05 before Holm; the runs assumed to disagree as often as in the pilot).", ""]
+    if plan.family is None:
+        out.append("This study has no pair of runs to compare (no baseline and a single quantized run, or none): "
+                   "it is too small for any power statement. Run a baseline and at least one quantized run first.")
+        return "\n".join(out) + "\n"
+    rows = [{"comparison": r.family, "A": r.a, "B": r.b, "pilot docs/task": str(r.docs_per_task),
+             "disagree %": "" if pd.isna(r.disagreement) else f"{100 * r.disagreement:.1f}",
+             "detectable now ≥ pts": "" if pd.isna(r.mde) else f"{100 * r.mde:.1f}",
+             f"docs/task for {100 * s.difference:g} pts": _count(r.docs_needed)}
+            for r in plan.average.itertuples()]
+    out += ["On the average over tasks (what the ranking tests):", _table(rows, fmt), ""]
+    rows = []
+    for (family, task), part in plan.tasks.groupby(["family", "task"], sort=False):
+        tested = part[part["n"] > 0]
+        rows.append({"comparison": family, "task": display_name(task), "pairs": str(len(tested)),
+                     "disagree % (median)": "" if tested.empty else f"{100 * tested['disagreement'].median():.1f}",
+                     "detectable now ≥ pts (median)": "" if tested["mde"].isna().all()
+                     else f"{100 * tested['mde'].median():.1f}",
+                     f"docs for {100 * s.difference:g} pts (largest)":
+                     "" if tested.empty else _count(None if tested["docs_needed"].isna().any()
+                                                    else tested["docs_needed"].max())})
+    out += ["Per task (the exact McNemar test of each table):", _table(rows, fmt), ""]
+    pairs = int((plan.average["family"] == plan.family).sum())
+    if plan.limit is None:
+        out.append(f"To tell apart {size} on the average for {plan.family} ({pairs} pairs) would take more than "
+                   f"{MAX_DOCS:,} documents per task: out of reach; plan for a larger difference (--difference).")
+    else:
+        cost = ""
+        if plan.pilot_docs and not math.isnan(plan.eval_seconds):
+            minutes = plan.eval_seconds * plan.limit / plan.pilot_docs / 60
+            cost = (f" At the pilot's pace ({plan.eval_seconds:.0f} s per run for {plan.pilot_docs} documents per "
+                    f"task) an evaluation at that size takes about {minutes:.0f} min per run.")
+        which = "its one pair" if pairs == 1 else f"the largest of its {pairs} pairs"
+        out.append(f"Use eval.limit={plan.limit} to tell apart {size} on the average for {plan.family} "
+                   f"({which}).{cost}")
+    return "\n".join(out) + "\n"
+
+
+def _table(rows: list[dict], fmt: str) -> str:
+    return tabulate(pd.DataFrame(rows), headers="keys", tablefmt="github" if fmt == "markdown" else "simple",
+                    showindex=False, disable_numparse=True)
+
+
+def _count(needed) -> str:
+    return f">{MAX_DOCS:,}" if needed is None or pd.isna(needed) else f"{int(needed):,}"
+
+
+def add_settings_args(parser, equivalence: bool = True) -> None:
+    """The power and equivalence settings, in points and percent as a reader says them."""
+    parser.add_argument("--power", type=float, default=100 * POWER, metavar="PERCENT",
+                        help=f"the power of the detectable differences and document counts (default {100 * POWER:g})")
+    parser.add_argument("--difference", type=float, default=100 * DIFFERENCE, metavar="POINTS",
+                        help=f"the difference to size for: documents needed to detect it (default {100 * DIFFERENCE:g})")
+    if equivalence:
+        parser.add_argument("--margin", type=float, default=100 * MARGIN, metavar="POINTS",
+                            help=f"equivalence margin on the average (default ±{100 * MARGIN:g})")
+        parser.add_argument("--recovery", type=float, default=100 * RECOVERY, metavar="PERCENT",
+                            help=f"the recovery a run must be shown to keep (default {100 * RECOVERY:g})")
+
+
+def settings_from(args, prog: str) -> Settings | int:
+    """The settings the flags give, or exit status 2 after saying what is wrong and the fix."""
+    settings = Settings(power=args.power / 100, difference=args.difference / 100,
+                        margin=getattr(args, "margin", 100 * MARGIN) / 100,
+                        recovery=getattr(args, "recovery", 100 * RECOVERY) / 100)
+    problems = check_settings(settings)
+    for problem in problems:
+        print(f"{prog}: {problem}", file=sys.stderr)
+    return 2 if problems else settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser, _ = store_parser("python -m qexp.compare.plan", __doc__)
+    except QexpError as err:
+        print(f"qexp.compare.plan: {err}", file=sys.stderr)
+        return 2
+    parser.add_argument("--model", help="the qexp.model tag to plan from, when the experiment holds several")
+    parser.add_argument("--sweep-id", help="only the runs of this sweep (its baseline may be older)")
+    parser.add_argument("--format", choices=["text", "markdown"], default="text")
+    add_settings_args(parser, equivalence=False)
+    args = parser.parse_args(argv)
+    settings = settings_from(args, "qexp.compare.plan")
+    if isinstance(settings, int):
+        return settings
+    try:
+        study = load_study(args.tracking_uri, args.experiment, model=args.model, sweep_id=args.sweep_id)
+    except QexpError as err:
+        print(f"qexp.compare.plan: {err}", file=sys.stderr)
+        return 2
+    print(render_plan(plan_study(study, settings), args.format))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
