@@ -232,6 +232,22 @@ def is_done(run) -> bool:
     return run.info.status == "FINISHED" and run.data.tags.get(TAGS.SPEED) != "failed"
 
 
+@contextlib.contextmanager
+def _first_contact() -> Iterator[None]:
+    """No HTTP retries for the first request to a store: a server that is not there is refused at
+    once (MLflow's two retries with back-off cost ~8 s and print a line each, measured by
+    benchmarks/fail_fast.py); later requests keep MLflow's retries and qexp's outage patience."""
+    before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = before
+
+
 class Store:
     """One MLflow experiment in one store: where runs are found, created, reaped and read.
 
@@ -265,7 +281,8 @@ class Store:
             Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(tracking_uri=uri)
         try:
-            found = client.get_experiment_by_name(experiment)
+            with _first_contact():
+                found = client.get_experiment_by_name(experiment)
             if found is None and not create:
                 raise TrackingError(f"No experiment <tracking.experiment={experiment!r}> in "
                                     f"<tracking.uri={redact(uri)!r}>. Run `python -m qexp` first, or choose the "

@@ -138,7 +138,9 @@ def test_checkpoint_artifact_reloads_and_reproduces_the_scores(sweep, cache_dir)
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "compressed-tensors"
     plan = plan_tasks(["arc_challenge", "arc_easy", "hellaswag", "mmlu"], FIXTURES_DIR, cache_dir)
-    again = evaluate(checkpoint, plan, dtype="float32", device="cpu", num_fewshot=0, limit=50,
+    dtype = run.data.params["eval.dtype"]  # eval.dtype=auto as the run resolved it (bfloat16 on this CPU)
+    assert dtype in ("bfloat16", "float32")
+    again = evaluate(checkpoint, plan, dtype=dtype, device="cpu", num_fewshot=0, limit=50,
                      batch_size=8, seed=0, cache_dir=cache_dir)
     logged = {k: v for k, v in run.data.metrics.items() if not k.startswith(("perf/", "system/", "sharegpt_heldout/"))}
     assert results_metrics(again.results) == pytest.approx(logged, abs=1e-9)
