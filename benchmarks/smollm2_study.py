@@ -7,7 +7,8 @@ are passed on) in DIR (default: a new temporary folder) and prints, after the sw
 time, each run's phases (quantization and evaluation seconds, from the runs' `perf/*` metrics)
 and the comparison report in Markdown, which --report also writes to FILE. The README's real
 studies are this script's output:
-- `smollm2_study` (default): GPTQ and AWQ at 16 and 32 samples; about 90 minutes on 2 CPU cores.
+- `smollm2_study` (default): GPTQ and AWQ at 16 and 32 samples, 500 documents per task; about 31
+  minutes on 2 CPU cores (bfloat16 evaluation).
 - `smollm2_methods`: RTN, GPTQ, AWQ and AutoRound at 32 samples.
 - `smollm2_speed`: RTN, GPTQ, AWQ and W8A8 at 16 samples, each also served and timed in vLLM.
 """

@@ -78,10 +78,11 @@ def plan_study(study: Study, settings: Settings = Settings()) -> Plan:
         columns=["family", "a", "b", "n", "docs_per_task", "disagreement", "mde", "docs_needed"])
     tasks = pd.concat(per_task, ignore_index=True) if per_task else pd.DataFrame(
         columns=["family", "task", "a", "b", "n", "disagreement", "mde", "docs_needed"])
-    family = next((f for f in FAMILIES if f in set(average["family"])), None)
+    tested = average[average["delta"].notna()] if "delta" in average else average
+    family = next((f for f in FAMILIES if f in set(tested["family"])), None)
     limit = None
-    if family is not None:
-        needed = average.loc[average["family"] == family, "docs_needed"]
+    if family is not None:  # pairs without documents both runs scored are left out: they tell nothing
+        needed = tested.loc[tested["family"] == family, "docs_needed"]
         limit = None if needed.isna().any() else int(needed.max())
     seconds = study.runs["perf/eval_seconds"].median() if "perf/eval_seconds" in study.runs else math.nan
     pilot = max((int(stats.n.diagonal().max()) for task in study.tasks
@@ -95,8 +96,9 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
     out = [f"Planning from a pilot of {plan.pilot_docs} documents per task: documents per task to detect {size}",
            "(two-sided α = 0.05 before Holm; the runs assumed to disagree as often as in the pilot).", ""]
     if plan.family is None:
-        out.append("This study has no pair of runs to compare (no baseline and a single quantized run, or none): "
-                   "it is too small for any power statement. Run a baseline and at least one quantized run first.")
+        out.append("This study has no pair of runs with documents both scored (no baseline and a single quantized "
+                   "run, or none): it is too small for any power statement. Run a baseline and at least one "
+                   "quantized run on the same documents first.")
         return "\n".join(out) + "\n"
     rows = [{"comparison": r.family, "A": r.a, "B": r.b, "pilot docs/task": str(r.docs_per_task),
              "disagree %": "" if pd.isna(r.disagreement) else f"{100 * r.disagreement:.1f}",
@@ -115,7 +117,7 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
                      "" if tested.empty else _count(None if tested["docs_needed"].isna().any()
                                                     else tested["docs_needed"].max())})
     out += ["Per task (the exact McNemar test of each table):", _table(rows, fmt), ""]
-    pairs = int((plan.average["family"] == plan.family).sum())
+    pairs = int(((plan.average["family"] == plan.family) & plan.average["delta"].notna()).sum())
     if plan.limit is None:
         out.append(f"To tell apart {size} on the average for {plan.family} ({pairs} pairs) would take more than "
                    f"{MAX_DOCS:,} documents per task: out of reach; plan for a larger difference (--difference).")

@@ -156,7 +156,7 @@ def recommendations(study: Study, ranked: pd.DataFrame, tests: pd.DataFrame, riv
 def verdict(row: dict, margin: float) -> str:
     """A difference a - b (a row of `average_tests`, oriented by `_pair_row`) in the report's words."""
     interval = f"{_points(row['delta'])} points [{_points(row['ci_low'])}, {_points(row['ci_high'])}]"
-    within = f"equivalent within ±{100 * margin:g} points"
+    within = f"equivalent within ±{_amount(margin)}"
     if pd.isna(row["p_value"]):
         return "not tested (a task without documents both runs scored)"
     if row["significant"]:
@@ -170,10 +170,10 @@ def verdict(row: dict, margin: float) -> str:
 
 
 def _against_baseline(study: Study, label: str, by_pair: dict, settings: Settings) -> str:
-    """' Against Baseline it is ...': whether `label` keeps the baseline's accuracy on the average."""
+    """' Against Baseline, X is ...': whether `label` keeps the baseline's accuracy on the average."""
     if not study.baseline:
-        return " (no Baseline run: whether it keeps the unquantized accuracy is unknown)."
-    return f" Against Baseline it is {verdict(_pair_row(by_pair, label, study.baseline), settings.margin)}."
+        return f" No Baseline run: whether {label} keeps the unquantized accuracy is unknown."
+    return f" Against Baseline, {label} is {verdict(_pair_row(by_pair, label, study.baseline), settings.margin)}."
 
 
 def _best_line(best: str, others: list[str], ranked: pd.DataFrame, by_pair: dict, among: str = "quantized run") -> str:
@@ -184,10 +184,8 @@ def _best_line(best: str, others: list[str], ranked: pd.DataFrame, by_pair: dict
     if tied:
         names = ", ".join(tied[:8]) + (f" and {len(tied) - 8} more" if len(tied) > 8 else "")
         detectable = [_pair_row(by_pair, best, o)["mde"] for o in tied]
-        detectable = [d for d in detectable if not pd.isna(d)]
-        could = ("" if not detectable else
-                 f", which could have detected differences of ≥ {100 * min(detectable):.1f} points"
-                 + (f" (up to {100 * max(detectable):.1f})" if max(detectable) - min(detectable) >= 0.0005 else ""))
+        could = ("; too few documents to detect any difference" if all(pd.isna(d) for d in detectable) else
+                 f"; each could have detected ≥ {100 * max(d for d in detectable if not pd.isna(d)):.1f} points")
         return (f"no single best: {best} has the highest {average}, but {names} "
                 f"{'is' if len(tied) == 1 else 'are'} not shown to differ on the average (paired over "
                 f"documents, Holm-adjusted{could}); choose among them on cost, or evaluate more documents "
@@ -196,6 +194,11 @@ def _best_line(best: str, others: list[str], ranked: pd.DataFrame, by_pair: dict
     return (f"best: {best} ({average}), better on the average than every other {among} "
             f"(vs the runner-up {others[0]}: {_points(runner['delta'])} points "
             f"[{_points(runner['ci_low'])}, {_points(runner['ci_high'])}], p Holm {runner['p_adjusted']:.3g}).")
+
+
+def _amount(fraction: float) -> str:
+    """'1 point', '0.5 points'."""
+    return f"{100 * fraction:g} point" + ("" if round(100 * fraction, 9) == 1 else "s")
 
 
 def _points(fraction: float) -> str:

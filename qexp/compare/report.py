@@ -179,7 +179,7 @@ def _preamble(report: Report, fmt: str) -> list[str]:
             f"documents (matched by doc_hash), Holm-adjusted within each table; a winner is declared only "
             f"when the adjusted p < {ALPHA}.", ""]
     s = report.settings
-    out += [f"Not significant is not the same: \"detectable ≥ pts\" is the smallest true difference a comparison "
+    out += [f"Not significant is not equal: \"detectable ≥ pts\" is the smallest true difference a comparison "
             f"would have found with {100 * s.power:g}% power (two-sided, α = {ALPHA} before Holm), given its documents "
             f"and how often the two runs disagreed; \"docs for {100 * s.difference:g} pts\" is how many documents "
             f"would find a {100 * s.difference:g}-point difference (python -m qexp.compare.plan sizes a study). "

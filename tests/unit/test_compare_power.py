@@ -28,7 +28,7 @@ def test_a_lone_run_far_below_the_baseline_is_never_just_best(tmp_path):
     report = build_report(load_study(uri))
     first, detail = report.recommendations[:2]
     assert first.startswith("Overall, best: GPTQ-16 (average 30.0%), the only quantized run.")
-    assert "Against Baseline it is worse (-30.0 points" in first
+    assert "Against Baseline, GPTQ-16 is worse (-30.0 points" in first
     assert "recovery 50.0%" in detail and "cannot show it keeps 95%" in detail
     ranked = report.ranking.loc["GPTQ-16"]
     assert ranked["significant"] and not ranked["equivalent"] and ranked["recovery_bound"] < 0.5
@@ -45,7 +45,7 @@ def test_many_documents_and_few_disagreements_show_equivalence_and_recovery(tmp_
     report = build_report(load_study(uri))
     ranked = report.ranking.loc["AWQ-32"]
     assert ranked["equivalent"] and not ranked["significant"] and ranked["recovery_bound"] > 0.97
-    assert "Against Baseline it is equivalent within ±1 points" in report.recommendations[0]
+    assert "Against Baseline, AWQ-32 is equivalent within ±1 point (" in report.recommendations[0]
     assert "keeps at least 95%" in report.recommendations[1]
     # Against a 0.1-point margin the same run cannot be shown equivalent (its 90% interval is about
     # ±0.17 points), and the report says so.
@@ -68,7 +68,7 @@ def test_a_tie_says_what_it_could_have_detected_and_how_many_documents_would_dec
     text = render(report)
     assert "detectable ≥ pts" in text and "docs for 2 pts" in text and "not shown to differ" in text
     first = report.recommendations[0]
-    assert "not shown to differ on the average" in first and "could have detected differences of ≥" in first
+    assert "not shown to differ on the average" in first and "each could have detected ≥" in first
     payload = to_json(report)
     assert payload["settings"] == {"power": 0.8, "difference": 0.02, "margin": 0.01, "recovery": 0.95}
     assert {"mde", "docs_needed"} <= set(payload["comparisons"][0]) and "recovery_bound" in payload["ranking"][1]
