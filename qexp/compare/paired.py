@@ -141,8 +141,9 @@ def _conclude(frame: pd.DataFrame) -> pd.DataFrame:
 def with_power(study: Study, frame: pd.DataFrame, settings: Settings = Settings()) -> pd.DataFrame:
     """A comparison table (`compare`) with what each row could have detected: `mde`, the smallest
     difference its test finds with `settings.power` at two-sided ALPHA (before Holm), and
-    `docs_needed`, the documents that would detect `settings.difference` (None: more than
-    power.MAX_DOCS, or not tested). 0/1 scores: the exact McNemar test's power; others: the z-test's."""
+    `docs_needed`, for a tested row that is not significant, the documents that would detect
+    `settings.difference` (None: more than power.MAX_DOCS, or not asked). 0/1 scores: the exact
+    McNemar test's power; others: the z-test's."""
     mde, needed = [], []
     for r in frame.itertuples():
         stats = pair_stats(study, r.task, r.metric) if r.n and not pd.isna(r.p_value) else None
@@ -154,11 +155,11 @@ def with_power(study: Study, frame: pd.DataFrame, settings: Settings = Settings(
         if stats.binary:
             share = (paired["a_only"] + paired["b_only"]) / paired["n"]
             mde.append(mcnemar_mde(paired["n"], share, settings.power))
-            needed.append(mcnemar_docs(share, settings.difference, settings.power))
+            needed.append(None if r.significant else mcnemar_docs(share, settings.difference, settings.power))
         else:
             pilot = PairedMean.from_sums([paired["n"]], [paired["sum_d"]], [paired["sum_sq"]], binary=False)
             mde.append(mean_mde(pilot, settings.power))
-            docs = mean_docs(pilot, settings.difference, settings.power)
+            docs = math.nan if r.significant else mean_docs(pilot, settings.difference, settings.power)
             needed.append(None if math.isnan(docs) else int(docs))
     return frame.assign(mde=mde, docs_needed=pd.array(needed, dtype="Int64"))
 

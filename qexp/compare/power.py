@@ -91,8 +91,7 @@ def _critical(n: int, alpha: float) -> np.ndarray:
     return known[: n + 1]
 
 
-def _binomial_pmf(n: int, p: float) -> np.ndarray:
-    d = np.arange(n + 1)
+def _binomial_pmf(n: int, p: float, d: np.ndarray) -> np.ndarray:
     if p <= 0:
         return (d == 0).astype(float)
     if p >= 1:
@@ -111,19 +110,42 @@ def mcnemar_power(n: int, discordance: float, delta: float, alpha: float = ALPHA
     if n < 1 or share <= 0:
         return 0.0
     favour = min(1.0, (share + delta) / (2 * share))
-    d, c = np.arange(n + 1), _critical(n, alpha)
+    # Only the D within 12 standard deviations of n * share carry probability (beyond: < 1e-30).
+    spread = 12 * math.sqrt(n * share * (1 - share)) + 12
+    d = np.arange(max(0, math.floor(n * share - spread)), min(n, math.ceil(n * share + spread)) + 1)
+    c = _critical(n, alpha)[d]
     low = np.where(c >= 0, bdtr(np.maximum(c, 0), d, favour), 0.0)  # the worse run "wins" significantly
     high = np.where(c >= 0, 1 - bdtr(np.maximum(d - c - 1, 0), d, favour), 0.0)  # (c < D/2 for alpha < 1)
-    return float(np.clip(np.sum(_binomial_pmf(n, share) * (low + high)), 0.0, 1.0))
+    return float(np.clip(np.sum(_binomial_pmf(n, share, d) * (low + high)), 0.0, 1.0))
 
 
-def _smallest(power_at, target: float, low: float = 0.0, high: float = 1.0, steps: int = 40) -> float:
-    """The smallest x in (low, high] with power_at(x) >= target (power rising in x), or NaN if none."""
+PRECISION = 1e-4  # of a smallest detectable difference: a hundredth of a point (the report shows tenths)
+
+
+def _smallest(power_at, target: float, guess: float | None = None) -> float:
+    """The smallest x in (0, 1] with power_at(x) >= target (power rising in x), or NaN if none, to
+    within PRECISION; bisection starts from [0.7, 1.4] x `guess` when that brackets the answer."""
+    low, high = 0.0, 1.0
     if power_at(high) < target:
         return math.nan
-    for _ in range(steps):
+    if guess and 0 < 1.4 * guess < 1 and power_at(1.4 * guess) >= target:
+        high = 1.4 * guess
+        low = 0.7 * guess if power_at(0.7 * guess) < target else 0.0
+    while high - low > PRECISION:
         middle = (low + high) / 2
         low, high = (low, middle) if power_at(middle) >= target else (middle, high)
+    return high
+
+
+def _normal_mde(n: int, discordance: float, power: float, alpha: float) -> float:
+    """The normal approximation to `mcnemar_mde` (Connor 1987, solved for the difference): a guess."""
+    z_alpha, z_power = float(ndtri(1 - alpha / 2)), float(ndtri(power))
+    low, high = 0.0, 1.0
+    for _ in range(30):
+        delta = (low + high) / 2
+        share = max(discordance, delta)
+        reached = delta * math.sqrt(n) >= z_alpha * math.sqrt(share) + z_power * math.sqrt(max(share - delta**2, 0))
+        low, high = (low, delta) if reached else (delta, high)
     return high
 
 
@@ -134,7 +156,8 @@ def mcnemar_mde(n: int, discordance: float, power: float = POWER, alpha: float =
     however large, would be detected that often (e.g. a single document: p is never below 0.05)."""
     if int(n) < 1:
         return math.nan
-    return _smallest(lambda delta: mcnemar_power(n, discordance, delta, alpha), power)
+    return _smallest(lambda delta: mcnemar_power(n, discordance, delta, alpha), power,
+                     _normal_mde(int(n), discordance, power, alpha))
 
 
 @functools.lru_cache(maxsize=4096)

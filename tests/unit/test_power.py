@@ -57,7 +57,7 @@ def test_mcnemar_edge_cases():
     # No disagreement observed: a difference d needs a share d of documents to disagree, all one way;
     # the exact test rejects from 6 such documents on (2 / 2**6 < 0.05).
     expected = optimize.brentq(lambda d: stats.binom.sf(5, 200, d) - 0.8, 1e-6, 1)
-    assert mcnemar_mde(200, 0.0) == pytest.approx(expected, abs=1e-6)
+    assert mcnemar_mde(200, 0.0) == pytest.approx(expected, abs=1e-4)  # to a hundredth of a point
     # Every document disagrees: the test is a binomial test on all n documents.
     n = 60
     expected = optimize.brentq(lambda d: sum(stats.binom.pmf(k, n, (1 + d) / 2) for k in range(n + 1)
@@ -70,7 +70,7 @@ def test_documents_needed_is_the_first_count_that_reaches_the_power():
     assert mcnemar_power(needed, 0.1, 0.02) >= 0.8 > mcnemar_power(needed - 1, 0.1, 0.02)
     connor = ((1.96 * math.sqrt(0.1) + 0.8416 * math.sqrt(0.1 - 0.02**2)) / 0.02) ** 2  # the normal approximation
     assert abs(needed - connor) / connor < 0.1
-    assert mcnemar_mde(needed, 0.1) <= 0.02
+    assert mcnemar_mde(needed, 0.1) <= 0.02 + 1e-4  # (to the search's precision, a hundredth of a point)
     assert mcnemar_docs(0.5, 0.001) is None  # over 100,000 documents: said, not printed as a number
     assert mcnemar_docs(0.1, 0.0) is None
 
