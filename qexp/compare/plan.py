@@ -37,7 +37,7 @@ class Plan:
     tasks: pd.DataFrame  # family, task, a, b, docs, disagreement, mde, docs_needed
     limit: int | None  # documents per task the average needs for the headline family (None: more than MAX_DOCS)
     family: str | None  # the family the headline sizes for
-    eval_seconds: float  # the pilot's median evaluation seconds per run
+    eval_seconds: float  # the pilot's slowest evaluation, in seconds (others may have reused cached answers)
     pilot_docs: int  # the pilot's documents per task (the largest)
 
 
@@ -84,7 +84,7 @@ def plan_study(study: Study, settings: Settings = Settings()) -> Plan:
     if family is not None:  # pairs without documents both runs scored are left out: they tell nothing
         needed = tested.loc[tested["family"] == family, "docs_needed"]
         limit = None if needed.isna().any() else int(needed.max())
-    seconds = study.runs["perf/eval_seconds"].median() if "perf/eval_seconds" in study.runs else math.nan
+    seconds = study.runs["perf/eval_seconds"].max() if "perf/eval_seconds" in study.runs else math.nan
     pilot = max((int(stats.n.diagonal().max()) for task in study.tasks
                  if (stats := pair_stats(study, task, metric_for(study, task))) is not None), default=0)
     return Plan(settings, average, tasks, limit, family, float(seconds), pilot)
@@ -125,8 +125,8 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
         cost = ""
         if plan.pilot_docs and not math.isnan(plan.eval_seconds):
             minutes = plan.eval_seconds * plan.limit / plan.pilot_docs / 60
-            cost = (f" At the pilot's pace ({plan.eval_seconds:.0f} s per run for {plan.pilot_docs} documents per "
-                    f"task) an evaluation at that size takes about {minutes:.0f} min per run.")
+            cost = (f" At the pace of the pilot's slowest evaluation ({plan.eval_seconds:.0f} s for {plan.pilot_docs} "
+                    f"documents per task) one at that size takes about {max(1, round(minutes))} min per run.")
         which = "its one pair" if pairs == 1 else f"the largest of its {pairs} pairs"
         out.append(f"Use eval.limit={plan.limit} to tell apart {size} on the average for {plan.family} "
                    f"({which}).{cost}")
