@@ -85,19 +85,21 @@ def library_versions(*names: str) -> dict[str, str]:
     return {name: metadata.version(name) for name in names}
 
 
-def identity(*, model: dict, dtype: str, eval: dict, quant: dict | None = None, calib: dict | None = None,
+def identity(*, model: dict, dtype: str | None, eval: dict, quant: dict | None = None, calib: dict | None = None,
              speed: dict | None = None) -> dict:
     """Everything that determines the result, and nothing that does not.
 
-    `model` is the weights' fingerprint, `eval` the evaluation settings with a fingerprint
-    of their data; `quant` and `calib` are absent for the baseline, `calib` for a data-free
+    `model` is the weights' fingerprint, `dtype` what they are loaded in to quantize (None for
+    the baseline, which is only evaluated, in eval's own dtype), `eval` the evaluation settings
+    with a fingerprint of their data; `quant` and `calib` are absent for the baseline, `calib` for a data-free
     method (the same RTN checkpoint whatever calib.n says); `speed` is the speed phase's settings,
     runtime and device (`qexp.speed.SpeedPlan.identity`), absent with speed=none. Left out on purpose:
     output folders, tracking settings, eval.batch_size, device and quant.offload_device (they
     change numerics at most in the last float bits; all are logged as params; spec leaves
     offload_device out of `quant`).
     """
-    out: dict[str, Any] = {"model": {**model, "dtype": dtype}, "eval": eval, "versions": library_versions(*EVAL_LIBRARIES)}
+    weights = {**model, "dtype": dtype} if dtype is not None else dict(model)
+    out: dict[str, Any] = {"model": weights, "eval": eval, "versions": library_versions(*EVAL_LIBRARIES)}
     if quant is not None:
         out["quant"] = quant
         if calib is not None:

@@ -282,8 +282,8 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
     }
     model = models.model_fingerprint(str(cfg.model.path), model_path)
     measured = speed.identity if speed is not None else None
-    if cfg.quant.name == identity.BASELINE:
-        return identity.identity(model=model, dtype=cfg.model.dtype, eval=evaluation, speed=measured)
+    if cfg.quant.name == identity.BASELINE:  # nothing is quantized, so model.dtype changes nothing
+        return identity.identity(model=model, dtype=None, eval=evaluation, speed=measured)
     calib = None if calib_path is None else {
         "n": cfg.calib.n, "seed": cfg.calib.seed, "max_seq_length": cfg.calib.max_seq_length,
         "source": cfg.calib.source,

@@ -47,6 +47,14 @@ def test_each_input_changes_the_config_hash(override, evaluation):
     assert (evaluated != base_eval) == evaluation
 
 
+def test_the_baseline_is_only_evaluated_so_model_dtype_leaves_its_hashes_alone():
+    """model.dtype is what a model is loaded in to quantize: a quantized run's sweep with
+    model.dtype=bfloat16 must find (and reuse) the baseline evaluated without it."""
+    plain = prepare(compose_config("model=tiny", "eval=fixtures", "quant=none"))
+    other = prepare(compose_config("model=tiny", "eval=fixtures", "quant=none", "model.dtype=bfloat16"))
+    assert (plain.config_hash, plain.eval_hash) == (other.config_hash, other.eval_hash)
+
+
 @pytest.mark.parametrize("override", [
     "device=cpu", "eval.batch_size=2", "verbose=true", "force=true", "tracking.experiment=elsewhere",
     "tracking.heartbeat_seconds=5", "paths.checkpoint_dir=/tmp/elsewhere", "paths.output_dir=/tmp/elsewhere/out",
