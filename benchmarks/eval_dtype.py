@@ -42,8 +42,10 @@ def sweep(out: Path, dtype: str, limit: int, quant: str, experiment: str) -> flo
     return time.perf_counter() - started
 
 
-def compare(studies: dict, labels: list[str]) -> str:
+def compare(studies: dict, labels: list[str], times: bool = True) -> str:
+    """Per run and task, bf16 against float32 paired over documents; with `times`, the evaluation times."""
     from qexp.compare.power import PairedMean, lower_bound, tost_p, upper_bound
+    from qexp.contract import METRICS
     from qexp.compare.scores import display_name
     from qexp.compare.stats import mcnemar_p, paired_bootstrap
 
@@ -79,11 +81,13 @@ def compare(studies: dict, labels: list[str]) -> str:
             low, high, p = paired_bootstrap(lambda i: bits(nll_b, i) - bits(nll_f, i), len(part))
             heldout.append(f"| {label} | {len(part)} | {bits(nll_f, everything):.4f} | {bits(nll_b, everything):.4f} | "
                            f"{bits(nll_b, everything) - bits(nll_f, everything):+.4f} [{low:+.4f}, {high:+.4f}] | {p:.3f} |")
-    times = ["| run | float32 eval s | bfloat16 eval s | speed-up |", "|---|---|---|---|"]
-    for label in labels:
-        seconds = [s.runs.loc[label, "perf/eval_seconds"] for s in (f32, b16)]
-        times.append(f"| {label} | {seconds[0]:.0f} | {seconds[1]:.0f} | {seconds[0] / seconds[1]:.2f}× |")
-    return "\n\n".join("\n".join(table) for table in (lines, average, heldout, times))
+    tables = [lines, average, heldout]
+    if times:
+        tables.append(["| run | float32 eval s | bfloat16 eval s | speed-up |", "|---|---|---|---|"])
+        for label in labels:
+            seconds = [s.runs.loc[label, METRICS.EVAL_SECONDS] for s in (f32, b16)]
+            tables[-1].append(f"| {label} | {seconds[0]:.0f} | {seconds[1]:.0f} | {seconds[0] / seconds[1]:.2f}× |")
+    return "\n\n".join("\n".join(table) for table in tables)
 
 
 def main() -> int:

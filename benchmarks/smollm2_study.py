@@ -5,7 +5,7 @@
 Runs `python -m qexp -m +experiment=NAME` (conf/experiment/NAME.yaml; any extra Hydra overrides
 are passed on) in DIR (default: a new temporary folder) and prints, after the sweep, its wall
 time, each run's phases (quantization and evaluation seconds, from the runs' `perf/*` metrics)
-and the comparison report in Markdown, which --report also writes to FILE. The README's real
+and the comparison report in Markdown, which --report also writes to FILE. The manual's real
 studies are this script's output:
 - `smollm2_study` (default): GPTQ and AWQ at 16 and 32 samples, 500 documents per task; about 31
   minutes on 2 CPU cores (bfloat16 evaluation).
@@ -25,19 +25,17 @@ from pathlib import Path
 
 def phases(store: Path) -> str:
     """Each run's phase times as a Markdown table, from the store the sweep wrote."""
-    from mlflow import MlflowClient
+    from qexp.contract import METRICS, TAGS
+    from qexp.tracking import Store
 
-    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("qexp")
+    runs = Store.open(f"sqlite:///{store / 'mlflow.db'}", "qexp", create=False).find_runs(where=[f"tags.`{TAGS.QUANT}` != ''"])
     rows = ["| run | quantize (s) | evaluate (s) | speed phase (s) | peak RSS (GB) |", "|---|---|---|---|---|"]
-    for run in sorted(client.search_runs([experiment.experiment_id]), key=lambda r: r.info.start_time):
-        if run.data.tags.get("qexp.role") == "sweep":
-            continue
-        m = run.data.metrics
-        quant = f"{m['perf/quant_seconds']:.0f}" if "perf/quant_seconds" in m else "–"
-        speed = f"{m['perf/speed_seconds']:.0f}" if "perf/speed_seconds" in m else "–"
-        rows.append(f"| {run.info.run_name} | {quant} | {m.get('perf/eval_seconds', float('nan')):.0f} | {speed} | "
-                    f"{m.get('perf/peak_rss_mb', float('nan')) / 1024:.1f} |")
+    for run in sorted(runs, key=lambda r: r.start_time):
+        m = run.metrics
+        quant = f"{m[METRICS.QUANT_SECONDS]:.0f}" if METRICS.QUANT_SECONDS in m else "–"
+        speed = f"{m[METRICS.SPEED_SECONDS]:.0f}" if METRICS.SPEED_SECONDS in m else "–"
+        rows.append(f"| {run.name} | {quant} | {m.get(METRICS.EVAL_SECONDS, float('nan')):.0f} | {speed} | "
+                    f"{m.get(METRICS.PEAK_RSS_MB, float('nan')) / 1024:.1f} |")
     return "\n".join(rows)
 
 

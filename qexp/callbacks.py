@@ -20,6 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .contract import ARTIFACTS
 from .identity import sweep_id
 from .outcome import Outcome, read_outcomes
 from .sweep_jobs import SweepCannotRun, command_line, job_count, per_job, runnable_jobs, swept_values
@@ -168,7 +169,8 @@ class Sweep:
         job has a finished run already, `NothingToDo` says so instead."""
         from .errors import QexpError
         from .spec import prepare
-        from .tracking import TAGS, Store, redact, source_tags
+        from .contract import TAGS
+        from .tracking import Store, redact, source_tags
 
         command = command_line(config)  # as typed: refused values are dropped from the config below
         jobs = runnable_jobs(config)
@@ -202,7 +204,7 @@ class Sweep:
         try:
             lines += self._log_report([o.run_id for o in outcomes if o.status == "SKIPPED" and o.run_id])
         except Exception as err:  # the report must not keep the parent RUNNING
-            self.run.log_text(f"{type(err).__name__}: {err}\n", "report/error.txt")
+            self.run.log_text(f"{type(err).__name__}: {err}\n", f"{ARTIFACTS.REPORT}/{ARTIFACTS.ERROR}")
             lines.append(f"qexp: no report for this sweep ({type(err).__name__}: {err})")
         finally:
             self.end(status)
@@ -213,20 +215,20 @@ class Sweep:
         from .compare import build_report, load_study, render, to_json
         from .compare.plots import save_plots
         from .compare.report import summary_text
-        from .tracking import TAGS
+        from .contract import METRICS, TAGS
 
         study = load_study(self.store.uri, self.store.experiment, sweep_id=self.sweep, include_runs=skipped,
                            outage_seconds=self.store.outage_seconds)
         report = build_report(study)
-        self.run.log_text(render(report, "markdown"), "report/report.md")
-        self.run.log_json(to_json(report), "report/report.json")
-        self.run.log_json({label: run_id for label, run_id in study.runs["run_id"].items()}, "report/members.json")
+        self.run.log_text(render(report, "markdown"), f"{ARTIFACTS.REPORT}/report.md")
+        self.run.log_json(to_json(report), f"{ARTIFACTS.REPORT}/report.json")
+        self.run.log_json({label: run_id for label, run_id in study.runs["run_id"].items()}, f"{ARTIFACTS.REPORT}/members.json")
         with tempfile.TemporaryDirectory() as tmp:
             save_plots(report, tmp)
-            self.run.log_path(Path(tmp), "report/plots")
-        metrics = {f"average/{label}": value for label, value in report.summary["average"].items()}
+            self.run.log_path(Path(tmp), f"{ARTIFACTS.REPORT}/plots")
+        metrics = {METRICS.sweep("average", label): value for label, value in report.summary["average"].items()}
         if "recovery" in report.ranking:
-            metrics.update({f"recovery/{label}": value for label, value in report.ranking["recovery"].items()
+            metrics.update({METRICS.sweep("recovery", label): value for label, value in report.ranking["recovery"].items()
                             if label != study.baseline})
         self.run.log_metrics({k: float(v) for k, v in metrics.items() if v == v})  # NaN: not logged
         if study.baseline:
@@ -241,8 +243,8 @@ def _say_if_all_finished(first, others: list[DictConfig], store) -> None:
     from collections import Counter
 
     from .errors import QexpError
+    from .contract import TAGS
     from .spec import prepare
-    from .tracking import TAGS
 
     finished = []
     for job in [None, *others]:
@@ -254,14 +256,14 @@ def _say_if_all_finished(first, others: list[DictConfig], store) -> None:
         if not found:
             return
         finished.append((spec.run_name, found[0]))
-    parents = {run.data.tags.get(TAGS.PARENT) for _, run in finished} - {None}
+    parents = {run.tags.get(TAGS.PARENT) for _, run in finished} - {None}
     lines = [f"qexp sweep: nothing to do: all {len(finished)} jobs have a finished run with their config hash "
              "(force=true runs them again)"]
-    jobs = Counter(run.info.run_id for _, run in finished)  # data-free methods: one run for every calib.n
-    names = {run.info.run_id: name for name, run in finished}
+    jobs = Counter(run.run_id for _, run in finished)  # data-free methods: one run for every calib.n
+    names = {run.run_id: name for name, run in finished}
     lines += [f"  {names[run_id]:<14} run {run_id}" + (f" ({count} jobs)" if count > 1 else "")
               for run_id, count in jobs.items()]
-    latest = max(parents, key=lambda run_id: store.get_run(run_id).info.start_time) if parents else None
+    latest = max(parents, key=lambda run_id: store.get_run(run_id).start_time) if parents else None
     where = f"  (the sweep's report is on parent run {latest})" if latest else ""
     lines.append(f"Browse the runs: {store.ui_url()}{where}")
     raise NothingToDo("\n".join(lines))

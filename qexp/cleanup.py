@@ -10,37 +10,30 @@ from __future__ import annotations
 import sys
 import time
 
-from .errors import QexpError
-from .schema import store_parser
-from .tracking import TAGS, Store
+from .cli import refusing, store_parser
+from .contract import TAGS
+from .tracking import Store
 
 
+@refusing
 def main(argv: list[str] | None = None) -> int:
-    try:
-        parser, defaults = store_parser("python -m qexp.cleanup", __doc__)
-    except QexpError as err:
-        print(f"qexp.cleanup: {err}", file=sys.stderr)
-        return 2
+    parser, defaults = store_parser("python -m qexp.cleanup", __doc__)
     parser.add_argument("--stale-after", type=float, default=defaults.stale_after_seconds, metavar="SECONDS",
                         help="a heartbeat older than this marks a run on another host dead "
                              f"(default: {defaults.stale_after_seconds})")
     parser.add_argument("--dry-run", action="store_true", help="list, change nothing")
     args = parser.parse_args(argv)
-    try:
-        store = Store.open(args.tracking_uri, args.experiment, create=False)
-    except QexpError as err:
-        print(f"qexp.cleanup: {err}", file=sys.stderr)
-        return 2
+    store = Store.open(args.tracking_uri, args.experiment, create=False)
     running = store.find_runs(status="RUNNING")
-    stale = {run.info.run_id: reason for run, reason in store.stale_runs(args.stale_after)}
+    stale = {run.run_id: reason for run, reason in store.stale_runs(args.stale_after)}
     for run in running:
-        beat = run.data.tags.get(TAGS.HEARTBEAT)
+        beat = run.tags.get(TAGS.HEARTBEAT)
         age = f"{time.time() - float(beat):.0f} s ago" if beat else "never"
-        verdict = f"STALE: {stale[run.info.run_id]}" if run.info.run_id in stale else "alive"
-        print(f"{run.info.run_id}  {run.info.run_name:<12} heartbeat {age:<10} {verdict}")
+        verdict = f"STALE: {stale[run.run_id]}" if run.run_id in stale else "alive"
+        print(f"{run.run_id}  {run.name:<12} heartbeat {age:<10} {verdict}")
     if not args.dry_run:
         for run, reason in store.reap_stale(args.stale_after):
-            print(f"marked {run.info.run_id} ({run.info.run_name}) KILLED: {reason}")
+            print(f"marked {run.run_id} ({run.name}) KILLED: {reason}")
     print(f"{len(running)} running, {len(stale)} stale" + (" (dry run)" if args.dry_run else ""))
     return 0
 

@@ -7,6 +7,7 @@ import resource
 from pathlib import Path
 from typing import Any, Iterator
 
+from .contract import METRICS
 from .models import WEIGHT_SUFFIXES
 
 __all__ = ["PhaseMemory", "release_memory", "rss_mb", "weights_mb"]
@@ -65,11 +66,11 @@ class PhaseMemory:
         for phase, figures in self.phases.items():
             for key in ("peak_rss_mb", "peak_gpu_mb", "held_gpu_mb"):
                 if key in figures:
-                    out[f"perf/{phase}_{key}"] = figures[key]
+                    out[METRICS.phase(phase, key)] = figures[key]
         for key in ("peak_rss_mb", "peak_gpu_mb"):
             peaks = [figures[key] for figures in self.phases.values() if key in figures]
             if peaks:
-                out[f"perf/{key}"] = max(peaks)
+                out[METRICS.perf(key)] = max(peaks)
         return out
 
 
@@ -129,3 +130,16 @@ def weights_mb(model: str | Path) -> float | None:
             return None
     files = [p for p in folder.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)]
     return sum(p.stat().st_size for p in files) / 2**20 if files else None
+
+
+def size_metrics(checkpoint: str | Path, model: str | Path, is_baseline: bool) -> dict[str, float]:
+    """Checkpoint size and, for quantized runs, the compression against the unquantized `model`."""
+    sizes = {}
+    size = weights_mb(checkpoint)
+    if size:
+        sizes[METRICS.CHECKPOINT_MB] = size
+    base = weights_mb(model) if not is_baseline else size
+    if size and base:
+        sizes[METRICS.BASELINE_MB] = base
+        sizes[METRICS.COMPRESSION_RATIO] = base / size
+    return sizes

@@ -29,7 +29,7 @@ from typing import IO, Iterator
 
 from tqdm.std import tqdm
 
-from .errors import raise_if_interrupted
+from .signals import raise_if_interrupted
 
 log = logging.getLogger("qexp")
 

@@ -74,7 +74,7 @@ def compose_job(config: DictConfig, overrides: list[str]) -> DictConfig:
     """The job's config as its launcher will compose it (`hydra` node dropped)."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from .schema import composition_error
+    from .config_errors import composition_error
 
     try:
         job = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)

@@ -2,7 +2,8 @@
 
 `data` reads the study from MLflow; `scores` (what each run scored), `paired` (paired tests,
 Holm per table), `ranking` (ranking and recommendations) and `costs` (perplexity, size,
-time) build the tables; `report` assembles and renders them, `plots` draws them.
+time) build the tables; `report` assembles them (and its JSON), `render` writes them as text or
+Markdown, `plots` draws them; `power` and `plan` say what a study could detect and how to size one.
 
     from qexp.compare import load_study, build_report, render
     study = load_study()                  # the store and experiment of the composed config

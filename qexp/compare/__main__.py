@@ -6,10 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import QexpError
-from ..schema import store_parser
+from ..cli import add_settings_args, add_study_args, refusing, settings_from, store_parser
 from .data import load_study
-from .plan import add_settings_args, settings_from
 from .report import build_report, render, to_json
 
 
@@ -24,14 +22,10 @@ def _metric_args(values: list[str]) -> tuple[str, dict[str, str]]:
     return default, overrides
 
 
+@refusing
 def main(argv: list[str] | None = None) -> int:
-    try:
-        parser, _ = store_parser("python -m qexp.compare", __doc__)
-    except QexpError as err:
-        print(f"qexp.compare: {err}", file=sys.stderr)
-        return 2
-    parser.add_argument("--model", help="the qexp.model tag to report on, when the experiment holds several")
-    parser.add_argument("--sweep-id", help="only the runs of this sweep (its baseline may be older)")
+    parser, _ = store_parser("python -m qexp.compare", __doc__)
+    add_study_args(parser, "report on")
     parser.add_argument("--metric", action="append", default=[], metavar="METRIC or TASK=METRIC",
                         help="acc (default) or acc_norm for every task, or per task: --metric hellaswag=acc_norm")
     parser.add_argument("--format", choices=["text", "markdown", "json"], default="text")
@@ -44,12 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         return settings
 
     metric, overrides = _metric_args(args.metric)
-    try:
-        study = load_study(args.tracking_uri, args.experiment, model=args.model, sweep_id=args.sweep_id)
-        report = build_report(study, metric, overrides, settings)
-    except QexpError as err:
-        print(f"qexp.compare: {err}", file=sys.stderr)
-        return 2
+    study = load_study(args.tracking_uri, args.experiment, model=args.model, sweep_id=args.sweep_id)
+    report = build_report(study, metric, overrides, settings)
     text = json.dumps(to_json(report)) if args.format == "json" else render(report, args.format)
     if args.output:
         Path(args.output).write_text(text)

@@ -8,6 +8,7 @@ import math
 
 import pandas as pd
 
+from ..contract import METRICS
 from .data import Study
 from .stats import ALPHA, holm, paired_bootstrap
 
@@ -29,8 +30,8 @@ def perplexity_table(study: Study) -> pd.DataFrame:
         for label in study.labels:
             run = study.runs.loc[label]
             mine = _loglikelihoods(study, label, task)
-            row = {"label": label, "task": task, "word_perplexity": run.get(f"{task}/word_perplexity", math.nan),
-                   "bits_per_byte": run.get(f"{task}/bits_per_byte", math.nan),
+            row = {"label": label, "task": task, "word_perplexity": run.get(METRICS.task(task, "word_perplexity"), math.nan),
+                   "bits_per_byte": run.get(METRICS.task(task, "bits_per_byte"), math.nan),
                    "n": 0 if mine is None else len(mine), "delta_bits_per_byte": math.nan,
                    "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
             if study.baseline and label != study.baseline:
@@ -71,10 +72,10 @@ def _loglikelihoods(study: Study, label: str, task: str) -> pd.DataFrame | None:
     return rows.set_index("doc_key")[["loglikelihood", "n_bytes"]] if len(rows) else None
 
 
-COSTS = {"perf/checkpoint_mb": "checkpoint MB", "perf/compression_ratio": "compression x",
-         "perf/quant_seconds": "quantize s", "perf/eval_seconds": "evaluate s",
-         "perf/peak_rss_mb": "peak RSS MB", "perf/quant_peak_gpu_mb": "quantize peak GPU MB",
-         "perf/eval_peak_gpu_mb": "evaluate peak GPU MB"}
+COSTS = {METRICS.CHECKPOINT_MB: "checkpoint MB", METRICS.COMPRESSION_RATIO: "compression x",
+         METRICS.QUANT_SECONDS: "quantize s", METRICS.EVAL_SECONDS: "evaluate s",
+         METRICS.PEAK_RSS_MB: "peak RSS MB", METRICS.phase("quant", "peak_gpu_mb"): "quantize peak GPU MB",
+         METRICS.phase("eval", "peak_gpu_mb"): "evaluate peak GPU MB"}
 
 
 def cost_table(study: Study) -> pd.DataFrame:
@@ -98,11 +99,11 @@ def pareto_front(points: pd.DataFrame, x: str, y: str, maximize_y: bool) -> pd.S
 
 def size_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
     """Checkpoint size against average accuracy (and held-out bits per byte), with each Pareto front."""
-    size = study.runs.get("perf/checkpoint_mb", pd.Series(math.nan, index=study.runs.index))
+    size = study.runs.get(METRICS.CHECKPOINT_MB, pd.Series(math.nan, index=study.runs.index))
     frame = pd.DataFrame({"checkpoint_mb": size, "average": summary["average"]}, index=study.labels)
     frame["accuracy_front"] = pareto_front(frame, "checkpoint_mb", "average", maximize_y=True)
     for task in study.perplexity_tasks:
-        frame["bits_per_byte"] = study.runs.get(f"{task}/bits_per_byte")
+        frame["bits_per_byte"] = study.runs.get(METRICS.task(task, "bits_per_byte"))
         frame["perplexity_front"] = pareto_front(frame, "checkpoint_mb", "bits_per_byte", maximize_y=False)
         break
     return frame

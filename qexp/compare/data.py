@@ -1,8 +1,8 @@
 """Read a study back from MLflow: one row per run, plus each run's per-document results.
 
-Relies only on the naming contract written by `qexp.tracking` (tags `qexp.*`, metrics
-`<task>/<metric>`, artifacts `identity.json`, `lm_eval/results.json` and
-`lm_eval/samples/<task>.jsonl`), and reads the store through `qexp.tracking.Store`.
+Relies only on the naming contract of `qexp.contract` (tags `qexp.*`, metrics `<task>/<metric>`,
+artifacts `identity.json`, `lm_eval/results.json` and `lm_eval/samples/<task>.jsonl`), and reads
+the store through `qexp.tracking.Store`, whose runs are `RunRecord`s.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from ..errors import QexpError
 from ..files import atomic_file, default_cache_dir, digest, read_jsonl
 from ..identity import eval_identity, run_label
 from ..schema import tracking_defaults
-from ..tracking import ARTIFACTS, TAGS, Store, redact
+from ..contract import ARTIFACTS, METRICS, TAGS
+from ..tracking import RunRecord, Store, redact
 
 __all__ = ["Study", "load_study", "run_label"]
 
@@ -117,11 +118,11 @@ class _RunArtifacts:
     results: dict  # lm-eval's results.json (for group_subtasks)
 
 
-def _read_artifacts(store: Store, run, folder: Path) -> _RunArtifacts:
+def _read_artifacts(store: Store, run: RunRecord, folder: Path) -> _RunArtifacts:
     """A FINISHED run's identity and samples, parsed once and cached. The entry is keyed by the run's
     end time and metrics too: a run whose evaluation was logged again, or that ended again, is read anew."""
-    run_id = run.info.run_id
-    version = digest([run.info.end_time, run.data.metrics])
+    run_id = run.run_id
+    version = digest([run.end_time, run.metrics])
     cache = default_cache_dir() / "compare" / digest(store.uri) / f"{run_id}.{version}.pkl"
     if cache.is_file():
         try:
@@ -149,17 +150,17 @@ REPEAT_PARAM = "calib.seed"  # runs that differ only in it are repeats of one co
 SHARED = ("quant.group_size",)  # quant settings GPTQ and AWQ share: compared methods must agree on them
 
 
-def _variant(run) -> dict[str, str]:
-    return {k: v for k, v in run.data.params.items() if k.startswith(VARIANT_PARAMS) and k != "quant.name"}
+def _variant(run: RunRecord) -> dict[str, str]:
+    return {k: v for k, v in run.params.items() if k.startswith(VARIANT_PARAMS) and k != "quant.name"}
 
 
-def _labels(runs: list) -> list[dict[str, str]]:
+def _labels(runs: list[RunRecord]) -> list[dict[str, str]]:
     """Per run: its `label` (`GPTQ-215`, plus whatever else varies between the runs of that method:
     `GPTQ-215 g64 seed1`, so no two configurations share a label), the `repeat` group (the label
     without the seed), its `variant` (the added part), the part methods share (`shared`) and its
     quantization settings alone (`shared_quant`, what a data-free method shares with the others)."""
     variants = [_variant(r) for r in runs]
-    methods = [r.data.tags[TAGS.QUANT] for r in runs]
+    methods = [r.tags[TAGS.QUANT] for r in runs]
     varying: dict[str, list[str]] = {}
     for method in set(methods):
         mine = [v for v, m in zip(variants, methods) if m == method]
@@ -167,7 +168,7 @@ def _labels(runs: list) -> list[dict[str, str]]:
         varying[method] = [k for k in keys if len({v.get(k) for v in mine}) > 1]
     out = []
     for run, variant, method in zip(runs, variants, methods):
-        base = run_label(method, run.data.tags.get(TAGS.CALIB_N, "?"))
+        base = run_label(method, run.tags.get(TAGS.CALIB_N, "?"))
         parts = {k: f"{SHORT.get(k, k.rsplit('.', 1)[-1] + '=')}{variant.get(k)}" for k in varying[method]}
         out.append({
             "label": " ".join([base, *parts.values()]),
@@ -179,11 +180,11 @@ def _labels(runs: list) -> list[dict[str, str]]:
     return out
 
 
-def _choose(runs: list, model: str | None, notes: list[str]) -> tuple[list, dict[str, list[str]]]:
+def _choose(runs: list[RunRecord], model: str | None, notes: list[str]) -> tuple[list, dict[str, list[str]]]:
     """One model's runs, the newest per label; and the repeats: configurations run with several seeds."""
-    models = sorted({r.data.tags.get(TAGS.MODEL, "") for r in runs})
+    models = sorted({r.tags.get(TAGS.MODEL, "") for r in runs})
     if model:
-        runs = [r for r in runs if r.data.tags.get(TAGS.MODEL) == model]
+        runs = [r for r in runs if r.tags.get(TAGS.MODEL) == model]
     elif len(models) > 1:
         raise QexpError(f"The experiment holds runs of several models {models} <model=None>. "
                         "Choose one with --model (or load_study(model=...)).")
@@ -192,29 +193,29 @@ def _choose(runs: list, model: str | None, notes: list[str]) -> tuple[list, dict
     for run, names in zip(runs, _labels(runs)):  # newest first
         label = names["label"]
         if label in chosen:
-            notes.append(f"{label}: using run {chosen[label]} (newest); ignored older run {run.info.run_id}")
+            notes.append(f"{label}: using run {chosen[label]} (newest); ignored older run {run.run_id}")
             continue
-        chosen[label] = run.info.run_id
+        chosen[label] = run.run_id
         kept.append((names, run))
         repeats.setdefault(names["repeat"], []).append(label)
     return kept, {group: sorted(labels) for group, labels in repeats.items() if len(labels) > 1}
 
 
-def _row(names: dict[str, str], run) -> dict:
-    tags = run.data.tags
+def _row(names: dict[str, str], run: RunRecord) -> dict:
+    tags = run.tags
     return {
         "label": names["label"], "variant": names["variant"], "shared_variant": names["shared"],
         "shared_quant": names["shared_quant"],
-        "run_id": run.info.run_id, "method": tags[TAGS.QUANT],
+        "run_id": run.run_id, "method": tags[TAGS.QUANT],
         "calib_n": int(tags.get(TAGS.CALIB_N, 0) or 0), "model": tags.get(TAGS.MODEL),
         "eval_data": tags.get(TAGS.EVAL_DATA, "unknown"), "eval_source": tags.get(TAGS.EVAL_SOURCE),
         "config_hash": tags.get(TAGS.CONFIG_HASH),
         "eval_hash": tags.get(TAGS.EVAL_HASH), "sweep_id": tags.get(TAGS.SWEEP_ID),
-        "start_time": pd.to_datetime(run.info.start_time, unit="ms"), "eval_tasks": run.data.params.get("eval.tasks"),
+        "start_time": pd.to_datetime(run.start_time, unit="ms"), "eval_tasks": run.params.get("eval.tasks"),
         "speed": tags.get(TAGS.SPEED), "speed_note": tags.get(TAGS.SPEED_NOTE), "speed_kernel": tags.get(TAGS.SPEED_KERNEL),
         "speed_path": tags.get(TAGS.SPEED_PATH), "speed_device": tags.get(TAGS.SPEED_DEVICE),
         "speed_runtime": tags.get(TAGS.SPEED_RUNTIME),
-        **run.data.metrics,
+        **run.metrics,
     }
 
 
@@ -249,10 +250,10 @@ def load_study(
     frame = frame.loc[order]
 
     requested = json.loads(frame["eval_tasks"].dropna().iloc[0]) if frame["eval_tasks"].notna().any() else []
-    perplexity = [t for t in requested if f"{t}/word_perplexity" in frame]
+    perplexity = [t for t in requested if METRICS.task(t, "word_perplexity") in frame]
     tasks = [t for t in requested if t not in perplexity]
     docs, groups, settings = {}, {}, {}
-    runs = {run.info.run_id: run for _, run in chosen}
+    runs = {run.run_id: run for _, run in chosen}
     with tempfile.TemporaryDirectory() as tmp:
         for label, run_id in frame["run_id"].items():
             if pd.isna(frame.loc[label, "eval_hash"]):

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..contract import METRICS
 from ..identity import calibrated
 from .data import Study
 from .power import (PairedMean, Settings, lower_bound, mcnemar_docs, mcnemar_mde, mean_docs, mean_mde,
@@ -222,14 +223,14 @@ def _task_order(tasks: list[str]):
 
 
 def mmlu_categories(study: Study, metric: str = "acc") -> pd.DataFrame:
-    present = [c for c in MMLU_CATEGORIES if f"{c}/acc" in study.runs]
+    present = [c for c in MMLU_CATEGORIES if METRICS.task(c) in study.runs]
     return deltas_vs_baseline(study, present, metric, table="mmlu_categories")
 
 
 def mmlu_subjects(study: Study) -> pd.DataFrame:
     """Per subject: every run's score; Holm across all subject comparisons with the baseline."""
-    subjects = sorted(c[: -len("/acc")] for c in study.runs if c.startswith("mmlu_") and c.endswith("/acc")
-                      and c[: -len("/acc")] not in MMLU_CATEGORIES)
+    tasks = {str(column).split("/")[0] for column in study.runs}
+    subjects = sorted(t for t in tasks if t.startswith("mmlu_") and t not in MMLU_CATEGORIES and METRICS.task(t) in study.runs)
     return deltas_vs_baseline(study, subjects, "acc", table="mmlu_subjects")
 
 

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import pandas as pd
 from tabulate import tabulate
 
-from ..errors import QexpError
-from ..schema import store_parser
+from ..cli import add_settings_args, add_study_args, refusing, settings_from, store_parser
+from ..contract import METRICS
 from .data import Study, load_study
 from .paired import average_differences, calibration_pairs, compare, method_pairs, pair_stats, with_power
-from .power import DIFFERENCE, MARGIN, MAX_DOCS, POWER, RECOVERY, Settings, check_settings
+from .power import MAX_DOCS, Settings
 from .scores import display_name, metric_for
 
-__all__ = ["Plan", "plan_study", "render_plan", "add_settings_args", "settings_from", "main"]
+__all__ = ["Plan", "plan_study", "render_plan", "main"]
 
 
 @dataclass
@@ -84,7 +84,7 @@ def plan_study(study: Study, settings: Settings = Settings()) -> Plan:
     if family is not None:  # pairs without documents both runs scored are left out: they tell nothing
         needed = tested.loc[tested["family"] == family, "docs_needed"]
         limit = None if needed.isna().any() else int(needed.max())
-    seconds = study.runs["perf/eval_seconds"].max() if "perf/eval_seconds" in study.runs else math.nan
+    seconds = study.runs[METRICS.EVAL_SECONDS].max() if METRICS.EVAL_SECONDS in study.runs else math.nan
     pilot = max((int(stats.n.diagonal().max()) for task in study.tasks
                  if (stats := pair_stats(study, task, metric_for(study, task))) is not None), default=0)
     return Plan(settings, average, tasks, limit, family, float(seconds), pilot)
@@ -142,49 +142,17 @@ def _count(needed) -> str:
     return f">{MAX_DOCS:,}" if needed is None or pd.isna(needed) else f"{int(needed):,}"
 
 
-def add_settings_args(parser, equivalence: bool = True) -> None:
-    """The power and equivalence settings, in points and percent as a reader says them."""
-    parser.add_argument("--power", type=float, default=100 * POWER, metavar="PERCENT",
-                        help=f"the power of the detectable differences and document counts (default {100 * POWER:g})")
-    parser.add_argument("--difference", type=float, default=100 * DIFFERENCE, metavar="POINTS",
-                        help=f"the difference to size for: documents needed to detect it (default {100 * DIFFERENCE:g})")
-    if equivalence:
-        parser.add_argument("--margin", type=float, default=100 * MARGIN, metavar="POINTS",
-                            help=f"equivalence margin on the average (default ±{100 * MARGIN:g})")
-        parser.add_argument("--recovery", type=float, default=100 * RECOVERY, metavar="PERCENT",
-                            help=f"the recovery a run must be shown to keep (default {100 * RECOVERY:g})")
-
-
-def settings_from(args, prog: str) -> Settings | int:
-    """The settings the flags give, or exit status 2 after saying what is wrong and the fix."""
-    settings = Settings(power=args.power / 100, difference=args.difference / 100,
-                        margin=getattr(args, "margin", 100 * MARGIN) / 100,
-                        recovery=getattr(args, "recovery", 100 * RECOVERY) / 100)
-    problems = check_settings(settings)
-    for problem in problems:
-        print(f"{prog}: {problem}", file=sys.stderr)
-    return 2 if problems else settings
-
-
+@refusing
 def main(argv: list[str] | None = None) -> int:
-    try:
-        parser, _ = store_parser("python -m qexp.compare.plan", __doc__)
-    except QexpError as err:
-        print(f"qexp.compare.plan: {err}", file=sys.stderr)
-        return 2
-    parser.add_argument("--model", help="the qexp.model tag to plan from, when the experiment holds several")
-    parser.add_argument("--sweep-id", help="only the runs of this sweep (its baseline may be older)")
+    parser, _ = store_parser("python -m qexp.compare.plan", __doc__)
+    add_study_args(parser, "plan from")
     parser.add_argument("--format", choices=["text", "markdown"], default="text")
     add_settings_args(parser, equivalence=False)
     args = parser.parse_args(argv)
     settings = settings_from(args, "qexp.compare.plan")
     if isinstance(settings, int):
         return settings
-    try:
-        study = load_study(args.tracking_uri, args.experiment, model=args.model, sweep_id=args.sweep_id)
-    except QexpError as err:
-        print(f"qexp.compare.plan: {err}", file=sys.stderr)
-        return 2
+    study = load_study(args.tracking_uri, args.experiment, model=args.model, sweep_id=args.sweep_id)
     print(render_plan(plan_study(study, settings), args.format))
     return 0
 

@@ -10,6 +10,7 @@ import math
 
 import pandas as pd
 
+from ..contract import METRICS
 from .data import Study
 from .stats import wilson_interval
 
@@ -41,7 +42,7 @@ def split_metric(spec: str) -> tuple[str, str]:
 def metric_column(task: str, spec: str) -> str:
     """The MLflow metric holding `task`'s score under `spec`: `arc_easy/acc`, `gsm8k/exact_match/strict-match`."""
     metric, filter_ = split_metric(spec)
-    return f"{task}/{metric}" if filter_ == "none" else f"{task}/{metric}/{filter_}"
+    return METRICS.task(task, metric, filter_)
 
 
 def metric_for(study: Study, task: str, metric: str = "acc", overrides: dict[str, str] | None = None) -> str:
@@ -85,7 +86,7 @@ def _scores(study: Study, tasks: list[str], metric: str, overrides: dict[str, st
         matrix = task_correctness(study, task, used)
         counts = matrix.notna().sum().to_dict() if matrix is not None else {}
         values = study.runs.get(metric_column(task, used), pd.Series(math.nan, index=study.runs.index)).to_dict()
-        logged = study.runs.get(f"{task}/n_samples", pd.Series(0, index=study.runs.index)).fillna(0).to_dict()
+        logged = study.runs.get(METRICS.task(task, "n_samples"), pd.Series(0, index=study.runs.index)).fillna(0).to_dict()
         for label in study.labels:
             value = values[label]
             n = int(counts.get(label) or logged[label] or 0)

@@ -14,6 +14,7 @@ import re
 
 import pandas as pd
 
+from ..contract import METRICS
 from .costs import pareto_front
 from .data import Study
 
@@ -31,13 +32,13 @@ def ratio(study: Study, label: str, figure: str) -> tuple[float, float, float]:
     """`figure` (e.g. `tokens_per_second_b16`) of run `label` over the baseline's: (ratio, low, high), NaN
     where either run lacks it. low/high: the range over repetitions (see the module's docstring)."""
     runs, base = study.runs, study.baseline
-    column = f"speed/{figure}"
+    column = METRICS.speed(figure)
     if base is None or column not in runs:
         return math.nan, math.nan, math.nan
     a, b = runs.loc[label], runs.loc[base]
     value = a[column] / b[column]
-    low = a.get(f"{column}_min", math.nan) / b.get(f"{column}_max", math.nan)
-    high = a.get(f"{column}_max", math.nan) / b.get(f"{column}_min", math.nan)
+    low = a.get(METRICS.speed(figure, "min"), math.nan) / b.get(METRICS.speed(figure, "max"), math.nan)
+    high = a.get(METRICS.speed(figure, "max"), math.nan) / b.get(METRICS.speed(figure, "min"), math.nan)
     return value, low, high
 
 
@@ -58,18 +59,18 @@ def speed_table(study: Study) -> pd.DataFrame:
     for label, run in runs.iterrows():
         row = {"label": label, "status": _text(run.get("speed")) or "not run", "note": _text(run.get("speed_note")),
                "kernel": _text(run.get("speed_kernel")), "path": _text(run.get("speed_path")),
-               "load_seconds": run.get("speed/load_seconds", math.nan)}
+               "load_seconds": run.get(METRICS.SPEED_LOAD_SECONDS, math.nan)}
         for figure in ("ttft_ms", "tpot_ms"):
-            for end in ("", "_min", "_max"):
-                row[f"{figure}{end}"] = run.get(f"speed/{figure}{end}", math.nan)
+            for end in ("", "min", "max"):
+                row[f"{figure}_{end}".rstrip("_")] = run.get(METRICS.speed(figure, end), math.nan)
         for b in batch_sizes(study):
             figure = f"tokens_per_second_b{b}"
-            for end in ("", "_min", "_max"):
-                row[f"tps_b{b}{end}"] = run.get(f"speed/{figure}{end}", math.nan)
+            for end in ("", "min", "max"):
+                row[f"tps_b{b}_{end}".rstrip("_")] = run.get(METRICS.speed(figure, end), math.nan)
             value, low, high = ratio(study, label, figure)
             row.update({f"x_b{b}": value, f"x_b{b}_low": low, f"x_b{b}_high": high,
                         f"differs_b{b}": bool(low > 1 or high < 1)})
-        row["memory_mb"] = run.get("speed/peak_memory_mb", math.nan)
+        row["memory_mb"] = run.get(METRICS.SPEED_PEAK_MEMORY_MB, math.nan)
         row["x_memory"] = ratio(study, label, "peak_memory_mb")[0]
         rows.append(row)
     return pd.DataFrame(rows).set_index("label")

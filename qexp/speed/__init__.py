@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import progress
+from ..contract import METRICS
 from ..files import write_atomic
 from .device import label as device_label
 from .environment import SpeedEnvError, interpreter
@@ -45,7 +46,7 @@ class SpeedOutcome:
         if self.note:
             return f"speed {self.status}: {self.note}"
         rates = sorted((int(k.rsplit("_b", 1)[1]), v) for k, v in self.metrics.items()
-                       if k.startswith("speed/tokens_per_second_b") and k[-1].isdigit())
+                       if k.startswith(METRICS.speed("tokens_per_second_b")) and k[-1].isdigit())
         text = ", ".join(f"{v:,.1f} tok/s at batch {b}" for b, v in rates)
         return f"speed {text}" + (" (kept from an earlier run)" if self.status == "reused" else "")
 
@@ -81,7 +82,7 @@ def measure_checkpoint(checkpoint: str, weights: list, plan: SpeedPlan, *, cache
     labels.update({"runtime": result.runtime,
                    "kernel": ", ".join(result.kernels) or ("dense" if not quantization else "not reported by vLLM"),
                    "path": numeric_path(quantization, result.kernels, plan)})
-    metrics = {**result.metrics, "perf/speed_seconds": time.perf_counter() - started}
+    metrics = {**result.metrics, METRICS.SPEED_SECONDS: time.perf_counter() - started}
     shared = {k: v for k, v in labels.items() if k != "env_build_seconds"}  # the build was this run's alone
     write_atomic(kept, json.dumps({"metrics": metrics, "labels": shared, "extra": result.extra}))
     return SpeedOutcome("measured", metrics, labels)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..contract import METRICS
 from ..errors import QexpError
 from ..files import digest, write_atomic
 from .environment import Interpreter
@@ -57,8 +58,8 @@ class Measurement:
 def metric_names(batch_sizes: list[int]) -> list[str]:
     """Every metric a measurement with these batch sizes logs, medians first."""
     figures = ["ttft_ms", "tpot_ms"] + [f"tokens_per_second_b{b}" for b in batch_sizes]
-    return ([f"speed/{f}" for f in figures] + [f"speed/{f}_{end}" for f in figures for end in ("min", "max")]
-            + ["speed/load_seconds", "speed/peak_memory_mb"])
+    return ([METRICS.speed(f) for f in figures] + [METRICS.speed(f, end) for f in figures for end in ("min", "max")]
+            + [METRICS.SPEED_LOAD_SECONDS, METRICS.SPEED_PEAK_MEMORY_MB])
 
 
 def speed_key(weights: list, plan: SpeedPlan) -> str:
@@ -78,9 +79,9 @@ def summarize(seconds: dict[str, list[float]], batch_sizes: list[int], output_to
         series[f"tokens_per_second_b{b}"] = [b * output_tokens / t for t in times]
     out = {}
     for name, values in series.items():
-        out[f"speed/{name}"] = statistics.median(values)
-        out[f"speed/{name}_min"] = min(values)
-        out[f"speed/{name}_max"] = max(values)
+        out[METRICS.speed(name)] = statistics.median(values)
+        out[METRICS.speed(name, "min")] = min(values)
+        out[METRICS.speed(name, "max")] = max(values)
     return out
 
 
@@ -160,9 +161,9 @@ def measure(model: str, plan: SpeedPlan, python: Interpreter, workdir: Path, log
                          f"its log is in {log_path}")
     raw = json.loads(result_file.read_text())
     metrics = summarize(raw["seconds"], plan.settings["batch_sizes"], plan.settings["output_tokens"])
-    metrics["speed/load_seconds"] = raw["load_seconds"]
+    metrics[METRICS.SPEED_LOAD_SECONDS] = raw["load_seconds"]
     if watcher.peak_mb:
-        metrics["speed/peak_memory_mb"] = watcher.peak_mb
+        metrics[METRICS.SPEED_PEAK_MEMORY_MB] = watcher.peak_mb
     return Measurement(metrics, kernels_from_log(ours), f"{python.package} {raw['vllm_version']}",
                        {"kv_cache_bytes": raw["kv_cache_bytes"], "seconds": raw["seconds"]})
 

@@ -87,7 +87,7 @@ def start_mlflow_server(backend: str, artifacts: Path, admin_password: str | Non
     """`mlflow server` on a free loopback port (or `port`: a restart), storing runs in `backend` and
     serving the artifacts. It leads a process group of its own (its workers): `stop_mlflow_server`.
 
-    With `admin_password`, the server is the README's secure recipe: MLflow's basic-auth app, its
+    With `admin_password`, the server is the manual's secure recipe (docs/scale-out.md): MLflow's basic-auth app, its
     users database in a folder of its own beside the artifacts, `admin` the first user."""
     port = port or free_port()
     exe = Path(sys.executable).with_name("mlflow")

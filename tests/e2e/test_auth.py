@@ -1,4 +1,4 @@
-"""The shared store as the README sets it up: MLflow's basic-auth app on PostgreSQL. A team member's
+"""The shared store as the manual sets it up (docs/scale-out.md): MLflow's basic-auth app on PostgreSQL. A team member's
 job runs and records no secret; a wrong password, no credentials, a read-only user and a server that
 is not there are each refused in one line, exit status 2, before any model loads, leaving no run."""
 
@@ -43,7 +43,7 @@ def _credentials(user: str | None, password: str | None) -> dict[str, str | None
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The README's recipe: the admin creates the team's experiment and users, alice may edit it,
+    """The manual's recipe: the admin creates the team's experiment and users, alice may edit it,
     reader may only read it."""
     from mlflow.server import get_app_client
 

@@ -1,4 +1,4 @@
-"""The README's UI command, started as written, serves the sweep's runs over its REST API."""
+"""The manual's UI command (docs/running.md), started as written, serves the sweep's runs over its REST API."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from tests.e2e.servers import free_port, get
 
 pytestmark = pytest.mark.e2e
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+MANUAL = Path(__file__).resolve().parents[2] / "docs" / "running.md"
 
 
 def _ui_command() -> list[str]:
-    line = next(line for line in README.read_text().splitlines() if line.strip().startswith("mlflow ui "))
+    line = next(line for line in MANUAL.read_text().splitlines() if line.strip().startswith("mlflow ui "))
     return line.split("#")[0].split()
 
 

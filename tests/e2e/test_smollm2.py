@@ -43,14 +43,14 @@ def test_the_preset_group_size_divides_every_layer_and_128_is_refused_before_cal
 
 
 def test_its_runs_carry_the_models_caveat_as_a_tag_and_in_their_description(smollm2, tmp_path):
-    """The tags a SmolLM2 job's run is created with (pipeline.execute starts the run with them)."""
-    from qexp.pipeline import _tags
+    """The tags a SmolLM2 job's run is created with (pipeline.execute starts the run with them: records.run_tags)."""
+    from qexp.records import run_tags
     from qexp.tracking import TAGS, Store
 
     spec = prepare(compose_config("model=smollm2", "eval=fixtures", "quant=gptq", "calib.n=16"))
     store = Store.open(f"sqlite:///{tmp_path}/mlflow.db", "qexp")
-    tags = _tags(spec, store, "sweep-1")
+    tags = run_tags(spec, store, "sweep-1")
     assert tags[TAGS.MODEL_NOTE] == spec.cfg.model.note and "GGUF Q4_1" in tags[TAGS.MODEL_NOTE]
     assert tags[TAGS.DESCRIPTION].endswith(spec.cfg.model.note)
-    tiny = _tags(prepare(compose_config("model=tiny", "eval=fixtures", "quant=gptq", "calib.n=16")), store, "sweep-1")
+    tiny = run_tags(prepare(compose_config("model=tiny", "eval=fixtures", "quant=gptq", "calib.n=16")), store, "sweep-1")
     assert TAGS.MODEL_NOTE not in tiny

@@ -28,7 +28,7 @@ def test_stale_runs_and_cleanup_command(tmp_path, capsys):
     beating = _running(client, experiment_id, **{TAGS.HOST: "other-host", TAGS.PID: 1,
                                                  TAGS.HEARTBEAT: f"{time.time():.0f}"})
 
-    reasons = {run.info.run_id: reason for run, reason in store.stale_runs(stale_after=300)}
+    reasons = {run.run_id: reason for run, reason in store.stale_runs(stale_after=300)}
     assert set(reasons) == {gone, silent}
     assert "is gone" in reasons[gone] and "no heartbeat" in reasons[silent]
 

@@ -1,4 +1,4 @@
-"""What the config hash covers, as the README lists it: changing any input changes `config_hash`
+"""What the config hash covers, as the manual lists it (docs/contract.md): changing any input changes `config_hash`
 (and `eval_hash` when it is an evaluation input); changing what it leaves out changes neither.
 A hash that missed an input would make resume skip a changed configuration silently."""
 

