@@ -29,6 +29,7 @@ __all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "default_task_man
 # Tasks qexp defines itself (lm-eval runs them; qexp writes their YAML and data).
 QEXP_TASKS = (heldout.TASK,)
 
+
 @dataclass
 class TaskPlan:
     """Which leaf tasks run, and where each one's data comes from."""

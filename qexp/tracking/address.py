@@ -58,7 +58,6 @@ def store_user() -> str | None:
     return read_mlflow_creds().username
 
 
-
 @functools.cache
 def source_tags() -> dict[str, str]:
     """What produced a run, for the UI's Source and User columns: the command, qexp's version, from a

@@ -32,7 +32,6 @@ def first_contact() -> Iterator[None]:
             os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = before
 
 
-
 class Patient:
     """An MlflowClient whose calls wait out an outage: a call that fails because the store is away
     (no connection, or server errors, after the client's own retries; nothing was stored) is tried
@@ -113,7 +112,6 @@ def is_outage(err: Exception) -> bool:
 
 def first_line(err: Exception) -> str:
     return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-
 
 
 def retry(what: str, call, attempts: int, pause: float):

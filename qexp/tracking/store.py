@@ -78,7 +78,6 @@ def _store_error(uri: str, experiment: str, err: Exception, writing: bool) -> Tr
         "Start the server, or fix tracking.uri (--tracking-uri for the command-line tools).")
 
 
-
 class Store:
     """One MLflow experiment in one store: where runs are found, created, reaped and read.
 
@@ -240,7 +239,6 @@ def _set_experiment_kind(client, experiment_id: str) -> None:
             raise
         if TAGS.EXPERIMENT_KIND not in client.get_experiment(experiment_id).tags:
             raise
-
 
 
 def _process_gone(pid: int, started_ms: int) -> bool:

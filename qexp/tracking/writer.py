@@ -32,7 +32,6 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): value}
 
 
-
 @dataclass
 class Run:
     """A run being written. It ends with `end(status)`: FINISHED, FAILED or KILLED."""
