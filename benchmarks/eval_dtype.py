@@ -45,9 +45,9 @@ def sweep(out: Path, dtype: str, limit: int, quant: str, experiment: str) -> flo
 def compare(studies: dict, labels: list[str], times: bool = True) -> str:
     """Per run and task, bf16 against float32 paired over documents; with `times`, the evaluation times."""
     from qexp.compare.power import PairedMean, lower_bound, tost_p, upper_bound
-    from qexp.contract import METRICS
     from qexp.compare.scores import display_name
     from qexp.compare.stats import mcnemar_p, paired_bootstrap
+    from qexp.contract import METRICS
 
     lines = ["| run | task | docs | agree | float32 % | bfloat16 % | Δ pts (bf16 − fp32) | p (McNemar) |",
              "|---|---|---|---|---|---|---|---|"]

@@ -10,6 +10,10 @@ from omegaconf import DictConfig, open_dict
 
 from qexp.schema import compose
 
+# As qexp.tracking does for qexp's processes: MLflow's telemetry thread, with no internet, edits
+# os.environ while requests reads it (a KeyError in a test's own MLflow call, now and then).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:

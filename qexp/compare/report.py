@@ -13,8 +13,8 @@ from .costs import cost_table, perplexity_table, size_table
 from .paired import (calibration_comparison, deltas_vs_baseline, method_comparison, mmlu_categories, mmlu_subjects,
                      with_power)
 from .power import Settings
-from .render import render, summary_text
 from .ranking import average_tests, best_vs_others, ranking, recommendations, recovery_table
+from .render import render, summary_text
 from .scores import metric_for, repeats_table, scores, settings_warnings, summary_table
 from .speed import speed_fronts, speed_recommendations, speed_table
 

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from ..contract import TAGS
 from ..errors import QexpError, StoreRefused, TrackingError, config_error
 from .address import UI_ADDRESS, redact, store_user
-from .patience import Patient, first_contact, is_outage, REFUSALS
+from .patience import REFUSALS, Patient, first_contact, is_outage
 from .writer import Run
 
 
