@@ -42,10 +42,14 @@ def sweep(out: Path, dtype: str, quant: str, limit: int) -> float:
 
 def linear_weights(path: str) -> dict[str, np.ndarray]:
     """The float32 weight of every Linear layer of a checkpoint (transformers decompresses 4-bit ones)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    import json
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    import torch
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+
+    quantized = "quantization_config" in json.loads((Path(path) / "config.json").read_text())
+    extra = {"quantization_config": CompressedTensorsConfig(run_compressed=False)} if quantized else {}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra)
     return {name: module.weight.detach().float().numpy().copy() for name, module in model.named_modules()
             if isinstance(module, torch.nn.Linear) and name != "lm_head"}
 
