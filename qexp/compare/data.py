@@ -143,8 +143,9 @@ def _read_artifacts(store: Store, run: RunRecord, folder: Path) -> _RunArtifacts
     return parsed
 
 
-# Params that tell two configurations of one method and sample count apart, and how a label shows them.
-VARIANT_PARAMS = ("quant.", "calib.seed", "calib.max_seq_length", "calib.source")
+# Params that tell two configurations of one method and sample count apart, and how a label shows them
+# (model.dtype: what the model was quantized in; a study may sweep it, docs/offline.md).
+VARIANT_PARAMS = ("quant.", "calib.seed", "calib.max_seq_length", "calib.source", "model.dtype")
 SHORT = {"quant.group_size": "g", "calib.seed": "seed", "calib.max_seq_length": "len"}
 REPEAT_PARAM = "calib.seed"  # runs that differ only in it are repeats of one configuration
 SHARED = ("quant.group_size",)  # quant settings GPTQ and AWQ share: compared methods must agree on them

@@ -218,6 +218,22 @@ def test_labels_tell_swept_keys_apart_and_seeds_are_shown_as_repeats(tmp_path):
     assert "Repeats across calibration seeds" in render(report)
 
 
+def test_runs_quantized_in_another_dtype_are_labelled_apart_and_compared_within_their_dtype(tmp_path):
+    """A sweep of model.dtype=float32,bfloat16 (benchmarks/quant_dtype.py's question in one study): the
+    two checkpoints of a method get two labels, and methods are compared at equal dtype only."""
+    uri, client, exp = new_store(tmp_path)
+    accuracy_run(client, exp, "none", 0, {"arc_easy": [1] * 30 + [0] * 20})
+    for dtype, correct in (("float32", 28), ("bfloat16", 25)):
+        for method in ("gptq", "awq"):
+            accuracy_run(client, exp, method, 16, {"arc_easy": [1] * correct + [0] * (50 - correct)},
+                         extra_params={"model.dtype": dtype})
+    study = load_study(uri)
+    assert sorted(study.labels) == sorted(["Baseline"] + [f"{m}-16 dtype={d}" for m in ("AWQ", "GPTQ")
+                                                         for d in ("bfloat16", "float32")])
+    assert {(r.a, r.b) for r in build_report(study).methods.itertuples()} == {
+        ("AWQ-16 dtype=bfloat16", "GPTQ-16 dtype=bfloat16"), ("AWQ-16 dtype=float32", "GPTQ-16 dtype=float32")}
+
+
 def test_a_study_without_mmlu_has_no_mmlu_tables_and_names_its_data_source(tmp_path):
     """The MMLU sections hold MMLU's groups and subjects only; with none, they are empty rather than
     a copy of the per-task table (as the first SmolLM2 study on piqa, winogrande, ... showed)."""
