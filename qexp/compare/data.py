@@ -152,7 +152,9 @@ SHARED = ("quant.group_size",)  # quant settings GPTQ and AWQ share: compared me
 
 
 def _variant(run: RunRecord) -> dict[str, str]:
-    return {k: v for k, v in run.params.items() if k.startswith(VARIANT_PARAMS) and k != "quant.name"}
+    # The baseline is only evaluated: what a sweep that claimed it quantizes in is no part of it.
+    ignored = ("quant.name", "model.dtype") if run.tags.get(TAGS.QUANT) == "none" else ("quant.name",)
+    return {k: v for k, v in run.params.items() if k.startswith(VARIANT_PARAMS) and k not in ignored}
 
 
 def _labels(runs: list[RunRecord]) -> list[dict[str, str]]:

@@ -222,7 +222,8 @@ def test_runs_quantized_in_another_dtype_are_labelled_apart_and_compared_within_
     """A sweep of model.dtype=float32,bfloat16 (benchmarks/quant_dtype.py's question in one study): the
     two checkpoints of a method get two labels, and methods are compared at equal dtype only."""
     uri, client, exp = new_store(tmp_path)
-    accuracy_run(client, exp, "none", 0, {"arc_easy": [1] * 30 + [0] * 20})
+    for dtype in ("float32", "bfloat16"):  # baselines claimed by sweeps of either dtype: one label still
+        accuracy_run(client, exp, "none", 0, {"arc_easy": [1] * 30 + [0] * 20}, extra_params={"model.dtype": dtype})
     for dtype, correct in (("float32", 28), ("bfloat16", 25)):
         for method in ("gptq", "awq"):
             accuracy_run(client, exp, method, 16, {"arc_easy": [1] * correct + [0] * (50 - correct)},
