@@ -1,5 +1,5 @@
 """What qexp's command lines share: the store and study arguments of the tools (`qexp.compare`,
-`qexp.compare.plan`, `qexp.cleanup`), the report's settings, how a tool refuses (one line on
+`qexp.compare.plan`, `qexp.cleanup`), how a tool refuses (one line on
 stderr, exit status 2), and what `python -m qexp` does to its arguments before Hydra reads them."""
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from omegaconf import DictConfig
 
 from .errors import QexpError
 
-__all__ = ["refusing", "store_parser", "add_study_args", "add_settings_args", "settings_from", "credentials_out_of",
-           "config_dir_of"]
+__all__ = ["refusing", "store_parser", "add_study_args", "credentials_out_of", "config_dir_of"]
 
 
 def refusing(main: Callable[..., int]) -> Callable[..., int]:
@@ -53,34 +52,6 @@ def add_study_args(parser: argparse.ArgumentParser, what: str) -> None:
     """--model and --sweep-id: which runs of the experiment the tool reads (`what`: "report on", "plan from")."""
     parser.add_argument("--model", help=f"the qexp.model tag to {what}, when the experiment holds several")
     parser.add_argument("--sweep-id", help="only the runs of this sweep (its baseline may be older)")
-
-
-def add_settings_args(parser: argparse.ArgumentParser, equivalence: bool = True) -> None:
-    """The power and equivalence settings, in points and percent as a reader says them."""
-    from .compare.power import DIFFERENCE, MARGIN, POWER, RECOVERY
-
-    parser.add_argument("--power", type=float, default=100 * POWER, metavar="PERCENT",
-                        help=f"the power of the detectable differences and document counts (default {100 * POWER:g})")
-    parser.add_argument("--difference", type=float, default=100 * DIFFERENCE, metavar="POINTS",
-                        help=f"the difference to size for: documents needed to detect it (default {100 * DIFFERENCE:g})")
-    if equivalence:
-        parser.add_argument("--margin", type=float, default=100 * MARGIN, metavar="POINTS",
-                            help=f"equivalence margin on the average (default ±{100 * MARGIN:g})")
-        parser.add_argument("--recovery", type=float, default=100 * RECOVERY, metavar="PERCENT",
-                            help=f"the recovery a run must be shown to keep (default {100 * RECOVERY:g})")
-
-
-def settings_from(args: argparse.Namespace, prog: str):
-    """The `compare.power.Settings` the flags give, or exit status 2 after saying what is wrong and the fix."""
-    from .compare.power import MARGIN, RECOVERY, Settings, check_settings
-
-    settings = Settings(power=args.power / 100, difference=args.difference / 100,
-                        margin=getattr(args, "margin", 100 * MARGIN) / 100,
-                        recovery=getattr(args, "recovery", 100 * RECOVERY) / 100)
-    problems = check_settings(settings)
-    for problem in problems:
-        print(f"{prog}: {problem}", file=sys.stderr)
-    return 2 if problems else settings
 
 
 # ----------------------------------------------------------------------------- python -m qexp

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, config_error
+from .files import CONF_DIR
 
 __all__ = ["composition_error"]
 
@@ -58,8 +59,6 @@ def composition_error(err: BaseException, config_dir: Path | None = None, given:
         if given is not None:
             value = OmegaConf.select(OmegaConf.create(given), key)
         elif file:
-            from .schema import CONF_DIR
-
             value = _yaml_value(config_dir or CONF_DIR, file, key)
         else:
             value = _override_value(text, key)

@@ -16,8 +16,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-__all__ = ["default_cache_dir", "digest", "file_sha256", "atomic_file", "write_atomic", "atomic_folder", "read_jsonl",
+__all__ = ["CONF_DIR", "default_cache_dir", "digest", "file_sha256", "atomic_file", "write_atomic", "atomic_folder", "read_jsonl",
            "jsonl_text", "write_jsonl", "cached_json"]
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config tree qexp composes
 
 
 def default_cache_dir() -> Path:

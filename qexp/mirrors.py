@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import config_error
-
-if TYPE_CHECKING:
-    from .evaluation import TaskPlan
+from .task_plan import TaskPlan
 
 __all__ = ["check_mirror", "check_fewshot"]
 

@@ -23,6 +23,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from .config_errors import composition_error
 from .errors import config_error
+from .files import CONF_DIR
 from .identity import run_name
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "tracking_defaults",
 ]
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass

@@ -6,8 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import add_settings_args, add_study_args, refusing, settings_from, store_parser
+from ..cli import add_study_args, refusing, store_parser
 from .data import load_study
+from .flags import add_settings_args, settings_from
 from .report import build_report, render, to_json
 
 

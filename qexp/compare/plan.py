@@ -20,10 +20,18 @@ from dataclasses import dataclass
 import pandas as pd
 from tabulate import tabulate
 
-from ..cli import add_settings_args, add_study_args, refusing, settings_from, store_parser
+from ..cli import add_study_args, refusing, store_parser
 from ..contract import METRICS
 from .data import Study, load_study
-from .paired import average_differences, calibration_pairs, compare, method_pairs, pair_stats, with_power
+from .flags import add_settings_args, settings_from
+from .paired import (
+    average_differences,
+    calibration_pairs,
+    compare,
+    method_pairs,
+    pair_stats,
+    with_power,
+)
 from .power import MAX_DOCS, Settings
 from .scores import display_name, metric_for
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..identity import calibrated, method_name
-from .report import Report
+from .contents import Report
 from .scores import display_name
 
 __all__ = ["plot_scores", "plot_category_deltas", "plot_calibration", "plot_accuracy_vs_size", "plot_accuracy_vs_speed",

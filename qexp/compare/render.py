@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import pandas as pd
 from tabulate import tabulate
 
+from .contents import Report
 from .power import MAX_DOCS, Settings
 from .scores import display_name
 from .speed import batch_sizes
 from .stats import ALPHA
-
-if TYPE_CHECKING:
-    from .report import Report
 
 __all__ = ["render", "summary_text"]
 

@@ -177,9 +177,12 @@ class Store:
                     found.append(run)
         return found
 
+    def _run(self, run_id: str) -> Run:
+        return Run(self.client, self.experiment_id, self.uri, run_id)
+
     def start_run(self, name: str, tags: dict[str, str]) -> Run:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        return Run(self, run.info.run_id)
+        return self._run(run.info.run_id)
 
     def download(self, run_id: str, path: str, dst: Path) -> Path | None:
         """A run's artifact (file or folder) under `dst`; None when the run has no such artifact."""
@@ -208,7 +211,7 @@ class Store:
         """Mark dead RUNNING runs KILLED (with the reason as a tag); returns (run, reason) pairs."""
         found = self.stale_runs(stale_after, tags)
         for run, reason in found:
-            Run(self, run.run_id).end("KILLED", reason)
+            self._run(run.run_id).end("KILLED", reason)
         return found
 
 

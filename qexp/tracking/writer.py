@@ -9,14 +9,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..contract import TAGS
 from ..files import write_jsonl
 from .patience import retry
-
-if TYPE_CHECKING:
-    from .store import Store
 
 END_ATTEMPTS, END_RETRY_SECONDS = 3, 1.0  # ending a run: see Run.end
 
@@ -36,12 +33,14 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
 class Run:
     """A run being written. It ends with `end(status)`: FINISHED, FAILED or KILLED."""
 
-    store: Store
+    client: Any  # the store's MlflowClient, behind `patience.Patient`
+    experiment_id: str
+    uri: str
     run_id: str
 
     @property
     def _client(self):
-        return self.store.client
+        return self.client
 
     def set_tag(self, key: str, value: str) -> None:
         self._client.set_tag(self.run_id, key, value)
@@ -98,7 +97,7 @@ class Run:
         """`folder` (a checkpoint) as an MLflow logged model whose source is this run; returns its id."""
         from mlflow.entities import LoggedModelOutput
 
-        model = self._client.create_logged_model(self.store.experiment_id, name=name, source_run_id=self.run_id,
+        model = self._client.create_logged_model(self.experiment_id, name=name, source_run_id=self.run_id,
                                                  tags=tags, model_type="compressed-tensors")
         try:
             self._client.log_model_artifacts(model.model_id, str(folder))
@@ -144,7 +143,7 @@ class Run:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
             monitor = SystemMetricsMonitor(self.run_id, sampling_interval=system_metrics_seconds,
-                                           tracking_uri=self.store.uri)
+                                           tracking_uri=self.uri)
             monitor.start()
         try:
             with self.heartbeat(heartbeat_seconds):

@@ -81,3 +81,97 @@ def test_every_tag_the_package_writes_is_named_in_TAGS():
     named = {v for k, v in vars(TAGS).items() if k.isupper()}
     literals = {m for path in PACKAGE.rglob("*.py") for m in re.findall(r"[\"'](qexp\.[a-z_]+)[\"']", path.read_text())}
     assert literals <= named, f"tag names written as literals: {sorted(literals - named)}"
+
+
+# ----------------------------------------------------------------------------- layering
+def _imports() -> dict[str, set[str]]:
+    """Module -> the qexp modules it imports (at the top, inside functions, or for type checking alike)."""
+    import ast
+
+    def name_of(path: Path) -> str:
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {name_of(path): path for path in _sources()}
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [f"{target}.{alias.name}" for alias in node.names]
+                found |= {n for n in names if n in modules}
+                if any(n not in modules for n in names) and target in modules:
+                    found.add(target)
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names if alias.name in modules}
+        graph[module] = found - {module}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle, or [] when the modules can be stacked on floors with every import pointing down."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> list[str]:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        state[module] = 2
+        path.pop()
+        return []
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return []
+
+
+def test_no_import_circles():
+    """Every import points down a floor: a type two modules share lives below both (`task_plan`,
+    `compare.contents`, `files.CONF_DIR`), never in one of them."""
+    graph = _imports()
+    assert "qexp.pipeline" in graph["qexp.job"]  # the graph is read
+    assert _cycle(graph) == []
+    assert _cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]  # and a circle would be found
+
+
+# The floors, from the ground up: a module may import its own floor's modules and those below, never above.
+# Tools (entry points) stand on top and nothing imports them.
+FLOORS = {
+    "ground": ["qexp.errors", "qexp.contract", "qexp.files", "qexp.console", "qexp.signals", "qexp.outcome",
+               "qexp.fixtures", "qexp.compare.stats", "qexp.speed.bench", "qexp.speed.device"],
+    "adapters": ["qexp.tracking", "qexp.calibration", "qexp.identity", "qexp.wheels", "qexp.gpus", "qexp.progress",
+                 "qexp.config_errors", "qexp.sweep_jobs", "qexp.models", "qexp.packaged", "qexp.heldout",
+                 "qexp.quantization", "qexp.task_plan", "qexp.mirrors", "qexp.evaluation", "qexp.schema",
+                 "qexp.speed", "qexp.perf", "qexp.checks", "qexp.cli"],
+    "report": ["qexp.compare"],
+    "job": ["qexp.spec", "qexp.records", "qexp.summary", "qexp.baseline", "qexp.callbacks", "qexp.pipeline"],
+    "tools": ["qexp.job", "qexp.__main__", "qexp.cleanup", "qexp.compare.__main__", "qexp.compare.plan"],
+}
+
+
+def _floor(module: str) -> int:
+    """The floor of a module: its own entry in FLOORS, else its package's."""
+    for name in (module, *(module.rsplit(".", n)[0] for n in range(1, module.count(".") + 1))):
+        for number, members in enumerate(FLOORS.values()):
+            if name in members:
+                return number
+    raise AssertionError(f"{module} is on no floor: add it to FLOORS in {__file__}")
+
+
+def test_imports_point_down_the_floors():
+    """The job is built on the adapters and the report, never the other way round: `tracking` and `evaluation`
+    know nothing of a sweep, `compare` nothing of quantization or of how a job runs."""
+    graph = _imports()
+    upward = [f"{m} -> {t}" for m, targets in graph.items() for t in targets if _floor(t) > _floor(m)]
+    assert upward == []
+    tools = set(FLOORS["tools"])
+    assert [f"{m} -> {t}" for m, targets in graph.items() for t in targets & tools if m not in tools] == []
