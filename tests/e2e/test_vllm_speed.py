@@ -14,7 +14,7 @@ from qexp.speed import environment, metric_names
 from qexp.speed.device import describe, label
 from tests.e2e.conftest import qexp_cli, run_sweep
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
 # Small enough to keep CI short: vLLM's load (graph compilation included) dominates, ~30 s a checkpoint here.
 SPEED = ["speed=vllm", "speed.batch_sizes=[1,4]", "speed.prompt_tokens=16", "speed.output_tokens=16",
