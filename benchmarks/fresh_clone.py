@@ -1,0 +1,74 @@
+"""What a newcomer meets: a fresh clone, a fresh virtual environment, the README's install command and
+the README's test command, as a normal user.
+
+    python benchmarks/fresh_clone.py [--user NAME] [--python /usr/bin/python3]
+
+Clones this repository's HEAD into a new temporary folder, creates a virtual environment there with
+`--python` (default: the Python running this script), runs `pip install -e ".[dev]"` and then `pytest`
+(the default selection: no SLURM, no vLLM environment) and prints each step's wall time and pytest's
+summary. Root runs it as `--user` (a normal account, which must exist): the promise is that no step
+needs root. Output: docs/results/fresh_clone.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from record import Recorder
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEM_TOOLS = ("initdb", "pg_ctl", "postgres", "sbatch", "slurmctld", "munged")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--user", help="the normal account to run as (required when run as root)")
+    parser.add_argument("--python", default=sys.executable, help="the Python the environment is made with")
+    args = parser.parse_args()
+    out = Recorder("fresh_clone")
+    account = pwd.getpwnam(args.user) if args.user else pwd.getpwuid(os.getuid())
+    if account.pw_uid == 0:
+        parser.error("run it as a normal user, or as root with --user NAME (an existing normal account)")
+    folder = Path(tempfile.mkdtemp(prefix="qexp-fresh-"))
+    os.chown(folder, account.pw_uid, account.pw_gid) if os.geteuid() == 0 else None
+    # The user's own environment: their home, no root-only folders on PATH; pip's settings (PIP_*) kept.
+    env = {key: value for key, value in os.environ.items() if key.startswith(("PIP_", "LANG", "LC_", "TERM"))}
+    env.update(HOME=account.pw_dir, USER=account.pw_name, PATH=f"{folder}/venv/bin:/usr/bin:/bin")
+    found = {tool: path for tool in SYSTEM_TOOLS if (path := shutil.which(tool, path=env["PATH"]))}
+    out.print(f"user {account.pw_name} (uid {account.pw_uid}); Python {args.python}")
+    out.print("system tools on its PATH: " + (", ".join(f"{t} ({p})" for t, p in found.items()) or "none")
+              + " (the default selection uses none of them)")
+
+    def step(what: str, command: str) -> float:
+        started = time.perf_counter()
+        shell = ["runuser", "-u", account.pw_name, "--"] if os.geteuid() == 0 else []
+        proc = subprocess.run([*shell, "bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        tail = [line for line in proc.stdout.splitlines() if line.strip()][-1:] or [""]
+        out.print(f"{what}: exit status {proc.returncode}, {seconds / 60:.1f} min   {tail[0]}")
+        if proc.returncode != 0:
+            print(proc.stdout[-6000:] + proc.stderr[-3000:], file=sys.stderr)
+            out.write()
+            sys.exit(proc.returncode)
+        return seconds
+
+    step("git clone", f"git -c safe.directory='*' clone --quiet {ROOT} qexp")
+    step("python -m venv", f"{args.python} -m venv venv && venv/bin/python -m pip install --quiet --upgrade pip")
+    install = step('pip install -e ".[dev]"', 'cd qexp && pip install --quiet -e ".[dev]"')
+    tests = step("pytest", "cd qexp && pytest")
+    out.print(f"install {install / 60:.1f} min, tests {tests / 60:.1f} min")
+    shutil.rmtree(folder, ignore_errors=True)
+    out.write()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
