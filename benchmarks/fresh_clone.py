@@ -49,8 +49,8 @@ def main() -> int:
 
     def step(what: str, command: str) -> float:
         started = time.perf_counter()
-        shell = ["runuser", "-u", account.pw_name, "--"] if os.geteuid() == 0 else []
-        proc = subprocess.run([*shell, "bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True)
+        shell = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", account.pw_name, "--"] if os.geteuid() == 0 else []
+        proc = subprocess.run([*shell, "/bin/bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - started
         tail = [line for line in proc.stdout.splitlines() if line.strip()][-1:] or [""]
         out.print(f"{what}: exit status {proc.returncode}, {seconds / 60:.1f} min   {tail[0]}")
