@@ -26,6 +26,8 @@ import numpy as np
 
 from qexp.fixtures import MMLU_SUBJECTS
 
+from record import tee  # docs/results/: this script's output
+
 CATEGORY_OF = {s: ("mmlu_stem", "mmlu_humanities", "mmlu_social_sciences", "mmlu_other")[i % 4]
                for i, s in enumerate(MMLU_SUBJECTS)}
 TASKS = ["arc_challenge", "arc_easy", "hellaswag", "mmlu"]
@@ -140,4 +142,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with tee("compare_large"):  # docs/results/compare_large.md
+        status = main()
+    sys.exit(status)

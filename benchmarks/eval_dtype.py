@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from record import tee  # docs/results/: this script's output
+
 DTYPES = ("float32", "bfloat16")
 
 
@@ -116,4 +118,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with tee("eval_dtype", markdown=True):  # docs/results/eval_dtype.md
+        status = main()
+    sys.exit(status)

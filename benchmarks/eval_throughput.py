@@ -18,6 +18,8 @@ from qexp.files import default_cache_dir
 from qexp.models import resolve_model
 from qexp.packaged import PACKAGED
 
+from record import tee  # docs/results/: this script's output
+
 TASKS = ["arc_easy", "hellaswag"]
 
 
@@ -47,4 +49,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with tee("eval_throughput", markdown=True):  # docs/results/eval_throughput.md
+        main()

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from record import tee  # docs/results/: this script's output
+
 COMMAND = ["-m", "qexp", "-m", "quant=gptq,awq", "calib.n=215,512"]
 
 
@@ -67,4 +69,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with tee("fail_fast"):  # docs/results/fail_fast.md
+        main()

@@ -1,13 +1,15 @@
-"""What a newcomer meets: a fresh clone, a fresh virtual environment, the README's install command and
-the README's test command, as a normal user.
+"""What a newcomer meets: a fresh clone, a fresh virtual environment and the README's three commands (install,
+the offline study, the tests), as a normal user.
 
     python benchmarks/fresh_clone.py [--user NAME] [--python /usr/bin/python3]
 
 Clones this repository's HEAD into a new temporary folder, creates a virtual environment there with
-`--python` (default: the Python running this script), runs `pip install -e ".[dev]"` and then `pytest`
-(the default selection: no SLURM, no vLLM environment) and prints each step's wall time and pytest's
-summary. Root runs it as `--user` (a normal account, which must exist): the promise is that no step
-needs root. Output: docs/results/fresh_clone.md.
+`--python` (default: the Python running this script), runs `pip install -e ".[dev]"`, the quick start's
+study (`python -m qexp -m quant=gptq,awq calib.n=215,512 model=tiny eval=fixtures`, with an empty cache)
+and `pytest` (the default selection: no SLURM, no vLLM environment), and prints each step's wall time
+and pytest's summary. Root runs it as `--user` (a normal account, which must exist): the promise is that
+no step needs root. Output: docs/results/fresh_clone.md, and the study's last job as the terminal showed
+it in docs/results/quick_start.md.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from record import Recorder
 
 ROOT = Path(__file__).resolve().parents[1]
+QUICK_START = "python -m qexp -m quant=gptq,awq calib.n=215,512 model=tiny eval=fixtures"
 SYSTEM_TOOLS = ("initdb", "pg_ctl", "postgres", "sbatch", "slurmctld", "munged")
 
 
@@ -47,7 +50,7 @@ def main() -> int:
     out.print("system tools on its PATH: " + (", ".join(f"{t} ({p})" for t, p in found.items()) or "none")
               + " (the default selection uses none of them)")
 
-    def step(what: str, command: str) -> float:
+    def step(what: str, command: str) -> tuple[float, str]:
         started = time.perf_counter()
         shell = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", account.pw_name, "--"] if os.geteuid() == 0 else []
         proc = subprocess.run([*shell, "/bin/bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True)
@@ -58,15 +61,25 @@ def main() -> int:
             print(proc.stdout[-6000:] + proc.stderr[-3000:], file=sys.stderr)
             out.write()
             sys.exit(proc.returncode)
-        return seconds
+        return seconds, proc.stdout
 
     # The clone is this process's (git refuses to read another user's repository), handed to the user.
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(folder / "qexp")], check=True)
     subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(folder)], check=os.geteuid() == 0)
     step("python -m venv", f"{args.python} -m venv venv && venv/bin/python -m pip install --quiet --upgrade pip")
-    install = step('pip install -e ".[dev]"', 'cd qexp && pip install --quiet -e ".[dev]"')
-    tests = step("pytest", "cd qexp && pytest")
-    out.print(f"install {install / 60:.1f} min, tests {tests / 60:.1f} min")
+    install, _ = step('pip install -e ".[dev]"', 'cd qexp && pip install --quiet -e ".[dev]"')
+    env["QEXP_CACHE_DIR"] = f"{folder}/cache"  # an empty cache: the tiny model is built, nothing is reused
+    study, terminal = step("the quick start's study", f"cd qexp && {QUICK_START} 2>&1")
+    env.pop("QEXP_CACHE_DIR")
+    tests, _ = step("pytest", "cd qexp && pytest")
+    out.print(f"install {install / 60:.1f} min, the study {study / 60:.1f} min, tests {tests / 60:.1f} min")
+    quick = Recorder("quick_start")
+    quick.command = QUICK_START
+    quick.print(f"# wall time {study / 60:.1f} min, with an empty cache; the terminal's last lines, paths shortened")
+    last = terminal[terminal.rfind("qexp sweep: job "):].replace(str(folder), "…")
+    for line in last.splitlines():
+        quick.lines.append(line)
+    quick.write()
     shutil.rmtree(folder, ignore_errors=True)
     out.write()
     return 0

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from record import tee  # docs/results/: this script's output
+
 SWEEP = ["-m", "quant=gptq,awq", "calib.n=215,512", "model=tiny", "eval=fixtures"]
 
 
@@ -46,4 +48,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with tee("parallel"):  # docs/results/parallel.md
+        status = main()
+    sys.exit(status)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from eval_dtype import DTYPES, compare
+from record import tee  # docs/results/: this script's output
 
 
 def sweep(out: Path, dtype: str, quant: str, limit: int) -> float:
@@ -126,4 +127,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with tee("quant_dtype", markdown=True):  # docs/results/quant_dtype.md
+        status = main()
+    sys.exit(status)

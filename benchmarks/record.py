@@ -11,6 +11,7 @@ output. A rerun replaces the file and the manual follows; nobody types a measure
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
@@ -67,3 +68,31 @@ class Recorder:
         body = "\n".join(self.lines).rstrip()
         path.write_text(header + (body + "\n" if markdown else "```\n" + body + "\n```\n"))
         return path
+
+
+class _Tee:
+    def __init__(self, stream, lines: list[str]):
+        self.stream, self.lines, self.partial = stream, lines, ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self.partial += text
+        *done, self.partial = self.partial.split("\n")
+        self.lines.extend(done)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def tee(name: str, markdown: bool = False):
+    """Everything the block prints goes to the terminal and, when the block ends without an error, to
+    `docs/results/<name>.md` (see `Recorder.write`): a benchmark's whole output, as it printed it."""
+    out = Recorder(name)
+    stream = _Tee(sys.stdout, out.lines)
+    with contextlib.redirect_stdout(stream):
+        yield out
+    if stream.partial:
+        out.lines.append(stream.partial)
+    print(f"wrote {out.write(markdown=markdown)}", file=sys.stderr)

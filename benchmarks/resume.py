@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from record import tee  # docs/results/: this script's output
+
 SWEEP = ["-m", "quant=gptq,awq", "calib.n=32,64", "model=tiny", "eval=fixtures", "model.max_seq_length=128"]
 
 
@@ -51,4 +53,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with tee("resume"):  # docs/results/resume.md
+        status = main()
+    sys.exit(status)

@@ -16,6 +16,8 @@ import tempfile
 
 import torch
 
+from record import tee  # docs/results/: this script's output
+
 
 def recipes() -> dict:
     from llmcompressor.modifiers.quantization import QuantizationModifier
@@ -61,4 +63,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with tee("rotations_reload"):  # docs/results/rotations_reload.md
+        main()

@@ -4,9 +4,11 @@
 
 Runs `python -m qexp -m +experiment=NAME` (conf/experiment/NAME.yaml; any extra Hydra overrides
 are passed on) in DIR (default: a new temporary folder) and prints, after the sweep, its wall
-time, each run's phases (quantization and evaluation seconds, from the runs' `perf/*` metrics)
-and the comparison report in Markdown, which --report also writes to FILE. The manual's real
-studies are this script's output:
+time, each run's phases (quantization and evaluation seconds, from the runs' `perf/*` metrics),
+the comparison report in Markdown and what the study could detect (`python -m qexp.compare.plan`), which --report also writes to FILE. The manual includes this
+output from docs/results/<experiment>.md (the report's headings set three levels down, under the page's
+own), and the ranking table alone from docs/results/<experiment>_ranking.md (the README shows it). The
+manual's real studies:
 - `smollm2_study` (default): GPTQ and AWQ at 16 and 32 samples, 500 documents per task; about 31
   minutes on 2 CPU cores (bfloat16 evaluation).
 - `smollm2_methods`: RTN, GPTQ, AWQ and AutoRound at 32 samples.
@@ -21,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from record import Recorder, tee
 
 
 def phases(store: Path) -> str:
@@ -37,6 +41,25 @@ def phases(store: Path) -> str:
         rows.append(f"| {run.name} | {quant} | {m.get(METRICS.EVAL_SECONDS, float('nan')):.0f} | {speed} | "
                     f"{m.get(METRICS.PEAK_RSS_MB, float('nan')) / 1024:.1f} |")
     return "\n".join(rows)
+
+
+def demoted(markdown: str) -> str:
+    """The report's headings three levels down (`#` -> `####`), to sit under a page's own headings."""
+    return "\n".join("###" + line if line.startswith("#") else line for line in markdown.splitlines())
+
+
+def ranking_table(markdown: str) -> list[str]:
+    """The report's ranking table and the sentence that explains its ranks and intervals."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("## 6."))
+    rule = next(line for line in lines[start:] if line.startswith("A run's rank"))
+    return [*_first_table(lines[start + 1:]), "", rule]
+
+
+def _first_table(lines: list[str]) -> list[str]:
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[first:end]
 
 
 def main() -> int:
@@ -57,11 +80,20 @@ def main() -> int:
     print(phases(out / "mlruns") + "\n")
     report = subprocess.run([sys.executable, "-m", "qexp.compare", "--format", "markdown"], cwd=out,
                             capture_output=True, text=True)
-    print(report.stdout, report.stderr, sep="")
+    print(demoted(report.stdout), report.stderr, sep="")
+    plan = subprocess.run([sys.executable, "-m", "qexp.compare.plan"], cwd=out, capture_output=True, text=True)
+    print("#### What this study could detect (`python -m qexp.compare.plan`)\n\n```\n" + plan.stdout.rstrip()
+          + "\n```\n" + plan.stderr)
+    excerpt = Recorder(f"{args.experiment}_ranking")
+    excerpt.lines = ranking_table(report.stdout)
+    excerpt.write(markdown=True)
     if args.report:
         args.report.write_text(f"sweep wall time: {wall / 60:.1f} min\n\n{phases(out / 'mlruns')}\n\n{report.stdout}")
     return report.returncode
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    experiment = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--experiment"), "smollm2_study")
+    with tee(experiment, markdown=True):  # docs/results/<experiment>.md
+        status = main()
+    sys.exit(status)

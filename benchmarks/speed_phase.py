@@ -15,6 +15,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from record import tee  # docs/results/: this script's output
+
 FIGURES = ("ttft_ms", "tpot_ms", "tokens_per_second_b1", "tokens_per_second_b16")
 
 
@@ -57,4 +59,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with tee("speed_phase", markdown=True):  # docs/results/speed_phase.md
+        status = main()
+    sys.exit(status)

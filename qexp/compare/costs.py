@@ -13,7 +13,7 @@ from .data import Study
 from .stats import ALPHA, holm, paired_bootstrap
 
 __all__ = [
-    "perplexity_table", "COSTS", "cost_table", "pareto_front", "size_table",
+    "perplexity_table", "COSTS", "cost_table", "pareto_front", "shown_better", "size_table",
 ]
 
 
@@ -84,24 +84,48 @@ def cost_table(study: Study) -> pd.DataFrame:
     return study.runs[present].rename(columns=COSTS)
 
 
-def pareto_front(points: pd.DataFrame, x: str, y: str, maximize_y: bool) -> pd.Series:
-    """True for the rows no other row beats: smaller `x` and better `y` (ties do not dominate)."""
-    front = []
-    for label, row in points.iterrows():
-        if pd.isna(row[x]) or pd.isna(row[y]):
-            front.append(False)
-            continue
-        better_y = points[y] >= row[y] if maximize_y else points[y] <= row[y]
-        strictly = (points[x] < row[x]) | (points[y] > row[y] if maximize_y else points[y] < row[y])
-        front.append(not bool(((points[x] <= row[x]) & better_y & strictly).any()))
-    return pd.Series(front, index=points.index)
+def pareto_front(points: pd.DataFrame, x: str, y: str, maximize_y: bool,
+                 y_shown: set[tuple[str, str]] | None = None, x_spread: tuple[str, str] | None = None) -> pd.Series:
+    """True for the rows no other row beats: another row beats one when it is better on one axis and worse
+    on neither (smaller `x`, better `y`; ties do not beat).
+
+    Where the figures are noisy, better means shown better. `y_shown` holds the pairs (a, b) where a's `y`
+    was shown better than b's by the report's own test (Holm): then a `y` difference no test supports makes
+    no run better. `x_spread` names the columns of the range of `x` over repetitions: a row is smaller on
+    `x` only when its largest value is below the other's smallest, as the speed table calls a difference."""
+    labels = [label for label in points.index if not (pd.isna(points.at[label, x]) or pd.isna(points.at[label, y]))]
+    sign = 1 if maximize_y else -1
+
+    def y_better(a: str, b: str) -> bool:
+        if y_shown is not None:
+            return (a, b) in y_shown
+        return sign * (points.at[a, y] - points.at[b, y]) > 0
+
+    def x_better(a: str, b: str) -> bool:
+        if x_spread is not None:
+            high, low = points.at[a, x_spread[1]], points.at[b, x_spread[0]]
+            if not (pd.isna(high) or pd.isna(low)):
+                return bool(high < low)
+        return bool(points.at[a, x] < points.at[b, x])
+
+    beaten = {label for label in labels for other in labels if other != label
+              and (y_better(other, label) or x_better(other, label))
+              and not (y_better(label, other) or x_better(label, other))}
+    return pd.Series([label in labels and label not in beaten for label in points.index], index=points.index)
 
 
-def size_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
-    """Checkpoint size against average accuracy (and held-out bits per byte), with each Pareto front."""
+def shown_better(tests: pd.DataFrame) -> set[tuple[str, str]]:
+    """(winner, loser) for every pair of `tests` (rows a, b, delta, significant) whose difference was shown."""
+    return {(r.a, r.b) if r.delta > 0 else (r.b, r.a) for r in tests[tests["significant"]].itertuples()}
+
+
+def size_table(study: Study, summary: pd.DataFrame, tests: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Checkpoint size against average accuracy (and held-out bits per byte), with each Pareto front. With
+    `tests` (the average's, `ranking.average_tests`), an accuracy difference counts only where it was shown."""
     size = study.runs.get(METRICS.CHECKPOINT_MB, pd.Series(math.nan, index=study.runs.index))
     frame = pd.DataFrame({"checkpoint_mb": size, "average": summary["average"]}, index=study.labels)
-    frame["accuracy_front"] = pareto_front(frame, "checkpoint_mb", "average", maximize_y=True)
+    frame["accuracy_front"] = pareto_front(frame, "checkpoint_mb", "average", maximize_y=True,
+                                           y_shown=None if tests is None else shown_better(tests))
     for task in study.perplexity_tasks:
         frame["bits_per_byte"] = study.runs.get(METRICS.task(task, "bits_per_byte"))
         frame["perplexity_front"] = pareto_front(frame, "checkpoint_mb", "bits_per_byte", maximize_y=False)

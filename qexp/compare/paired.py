@@ -19,7 +19,7 @@ from .data import Study
 from .power import (PairedMean, Settings, lower_bound, mcnemar_docs, mcnemar_mde, mean_docs, mean_mde,
                     tost_p, upper_bound)
 from .scores import MMLU_CATEGORIES, task_correctness, metric_column, metric_for
-from .stats import ALPHA, holm, mcnemar_p, weighted_mean_difference, weighted_mean_differences
+from .stats import ALPHA, holm, holm_intervals, mcnemar_p, weighted_mean_difference, weighted_mean_differences
 
 __all__ = [
     "PairStats", "pair_stats", "COMPARISON_COLUMNS", "compare", "with_power", "average_differences",
@@ -169,7 +169,8 @@ def average_differences(study: Study, pairs: list[tuple[str, str]], tasks: list[
                         metric: str = "acc", overrides: dict[str, str] | None = None,
                         settings: Settings = Settings()) -> pd.DataFrame:
     """The difference of two runs' averages over tasks, paired over documents, with a 95% interval
-    and a z-test (`stats.weighted_mean_difference`); Holm across the pairs given. With each pair,
+    and a z-test (`stats.weighted_mean_difference`); Holm across the pairs given, and the interval that
+    agrees with Holm's verdict (`adj_low`, `adj_high`: `stats.holm_intervals`). With each pair,
     what it could have detected (`mde`; `docs_needed` per task for `settings.difference`), its
     two one-sided tests of equivalence within ±`settings.margin` (`equivalence_p`, Holm across the
     pairs in `equivalence_adjusted`, `equivalent`) and the one-sided 95% lower bound on the
@@ -191,6 +192,8 @@ def average_differences(study: Study, pairs: list[tuple[str, str]], tasks: list[
                           "p_value": tests["p_value"]})
     frame["p_adjusted"] = holm(frame["p_value"].to_numpy()) if len(frame) else []
     frame["significant"] = frame["p_adjusted"] < ALPHA
+    frame["adj_low"], frame["adj_high"] = (holm_intervals(*(frame[c] for c in ("delta", "ci_low", "ci_high", "p_value",
+                                                                               "p_adjusted"))) if len(frame) else ([], []))
     binary = [stats is None or stats.binary for stats in per_task]
     pilots = PairedMean.from_sums(sums["n"].reshape(len(pairs), len(tasks)), np.nan_to_num(sums["sum_d"]),
                                   np.nan_to_num(sums["sum_sq"]), binary)  # NaN documents: untestable pairs

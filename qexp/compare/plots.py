@@ -102,8 +102,20 @@ def plot_calibration(report: Report):
     return fig
 
 
+def _accuracy_error(report: Report, label: str) -> list[list[float]] | None:
+    """Error bars (in points) for a run's average: the Holm-adjusted interval of its difference to the baseline,
+    the interval the ranking prints; none for the baseline itself or without one."""
+    ranking = report.ranking
+    if "vs_baseline_adj_low" not in ranking or label == report.study.baseline:
+        return None
+    row = ranking.loc[label]
+    if pd.isna(row.vs_baseline_adj_low):
+        return None
+    return [[100 * (row.vs_baseline - row.vs_baseline_adj_low)], [100 * (row.vs_baseline_adj_high - row.vs_baseline)]]
+
+
 def plot_accuracy_vs_size(report: Report):
-    """Average accuracy (95% interval of the difference to the baseline, where there is one) and held-out
+    """Average accuracy (Holm-adjusted interval of the difference to the baseline, where there is one) and held-out
     bits per byte against checkpoint size; runs on the Pareto front are filled, the others hollow."""
     sizes = report.sizes
     panels = [("average", "average accuracy (%)", "accuracy_front", 100)]
@@ -114,10 +126,7 @@ def plot_accuracy_vs_size(report: Report):
         for label, r in sizes.iterrows():
             if pd.isna(r.checkpoint_mb) or pd.isna(r[column]):
                 continue
-            err = None
-            if column == "average" and "vs_baseline_low" in report.ranking and label != report.study.baseline:
-                row = report.ranking.loc[label]
-                err = [[(row.vs_baseline - row.vs_baseline_low) * scale], [(row.vs_baseline_high - row.vs_baseline) * scale]]
+            err = _accuracy_error(report, label) if column == "average" else None
             ax.errorbar(r.checkpoint_mb, r[column] * scale, yerr=err, marker="o", capsize=3, linestyle="none",
                         markerfacecolor=None if r[front] else "white", label=label)
             ax.annotate(label, (r.checkpoint_mb, r[column] * scale), textcoords="offset points", xytext=(5, 5),
@@ -133,7 +142,8 @@ def plot_accuracy_vs_size(report: Report):
 
 def plot_accuracy_vs_speed(report: Report):
     """Average accuracy against vLLM's output tokens per second at each batch size, and against peak serving
-    memory; horizontal bars span the repetitions' range; runs on the Pareto front are filled."""
+    memory; horizontal bars span the repetitions' range, vertical ones the accuracy's Holm-adjusted interval
+    against the baseline (`_accuracy_error`); runs on the front are filled."""
     fronts, table = report.speed_fronts, report.speed
     sizes = [int(c.split("_b")[1]) for c in fronts.columns if c.startswith("tps_b")] if len(fronts) else []
     panels = [(f"tps_b{b}", f"output tokens/s at batch {b} (higher is faster)", f"front_b{b}") for b in sizes]
@@ -146,7 +156,7 @@ def plot_accuracy_vs_speed(report: Report):
             xerr = None
             if column != "memory_mb":
                 xerr = [[r[column] - table.loc[label, f"{column}_min"]], [table.loc[label, f"{column}_max"] - r[column]]]
-            ax.errorbar(r[column], r.average * 100, xerr=xerr, marker="o", capsize=3, linestyle="none",
+            ax.errorbar(r[column], r.average * 100, xerr=xerr, yerr=_accuracy_error(report, label), marker="o", capsize=3, linestyle="none",
                         markerfacecolor=None if r[front] else "white", label=label)
             ax.annotate(label, (r[column], r.average * 100), textcoords="offset points", xytext=(5, 5),
                         fontsize="small")

@@ -1,6 +1,6 @@
-"""The ranking and the recommendations: runs ordered by average, ties kept where the tests cannot
-tell runs apart, recovery against the baseline, and recommendations that claim only what was shown,
-in three kinds of sentence: "worse" (or "better": significant after Holm), "not shown to differ
+"""The ranking and the recommendations: runs ordered by average, each rank 1 + the runs shown better,
+letters grouping the runs the tests cannot tell apart, recovery against the baseline, and recommendations
+that claim only what was shown, in three kinds of sentence: "worse" (or "better": significant after Holm), "not shown to differ
 (could have detected >= X points)", and "equivalent within +-M points" (two one-sided tests).
 """
 
@@ -19,18 +19,21 @@ from .scores import display_name, summary_table
 from .stats import weighted_mean_difference
 
 __all__ = [
-    "ranking", "average_tests", "recovery_table", "best_vs_others", "recommendations", "verdict",
+    "ranking", "letter_groups", "average_tests", "recovery_table", "best_vs_others", "recommendations", "verdict",
 ]
 
 
 def ranking(study: Study, tasks: list[str] | None = None, metric: str = "acc",
             overrides: dict[str, str] | None = None, tests: pd.DataFrame | None = None,
             settings: Settings = Settings()) -> pd.DataFrame:
-    """Runs by average, best first; runs not significantly different share a rank.
+    """Runs by average, best first, with their rank and letter groups.
 
     A run's rank is 1 + the number of runs significantly better on the average (paired over
-    documents, Holm across all pairs: `tests`, from `average_tests`). `vs_baseline` is the
-    paired average difference to the baseline with its 95% interval, `recovery` the average
+    documents, Holm across all pairs: `tests`, from `average_tests`); `groups` holds its letters:
+    two runs share a letter exactly when they are not shown to differ (`letter_groups`), so two
+    runs of different ranks that share a letter are, in the report's words, not shown to differ.
+    `vs_baseline` is the paired average difference to the baseline with its 95% interval (and
+    `vs_baseline_adj_low/high`, the interval that agrees with Holm's verdict), `recovery` the average
     as a fraction of the baseline's (the interval is the difference's, over the baseline's average);
     `recovery_bound` its one-sided 95% lower bound, `mde_vs_baseline` the smallest average difference
     that comparison could have detected, `equivalent` whether it shows the run within ±margin.
@@ -41,6 +44,10 @@ def ranking(study: Study, tasks: list[str] | None = None, metric: str = "acc",
     significant = tests[tests["significant"]]
     worse = [r.b if r.delta > 0 else r.a for r in significant.itertuples()]
     ranked.insert(0, "rank", [1 + worse.count(label) for label in ranked.index])
+    apart = {frozenset((r.a, r.b)) for r in significant.itertuples()}
+    letters = letter_groups(list(ranked.index), apart)
+    joiner = "" if all(len(x) == 1 for run in letters for x in run) else " "  # past z: "a ab"
+    ranked.insert(1, "groups", [joiner.join(run) for run in letters])
     if study.baseline:
         base_average = summary.loc[study.baseline, "average"]
         by_pair = _by_pair(tests)
@@ -48,12 +55,38 @@ def ranking(study: Study, tasks: list[str] | None = None, metric: str = "acc",
         for suffix, column in (("", "delta"), ("_low", "ci_low"), ("_high", "ci_high")):
             ranked["vs_baseline" + suffix] = vs[column]
             ranked["recovery" + suffix] = 1 + vs[column] / base_average
+        ranked["vs_baseline_adj_low"], ranked["vs_baseline_adj_high"] = vs["adj_low"], vs["adj_high"]
         ranked["recovery_bound"] = 1 + vs["lower"] / base_average
         ranked["mde_vs_baseline"] = vs["mde"]
         ranked["significant"] = vs["significant"].astype(bool)
         ranked["equivalent"] = vs["equivalent"].astype(bool)
         ranked["equivalence_p"] = vs["equivalence_adjusted"]
     return ranked
+
+
+def letter_groups(labels: list[str], apart: set[frozenset[str]]) -> list[list[str]]:
+    """A compact letter display: letters per run such that two runs share a letter exactly when they are not
+    in `apart` (shown to differ). Piepho's insert-and-absorb (2004): start with one group of every run; for
+    each pair shown apart, split each group holding both into one without either; drop a group inside another.
+    Letters follow `labels`' order (best first: `a` is the best run's)."""
+    index = {label: i for i, label in enumerate(labels)}
+    groups = [(1 << len(labels)) - 1]  # bit i: labels[i] is in the group
+    for pair in sorted(apart, key=lambda p: sorted(index[x] for x in p)):
+        i, j = (1 << index[x] for x in pair)
+        split = []
+        for g in groups:
+            split += [g & ~i, g & ~j] if g & i and g & j else [g]
+        groups = [g for k, g in enumerate(split) if g and not any(
+            (g | h) == h and (g != h or m < k) for m, h in enumerate(split) if m != k)]
+    lowest = [min(b for b in range(len(labels)) if g >> b & 1) for g in groups]
+    groups = [g for _, g in sorted(zip(lowest, groups))]
+    letters = [_letter(n) for n in range(len(groups))]
+    return [[letters[n] for n, g in enumerate(groups) if g >> i & 1] for i in range(len(labels))]
+
+
+def _letter(n: int) -> str:
+    """a..z, then aa, ab, ...: letters enough for any number of groups."""
+    return _letter(n // 26 - 1) + chr(97 + n % 26) if n >= 26 else chr(97 + n)
 
 
 def average_tests(study: Study, tasks: list[str] | None = None, metric: str = "acc",
@@ -72,7 +105,7 @@ def _by_pair(tests: pd.DataFrame) -> dict[tuple[str, str], dict]:
 def _pair_row(tests: pd.DataFrame | dict, a: str, b: str) -> dict[str, float]:
     """The test of a - b, whichever way round the family holds it."""
     if a == b:
-        return {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": math.nan, "p_adjusted": math.nan,
+        return {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "adj_low": 0.0, "adj_high": 0.0, "p_value": math.nan, "p_adjusted": math.nan,
                 "significant": False, "lower": 0.0, "upper": 0.0, "mde": math.nan, "equivalent": False,
                 "equivalence_adjusted": math.nan}
     rows = tests if isinstance(tests, dict) else _by_pair(tests)
@@ -80,7 +113,7 @@ def _pair_row(tests: pd.DataFrame | dict, a: str, b: str) -> dict[str, float]:
         return rows[a, b]
     row = rows[b, a]
     return {**row, "delta": -row["delta"], "ci_low": -row["ci_high"], "ci_high": -row["ci_low"],
-            "lower": -row["upper"], "upper": -row["lower"]}
+            "adj_low": -row["adj_high"], "adj_high": -row["adj_low"], "lower": -row["upper"], "upper": -row["lower"]}
 
 
 def recovery_table(study: Study, vs_baseline: pd.DataFrame, ranked: pd.DataFrame) -> pd.DataFrame:
@@ -136,8 +169,9 @@ def recommendations(study: Study, ranked: pd.DataFrame, tests: pd.DataFrame, riv
                  else f"so this study cannot show it keeps {target}")
         lines.append(
             f"{best} vs Baseline: average {_points(row['vs_baseline'])} points "
-            f"[{_points(row['vs_baseline_low'])}, {_points(row['vs_baseline_high'])}], recovery "
-            f"{100 * row['recovery']:.1f}%, at least {100 * row['recovery_bound']:.1f}% (one-sided 95% bound), {shown}; "
+            f"[{_points(row['vs_baseline_adj_low'])}, {_points(row['vs_baseline_adj_high'])}] (Holm-adjusted), "
+            f"recovery {100 * row['recovery']:.1f}%, at least {100 * row['recovery_bound']:.1f}% "
+            f"(one-sided 95% bound, unadjusted), {shown}; "
             + (f"worse on {', '.join(display_name(t) for t in worse)} (significant after Holm)."
                if worse else "no task is significantly worse than the unquantized model.")
         )
@@ -154,8 +188,9 @@ def recommendations(study: Study, ranked: pd.DataFrame, tests: pd.DataFrame, riv
 
 
 def verdict(row: dict, margin: float) -> str:
-    """A difference a - b (a row of `average_tests`, oriented by `_pair_row`) in the report's words."""
-    interval = f"{_points(row['delta'])} points [{_points(row['ci_low'])}, {_points(row['ci_high'])}]"
+    """A difference a - b (a row of `average_tests`, oriented by `_pair_row`) in the report's words, with the
+    interval that agrees with the Holm verdict (`adj_low`, `adj_high`)."""
+    interval = f"{_points(row['delta'])} points [{_points(row['adj_low'])}, {_points(row['adj_high'])}]"
     within = f"equivalent within ±{_amount(margin)}"
     if pd.isna(row["p_value"]):
         return "not tested (a task without documents both runs scored)"
@@ -193,7 +228,7 @@ def _best_line(best: str, others: list[str], ranked: pd.DataFrame, by_pair: dict
     runner = _pair_row(by_pair, best, others[0])
     return (f"best: {best} ({average}), better on the average than every other {among} "
             f"(vs the runner-up {others[0]}: {_points(runner['delta'])} points "
-            f"[{_points(runner['ci_low'])}, {_points(runner['ci_high'])}], p Holm {runner['p_adjusted']:.3g}).")
+            f"[{_points(runner['adj_low'])}, {_points(runner['adj_high'])}], p Holm {runner['p_adjusted']:.3g}).")
 
 
 def _amount(fraction: float) -> str:

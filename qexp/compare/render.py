@@ -12,7 +12,13 @@ from .scores import display_name
 from .speed import batch_sizes
 from .stats import ALPHA
 
-__all__ = ["render", "summary_text"]
+__all__ = ["render", "summary_text", "RANK_RULE"]
+
+RANK_RULE = ("A run's rank is 1 + the number of runs shown better on its average; runs that share a letter in "
+             "Groups are not shown to differ, so two runs of different ranks may share one. Averages are compared "
+             "paired over documents (each task weighted as in the average), Holm-adjusted across all pairs; each "
+             "interval beside a Holm verdict is the one at the level of its Holm step, so it excludes 0 exactly "
+             "when the verdict is a difference.")
 
 
 def _pct(value: float) -> str:
@@ -238,27 +244,26 @@ def _methods_and_calibration(report: Report, fmt: str) -> list[str]:
 
 
 def _ranking(report: Report, fmt: str) -> list[str]:
-    """Part 6: the ranking (shared ranks where the averages do not differ significantly), the tests
-    behind it, the best run against the others per task, accuracy against size, recommendations."""
+    """Part 6: the ranking (ranks and letter groups: `RANK_RULE`), the tests behind it, the best run against the others per task, accuracy against size, recommendations."""
     s, baseline = report.settings, report.study.baseline
     rows = []
     for label, r in report.ranking.iterrows():
-        row = {"Rank": str(int(r["rank"])), "Configuration": label, "Average %": _pct(r["average"])}
+        row = {"Rank": str(int(r["rank"])), "Groups": r["groups"], "Configuration": label,
+               "Average %": _pct(r["average"])}
         if "vs_baseline" in r and label != baseline:
-            row.update({"vs Baseline pts [95% CI]": f"{_pts(r['vs_baseline'])} "
-                        f"{_interval(r['vs_baseline_low'], r['vs_baseline_high'])}",
-                        "recovery ≥ % (one-sided 95%)": _pct(r["recovery_bound"]),
-                        "vs Baseline": _short_verdict(r, s)})
+            row.update({"vs Baseline pts [95% CI, Holm-adjusted]": f"{_pts(r['vs_baseline'])} "
+                        f"{_interval(r['vs_baseline_adj_low'], r['vs_baseline_adj_high'])}",
+                        "recovery ≥ % (one-sided 95%, unadjusted)": _pct(r["recovery_bound"]),
+                        "vs Baseline (Holm)": _short_verdict(r, s)})
         rows.append(row)
     out = [_heading("6. Ranking and recommendations", fmt), _table(pd.DataFrame(rows).fillna(""), fmt), "",
-           "A run's rank is 1 + the number of runs significantly better on the average: differences of "
-           "averages are paired over documents (each task weighted as in the average), with a 95% interval, "
-           "Holm-adjusted across all pairs.", ""]
+           RANK_RULE, ""]
     tests = report.average_tests
     best = report.ranking.index[0] if len(report.ranking) else None
     shown = tests if len(tests) <= 45 else tests[(tests.a == best) | (tests.b == best)]
     if len(shown):
-        rows = [{"A": r.a, "B": r.b, "Δ average pts (A-B) [95% CI]": f"{_pts(r.delta)} {_interval(r.ci_low, r.ci_high)}",
+        rows = [{"A": r.a, "B": r.b, "Δ average pts (A-B) [95% CI, Holm-adjusted]":
+                 f"{_pts(r.delta)} {_interval(r.adj_low, r.adj_high)}",
                  "docs": str(r.n), "p": _p(r.p_value), "p Holm": _p(r.p_adjusted),
                  "significant": "yes" if r.significant else "no",
                  "detectable ≥ pts": _detectable(r.mde),
@@ -297,9 +302,10 @@ def _speed_fronts(report: Report, fmt: str) -> list[str]:
              **{f"front b{b}": "yes" if r[f"front_b{b}"] else "" for b in sizes},
              "peak memory MB": _number(r.memory_mb, "{:,.0f}"),
              "front memory": "yes" if r.front_memory else ""} for label, r in fronts.iterrows()]
-    note = ("A run is on a front when no other run is at least as fast (or as small in memory) and at least as "
-            "accurate, and strictly better in one (plot: accuracy_vs_speed.png with --plots). Fronts compare medians; "
-            "the table above says which speed differences exceed the spread.")
+    note = ("A run is on a front when no other run beats it: better on speed (or memory) or accuracy, and worse on "
+            "neither. Only shown differences count: accuracy by the average's test (Holm, as in the ranking), speed "
+            "beyond the repetitions' spread (the table above); memory is one peak per run "
+            "(plot: accuracy_vs_speed.png with --plots, accuracy with its Holm-adjusted interval).")
     return [_heading("Accuracy against speed and memory", fmt, 3), _table(pd.DataFrame(rows), fmt), "", note, ""]
 
 
@@ -312,6 +318,7 @@ def _sizes(report: Report, fmt: str) -> list[str]:
              **({"bits/byte": f"{r.bits_per_byte:.4f}", "on the perplexity front": "yes" if r.perplexity_front else ""}
                 if "bits_per_byte" in sizes else {})}
             for label, r in sizes.iterrows()]
-    note = ("A run is on a front when no other run is both smaller and at least as good "
-            "(plot: accuracy_vs_size.png with --plots).")
+    note = ("A run is on a front when no other run beats it: smaller or better, and neither larger nor worse. "
+            "Accuracy counts as better only where the average's test showed it (Holm, as in the ranking); "
+            "bits per byte by its point estimate (plot: accuracy_vs_size.png with --plots).")
     return [_heading("Accuracy against size", fmt, 3), _table(pd.DataFrame(rows), fmt), "", note, ""]

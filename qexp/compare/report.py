@@ -36,7 +36,7 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
     ranked = ranking(study, tasks, metric, overrides, tests, settings)
     rivals = with_power(study, best_vs_others(study, ranked, tasks, metric, overrides), settings)
     speed = speed_table(study)
-    fronts = speed_fronts(study, summary, speed)
+    fronts = speed_fronts(study, summary, speed, tests)
     return Report(
         study=study,
         metrics={t: metric_for(study, t, metric, overrides) for t in tasks},
@@ -55,7 +55,7 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
         + speed_recommendations(study, ranked, speed, fronts),
         perplexity=perplexity_table(study),
         cost=cost_table(study),
-        sizes=size_table(study, summary),
+        sizes=size_table(study, summary, tests),
         repeats=repeats_table(study, summary),
         speed=speed,
         speed_fronts=fronts,

@@ -15,7 +15,7 @@ import re
 import pandas as pd
 
 from ..contract import METRICS
-from .costs import pareto_front
+from .costs import pareto_front, shown_better
 from .data import Study
 
 __all__ = ["batch_sizes", "speed_table", "speed_fronts", "ratio", "speed_missing", "speed_words", "speed_recommendations"]
@@ -76,19 +76,26 @@ def speed_table(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("label")
 
 
-def speed_fronts(study: Study, summary: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """Average accuracy against tokens per second at each batch size and against peak memory: True where
-    no other run is at least as fast (or as small) and at least as accurate, and strictly better in one."""
+def speed_fronts(study: Study, summary: pd.DataFrame, table: pd.DataFrame, tests: pd.DataFrame | None = None
+                 ) -> pd.DataFrame:
+    """Average accuracy against tokens per second at each batch size and against peak memory: True where no
+    other run beats it, i.e. is better on one and worse on neither. With `tests` (the average's Holm family,
+    `ranking.average_tests`), a run is more accurate only where the test showed it; a run is faster only
+    beyond the repetitions' spread (its slowest repetition faster than the other's fastest)."""
     if not len(table):
         return pd.DataFrame()
+    shown = None if tests is None else shown_better(tests)
     frame = pd.DataFrame({"average": summary["average"]}, index=study.labels)
     for b in batch_sizes(study):
         frame[f"tps_b{b}"] = table[f"tps_b{b}"]
-        frame["_slowness"] = -frame[f"tps_b{b}"]  # smaller is better for pareto_front's x
-        frame[f"front_b{b}"] = pareto_front(frame, "_slowness", "average", maximize_y=True)
+        # pareto_front's x is smaller-is-better: slowness, whose range runs from -max to -min
+        frame["_slowness"], frame["_low"], frame["_high"] = (-table[f"tps_b{b}"], -table[f"tps_b{b}_max"],
+                                                             -table[f"tps_b{b}_min"])
+        frame[f"front_b{b}"] = pareto_front(frame, "_slowness", "average", maximize_y=True, y_shown=shown,
+                                            x_spread=("_low", "_high"))
     frame["memory_mb"] = table["memory_mb"]
-    frame["front_memory"] = pareto_front(frame, "memory_mb", "average", maximize_y=True)
-    return frame.drop(columns=["_slowness"], errors="ignore")
+    frame["front_memory"] = pareto_front(frame, "memory_mb", "average", maximize_y=True, y_shown=shown)
+    return frame.drop(columns=["_slowness", "_low", "_high"], errors="ignore")
 
 
 def speed_missing(table: pd.DataFrame) -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.special import bdtr, ndtr, ndtri  # the distributions' functions, without scipy.stats' import (~1.5 s)
 
 __all__ = ["ALPHA", "wilson_interval", "mcnemar_exact", "mcnemar_p", "holm", "PairedTest", "MeanDifference",
-           "weighted_mean_difference", "weighted_mean_differences", "paired_bootstrap"]
+           "weighted_mean_difference", "weighted_mean_differences", "holm_intervals", "paired_bootstrap"]
 
 ALPHA = 0.05
 
@@ -28,6 +28,27 @@ def wilson_interval(correct: float, n: int, confidence: float = 0.95) -> tuple[f
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def holm_intervals(delta, ci_low, ci_high, p_value, p_adjusted, confidence: float = 0.95
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Normal intervals that agree with Holm's verdicts: each at the level its own step of Holm used.
+
+    Holm rejects a hypothesis when its adjusted p is below alpha, i.e. when its raw p is below
+    alpha * p / p_adjusted (alpha / m for the smallest p, more lenient further down). The interval at that
+    level, from the same z-test as `ci_low, ci_high` (at `confidence`), excludes 0 exactly when Holm
+    rejects. Each is at least as wide as the unadjusted one and at most as wide as Bonferroni's (alpha / m).
+    """
+    delta, low, high, p, adjusted = (np.asarray(x, dtype=float) for x in (delta, ci_low, ci_high, p_value,
+                                                                          p_adjusted))
+    alpha = 1 - confidence
+    z = float(ndtri(1 - alpha / 2))
+    se = (high - low) / (2 * z)
+    m = max(int(np.sum(~np.isnan(p))), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = np.where((adjusted > 0) & (p > 0), alpha * p / adjusted, alpha / m)  # a p of 0: Bonferroni's
+    half = ndtri(1 - np.clip(level, 1e-300, 1.0) / 2) * se
+    return delta - half, delta + half
 
 
 @dataclass(frozen=True)

@@ -69,3 +69,40 @@ def test_the_paired_bootstrap_agrees_with_scipys_and_with_the_normal_approximati
     assert low == pytest.approx(reference.low, abs=0.01) and high == pytest.approx(reference.high, abs=0.01)
     # the share of resampled means beyond zero, doubled: the normal approximation's p, up to resampling noise
     assert p == pytest.approx(2 * norm.sf(abs(d.mean()) / (d.std(ddof=0) / np.sqrt(len(d)))), abs=0.02)
+
+
+def test_holm_intervals_exclude_zero_exactly_when_holm_rejects():
+    """The interval beside a Holm verdict agrees with it, and lies between the unadjusted and Bonferroni's."""
+    from scipy.special import ndtr, ndtri
+
+    from qexp.compare.stats import holm_intervals
+
+    rng = np.random.default_rng(0)
+    delta, se = rng.normal(0, 0.02, 400), rng.uniform(0.005, 0.02, 400)
+    p = 2 * ndtr(-np.abs(delta) / se)
+    z = ndtri(0.975)
+    adjusted = holm(p)
+    low, high = holm_intervals(delta, delta - z * se, delta + z * se, p, adjusted)
+    assert 0 < (adjusted < 0.05).sum() < 400  # both verdicts occur
+    assert np.array_equal((low > 0) | (high < 0), adjusted < 0.05)
+    width, raw, bonferroni = high - low, 2 * z * se, 2 * ndtri(1 - 0.05 / 800) * se
+    assert np.all(width >= raw - 1e-12) and np.all(width <= bonferroni + 1e-12)
+
+
+def test_letter_groups_share_a_letter_exactly_when_not_shown_apart():
+    import itertools
+
+    from qexp.compare.ranking import letter_groups
+
+    # The README's SmolLM2 case: the Baseline beats AWQ-16 but neither is told from AWQ-32.
+    labels = ["Baseline", "AWQ-32", "AWQ-16", "GPTQ-32", "GPTQ-16"]
+    apart = {frozenset(p) for p in itertools.product(labels[:3], labels[3:])} | {frozenset(("Baseline", "AWQ-16"))}
+    assert letter_groups(labels, apart) == [["a"], ["a", "b"], ["b"], ["c"], ["c"]]
+    rng = np.random.default_rng(1)
+    for n in (2, 5, 9, 40):  # 40 runs far apart need more than 26 letters
+        labels = [f"r{i}" for i in range(n)]
+        for density in (0.2, 0.6, 0.9):
+            apart = {frozenset(p) for p in itertools.combinations(labels, 2) if rng.random() < density}
+            letters = dict(zip(labels, letter_groups(labels, apart)))
+            for a, b in itertools.combinations(labels, 2):
+                assert bool(set(letters[a]) & set(letters[b])) == (frozenset((a, b)) not in apart), (n, a, b)
