@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from . import heldout, identity, models
-from .errors import config_error
+from .errors import at_least, config_error, one_of
 from .quantization import check_scheme, widths_to_check
 from .tracking import check_uri
 
@@ -21,15 +21,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _at_least(cfg: DictConfig, key: str, minimum: int, fix: str) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is not None and value < minimum:
-        raise config_error(key, value, f"Expected a number >= {minimum}", fix)
+    at_least(key, OmegaConf.select(cfg, key), minimum, fix)
 
 
 def _one_of(cfg: DictConfig, key: str, choices: tuple, fix: str | None = None) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value not in choices:
-        raise config_error(key, value, "Unknown value", fix or f"Use one of {list(choices)}.")
+    one_of(key, OmegaConf.select(cfg, key), choices, fix)
 
 
 def _names(cfg: DictConfig, key: str, fix: str, allow_empty: bool = True) -> None:

@@ -86,7 +86,7 @@ class METRICS:
     BASELINE_MB = "perf/baseline_mb"  # the unquantized model's weight files
     COMPRESSION_RATIO = "perf/compression_ratio"  # baseline_mb / checkpoint_mb
     SPEED_LOAD_SECONDS = "speed/load_seconds"
-    SPEED_PEAK_MEMORY_MB = "speed/peak_memory_mb"
+    SPEED_PEAK_MEMORY_MB = "speed/peak_memory_mb"  # all of vLLM's processes: PSS on a CPU, GPU memory on a GPU
 
     @staticmethod
     def task(task: str, metric: str = "acc", filter_: str = "none") -> str:
@@ -110,12 +110,25 @@ class METRICS:
         return f"speed/{figure}_{end}" if end else f"speed/{figure}"
 
     @staticmethod
+    def tokens_per_second(batch: int, prefix: bool = True) -> str:
+        """Output tokens per second at a batch size: `speed/tokens_per_second_b16` (the figure alone without prefix)."""
+        figure = f"tokens_per_second_b{batch}"
+        return METRICS.speed(figure) if prefix else figure
+
+    @staticmethod
+    def batch_of(name: str) -> int | None:
+        """The batch size of a tokens-per-second median (`speed/tokens_per_second_b16` -> 16), else None."""
+        found = _TOKENS_PER_SECOND.match(name)
+        return int(found[1]) if found else None
+
+    @staticmethod
     def sweep(kind: str, label: str) -> str:
         """On a sweep's parent run: `average/<label>` or `recovery/<label>`."""
         return f"{kind}/{label}"
 
 
 _METRIC_UNSAFE = re.compile(r"[^/\w.\- :]")
+_TOKENS_PER_SECOND = re.compile(r"^speed/tokens_per_second_b(\d+)$")
 
 
 def metric_name(task: str, key: str) -> str | None:

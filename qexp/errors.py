@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["QexpError", "ConfigError", "DataError", "TrackingError", "StoreRefused", "StoreAway",
-           "config_error"]
+           "config_error", "at_least", "one_of"]
 
 
 class QexpError(Exception):
@@ -41,3 +41,15 @@ class StoreRefused(TrackingError):
 
 def config_error(key: str, value: Any, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"{problem}: <{key}={value!r}>. {fix}")
+
+
+# Value checks, one style for every group's settings (`checks`, `speed.plan`, `quantization`).
+def at_least(key: str, value: Any, minimum: float, fix: str) -> None:
+    """Refuse a number below `minimum` (None passes: "not set" is the schema's business)."""
+    if value is not None and value < minimum:
+        raise config_error(key, value, f"Expected a number >= {minimum}", fix)
+
+
+def one_of(key: str, value: Any, choices: tuple, fix: str | None = None) -> None:
+    if value not in choices:
+        raise config_error(key, value, "Unknown value", fix or f"Use one of {list(choices)}.")

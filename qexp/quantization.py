@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .calibration import Conversation, tokenize
-from .errors import config_error
+from .errors import config_error, one_of
 from .files import atomic_folder, cached_json, digest
 from .identity import library_versions
 
@@ -98,9 +98,8 @@ def build_recipe(q: Any) -> list:
         from llmcompressor.modifiers.quantization import QuantizationModifier
         from llmcompressor.modifiers.transform.awq import AWQModifier
 
-        if q.offload_device not in ("cpu", "none"):  # `auto` is resolved per device by spec.prepare
-            raise config_error("quant.offload_device", q.offload_device, "Expected cpu or none here",
-                               "Set quant.offload_device=cpu or none.")
+        # `auto` is resolved per device by spec.prepare, which checked the value
+        one_of("quant.offload_device", q.offload_device, ("cpu", "none"), "Set quant.offload_device=cpu or none.")
         offload = None if q.offload_device == "none" else q.offload_device
         return [AWQModifier(duo_scaling=q.duo_scaling, n_grid=int(q.n_grid), offload_device=offload),
                 QuantizationModifier(config_groups=config_groups, ignore=ignore)]

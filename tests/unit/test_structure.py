@@ -147,7 +147,7 @@ def test_no_import_circles():
 # Tools (entry points) stand on top and nothing imports them.
 FLOORS = {
     "ground": ["qexp.errors", "qexp.contract", "qexp.files", "qexp.console", "qexp.signals", "qexp.outcome",
-               "qexp.fixtures", "qexp.compare.stats", "qexp.speed.bench", "qexp.speed.device"],
+               "qexp.fixtures", "qexp.compare.stats", "qexp.speed.bench", "qexp.speed.device", "qexp.speed.wire"],
     "adapters": ["qexp.tracking", "qexp.calibration", "qexp.identity", "qexp.wheels", "qexp.gpus", "qexp.progress",
                  "qexp.config_errors", "qexp.sweep_jobs", "qexp.models", "qexp.packaged", "qexp.heldout",
                  "qexp.quantization", "qexp.task_plan", "qexp.mirrors", "qexp.evaluation", "qexp.schema",
