@@ -71,7 +71,11 @@ def main() -> int:
     env["QEXP_CACHE_DIR"] = f"{folder}/cache"  # an empty cache: the tiny model is built, nothing is reused
     study, terminal = step("the quick start's study", f"cd qexp && {QUICK_START} 2>&1")
     env.pop("QEXP_CACHE_DIR")
-    tests, _ = step("pytest", "cd qexp && pytest")
+    tests, report = step("pytest", "cd qexp && pytest")
+    slowest = report[report.find("slowest 25 durations"):].splitlines()[1:11]
+    out.print("pytest's ten slowest steps:")
+    for line in slowest:
+        out.print("  " + line.replace(str(folder), "…"))
     out.print(f"install {install / 60:.1f} min, the study {study / 60:.1f} min, tests {tests / 60:.1f} min")
     quick = Recorder("quick_start")
     quick.command = QUICK_START

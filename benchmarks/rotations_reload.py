@@ -7,7 +7,7 @@ recipe (W4A16 round-to-nearest after a rotation, llmcompressor 0.14), this quant
 model in memory, saves it compressed, reloads it the way lm-eval does, and prints the largest
 difference between the reloaded model's logits and the in-memory quantized model's on one
 sequence. 0 means the checkpoint evaluates as quantized; anything else means the evaluation
-would score another model. docs/methods.md quotes this output.
+would score another model. docs/methods.md includes this output (docs/results/rotations_reload.md).
 """
 
 from __future__ import annotations

@@ -69,12 +69,17 @@ def _team_runs(base: str) -> list:
         return client.search_runs([client.get_experiment_by_name("team").experiment_id])
 
 
-@pytest.mark.parametrize("where", ["environment", "uri"])
+@pytest.mark.parametrize("where", ["environment", "uri", "tracking-uri-variable"])
 def test_a_team_member_runs_and_no_secret_is_recorded(server, tmp_path, cache_dir, where):
-    """The password given as MLflow's environment variables, or written into tracking.uri (there in a
-    sweep: Hydra prints and saves each job's overrides, and the parent run describes the command line);
-    it is used, and recorded nowhere."""
-    if where == "uri":
+    """The password given as MLflow's environment variables, written into tracking.uri (there in a
+    sweep: Hydra prints and saves each job's overrides, and the parent run describes the command line), or
+    inside MLFLOW_TRACKING_URI, which tracking=server reads (conf/tracking/server.yaml): it is used, and
+    recorded nowhere; the URI the run records is the redacted one."""
+    if where == "tracking-uri-variable":
+        uri = server.replace("http://", f"http://alice:{PASSWORDS['alice']}@", 1)
+        proc = qexp_cli(*JOB, "eval.limit=2", cwd=tmp_path, cache_dir=cache_dir,
+                        env={**_credentials(None, None), "MLFLOW_TRACKING_URI": uri})
+    elif where == "uri":
         uri = server.replace("http://", f"http://alice:{PASSWORDS['alice']}@", 1)
         proc = qexp_cli("-m", *JOB, "eval.limit=3", f"tracking.uri={uri}", cwd=tmp_path, cache_dir=cache_dir,
                         env=_credentials(None, None))  # eval.limit=3: runs of their own, not the other case's
@@ -86,6 +91,9 @@ def test_a_team_member_runs_and_no_secret_is_recorded(server, tmp_path, cache_di
     jobs = [r for r in runs if r.data.tags.get("qexp.role") != "sweep"]
     assert sorted((r.info.run_name, r.info.status) for r in jobs) == [("baseline", "FINISHED"), ("rtn", "FINISHED")]
     assert {r.info.user_id for r in runs} == {"alice"}  # the server knows who logged them
+    if where == "tracking-uri-variable":  # the resolved URI is in params and config.yaml, masked
+        (job,) = [r for r in jobs if r.info.run_name == "rtn"]
+        assert job.data.params["tracking.uri"] == server.replace("http://", "http://alice:***@", 1)
     if where == "uri":  # the sweep's parent run describes its command line
         parent = [r for r in runs if r.data.tags.get("qexp.role") == "sweep"]
         assert len(parent) == 1 and "tracking.uri=http://127.0.0.1" in parent[0].data.tags["mlflow.note.content"]

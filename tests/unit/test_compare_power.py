@@ -122,3 +122,35 @@ def test_the_plan_refuses_settings_that_make_no_sense(tmp_path, capsys, flags, w
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if line.startswith("qexp.compare.plan:")]
     assert line.startswith(f"qexp.compare.plan: {word}") and "use e.g." in line
+
+
+def test_the_reports_recovery_bound_is_the_one_sided_95_percent_lower_bound_computed_by_hand(tmp_path):
+    """One task of 100 documents: the Baseline right on 80, RTN on 72 (10 documents only the Baseline got,
+    2 only RTN). The bound inverts the one-sided test: the smallest d0 with delta - d0 <= z * se(d0), where
+    z = z_0.95 and se(d0)^2 = max(s^2, |d0|(1 - |d0|)) / n. Here the floor binds, so d0 solves a quadratic."""
+    import math
+
+    from scipy.stats import norm
+
+    from qexp.compare import build_report, load_study
+    from qexp.compare.report import render
+    from tests.study_store import accuracy_run, new_store
+
+    uri, client, experiment = new_store(tmp_path)
+    base = [1] * 70 + [1] * 10 + [0] * 2 + [0] * 18  # 80 right
+    rtn = [1] * 70 + [0] * 10 + [1] * 2 + [0] * 18  # 72 right, 70 of them shared
+    accuracy_run(client, experiment, "none", 0, {"arc_easy": base}, limit=100)
+    accuracy_run(client, experiment, "rtn", 0, {"arc_easy": rtn}, limit=100)
+    report = build_report(load_study(uri, "qexp"))
+
+    n, delta, z = 100, -0.08, norm.ppf(0.95)  # one-sided 95%
+    variance = (12 - n * delta**2) / (n - 1)
+    # x = -d0 > 0 with x + delta = z * sqrt(x (1 - x) / n): (1 + z^2/n) x^2 + (2 delta - z^2/n) x + delta^2 = 0
+    a, b, c = 1 + z**2 / n, 2 * delta - z**2 / n, delta**2
+    x = (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
+    assert x * (1 - x) > variance  # the floor binds, as the docstring says
+    expected = 1 - x / 0.80
+    assert report.ranking.loc["RTN", "recovery_bound"] == pytest.approx(expected, abs=1e-4)
+    assert abs(expected - 0.8294) < 1e-3  # by hand: x = 0.1365
+    row = next(line for line in render(report, "markdown").splitlines() if line.startswith("| 2 ") and "RTN" in line)
+    assert f"| {100 * expected:.1f} " in row  # the ranking prints that bound

