@@ -140,14 +140,16 @@ def _schema_rows(cls: type, prefix: str, values: dict, fields: dict, option: str
 
 
 def _preset_lines(group: str) -> list[list[str]]:
-    """Each option of a config group: its name and the first lines of its file's opening comment."""
+    """Each option of a config group (`+experiment`: an appended group): its name and its file's opening
+    comment (Hydra's `@package` directive left out)."""
     rows = []
-    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+    for path in sorted((CONF_DIR / group.lstrip("+")).glob("*.yaml")):
         opening = []
         for line in path.read_text().splitlines():
             if not line.startswith("#"):
                 break
-            opening.append(line.lstrip("#").strip())
+            if not line.lstrip("#").strip().startswith("@package"):
+                opening.append(line.lstrip("#").strip())
         rows.append([f"`{group}={path.stem}`", _text(" ".join(opening))])
     return rows
 
@@ -201,8 +203,7 @@ def config_reference() -> str:
     out += ["## Config groups and their options", "",
             "Pick one option per group (`quant=gptq`), or sweep several with `-m` (`quant=gptq,awq`).", ""]
     for group, purpose in schema.GROUPS.items():
-        out += [f"### `{group}`: {purpose}", "", _table(["option", "what it is"], _preset_lines(group.lstrip("+"))),
-                ""]
+        out += [f"### `{group}`: {_text(purpose)}", "", _table(["option", "what it is"], _preset_lines(group)), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
