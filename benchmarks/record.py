@@ -84,6 +84,9 @@ class _Tee:
     def flush(self) -> None:
         self.stream.flush()
 
+    def __getattr__(self, name: str):  # isatty, fileno, encoding...: the terminal's
+        return getattr(self.stream, name)
+
 
 @contextlib.contextmanager
 def tee(name: str, markdown: bool = False):
