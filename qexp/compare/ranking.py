@@ -1,7 +1,8 @@
 """The ranking and the recommendations: runs ordered by average, each rank 1 + the runs shown better,
 letters grouping the runs the tests cannot tell apart, recovery against the baseline, and recommendations
-that claim only what was shown, in three kinds of sentence: "worse" (or "better": significant after Holm), "not shown to differ
-(could have detected >= X points)", and "equivalent within +-M points" (two one-sided tests).
+that claim only what was shown, in three kinds of sentence: "worse" (or "better": significant after
+Holm), "not shown to differ (could have detected >= X points)", and "equivalent within +-M points"
+(two one-sided tests).
 """
 
 from __future__ import annotations
@@ -73,11 +74,12 @@ def letter_groups(labels: list[str], apart: set[frozenset[str]]) -> list[list[st
     groups = [(1 << len(labels)) - 1]  # bit i: labels[i] is in the group
     for pair in sorted(apart, key=lambda p: sorted(index[x] for x in p)):
         i, j = (1 << index[x] for x in pair)
-        split = []
-        for g in groups:
-            split += [g & ~i, g & ~j] if g & i and g & j else [g]
-        groups = [g for k, g in enumerate(split) if g and not any(
-            (g | h) == h and (g != h or m < k) for m, h in enumerate(split) if m != k)]
+        kept = [g for g in groups if not (g & i and g & j)]
+        new = {part for g in groups if g & i and g & j for part in (g & ~i, g & ~j)}
+        # Absorb: a new group inside another is dropped (the kept ones were maximal among themselves).
+        new = [g for g in new if g and not any(g | h == h and g != h for h in new)
+               and not any(g | h == h for h in kept)]
+        groups = kept + new
     lowest = [min(b for b in range(len(labels)) if g >> b & 1) for g in groups]
     groups = [g for _, g in sorted(zip(lowest, groups))]
     letters = [_letter(n) for n in range(len(groups))]

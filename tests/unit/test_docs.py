@@ -33,7 +33,10 @@ def test_the_manual_builds_strictly(tmp_path):
 def test_a_missing_output_file_fails_the_build(tmp_path):
     import shutil
 
-    copy = Path(shutil.copytree(ROOT, tmp_path / "repo", ignore=shutil.ignore_patterns(".git", "site", "mlruns")))
+    copy = tmp_path / "repo"  # the manual's sources; the hook imports qexp from where it is installed
+    shutil.copytree(DOCS, copy / "docs")
+    for name in ("mkdocs.yml", "mkdocs_hooks.py"):
+        shutil.copy(ROOT / name, copy / name)
     (copy / "docs" / "results" / "fresh_clone.md").unlink()
     build = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
                            cwd=copy, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
