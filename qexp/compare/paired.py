@@ -192,8 +192,8 @@ def average_differences(study: Study, pairs: list[tuple[str, str]], tasks: list[
                           "p_value": tests["p_value"]})
     frame["p_adjusted"] = holm(frame["p_value"].to_numpy()) if len(frame) else []
     frame["significant"] = frame["p_adjusted"] < ALPHA
-    frame["adj_low"], frame["adj_high"] = (holm_intervals(*(frame[c] for c in ("delta", "ci_low", "ci_high", "p_value",
-                                                                               "p_adjusted"))) if len(frame) else ([], []))
+    columns = ("delta", "ci_low", "ci_high", "p_value", "p_adjusted")
+    frame["adj_low"], frame["adj_high"] = holm_intervals(*(frame[c] for c in columns)) if len(frame) else ([], [])
     binary = [stats is None or stats.binary for stats in per_task]
     pilots = PairedMean.from_sums(sums["n"].reshape(len(pairs), len(tasks)), np.nan_to_num(sums["sum_d"]),
                                   np.nan_to_num(sums["sum_sq"]), binary)  # NaN documents: untestable pairs

@@ -115,8 +115,8 @@ def _accuracy_error(report: Report, label: str) -> list[list[float]] | None:
 
 
 def plot_accuracy_vs_size(report: Report):
-    """Average accuracy (Holm-adjusted interval of the difference to the baseline, where there is one) and held-out
-    bits per byte against checkpoint size; runs on the Pareto front are filled, the others hollow."""
+    """Average accuracy (Holm-adjusted interval of the difference to the baseline, where there is one) and
+    held-out bits per byte against checkpoint size; runs on the Pareto front are filled, the others hollow."""
     sizes = report.sizes
     panels = [("average", "average accuracy (%)", "accuracy_front", 100)]
     if "bits_per_byte" in sizes:
@@ -156,7 +156,8 @@ def plot_accuracy_vs_speed(report: Report):
             xerr = None
             if column != "memory_mb":
                 xerr = [[r[column] - table.loc[label, f"{column}_min"]], [table.loc[label, f"{column}_max"] - r[column]]]
-            ax.errorbar(r[column], r.average * 100, xerr=xerr, yerr=_accuracy_error(report, label), marker="o", capsize=3, linestyle="none",
+            ax.errorbar(r[column], r.average * 100, xerr=xerr, yerr=_accuracy_error(report, label), marker="o",
+                        capsize=3, linestyle="none",
                         markerfacecolor=None if r[front] else "white", label=label)
             ax.annotate(label, (r[column], r.average * 100), textcoords="offset points", xytext=(5, 5),
                         fontsize="small")

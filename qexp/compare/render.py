@@ -244,7 +244,8 @@ def _methods_and_calibration(report: Report, fmt: str) -> list[str]:
 
 
 def _ranking(report: Report, fmt: str) -> list[str]:
-    """Part 6: the ranking (ranks and letter groups: `RANK_RULE`), the tests behind it, the best run against the others per task, accuracy against size, recommendations."""
+    """Part 6: the ranking (ranks and letter groups: `RANK_RULE`), the tests behind it, the best run against
+    the others per task, accuracy against size, recommendations."""
     s, baseline = report.settings, report.study.baseline
     rows = []
     for label, r in report.ranking.iterrows():

@@ -143,8 +143,8 @@ def speed_recommendations(study: Study, ranked: pd.DataFrame, table: pd.DataFram
     for b in sizes:
         front = list(fronts.index[fronts.get(f"front_b{b}", pd.Series(False, index=fronts.index)).fillna(False)])
         if front:
-            lines.append(f"Accuracy against tokens per second at batch {b}: no run beats {', '.join(front)} "
-                         "on both (the front).")
+            lines.append(f"Accuracy against tokens per second at batch {b}: no run is shown better than "
+                         f"{', '.join(front)} on one and worse on neither (the front).")
     missing = speed_missing(table)
     if missing:
         lines.append("Speed not measured for " + "; ".join(missing) + ".")
