@@ -35,6 +35,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--user", help="the normal account to run as (required when run as root)")
     parser.add_argument("--python", default=sys.executable, help="the Python the environment is made with")
+    parser.add_argument("--no-tests", action="store_true", help="stop after the quick start's study (its output only)")
     args = parser.parse_args()
     out = Recorder("fresh_clone")
     account = pwd.getpwnam(args.user) if args.user else pwd.getpwuid(os.getuid())
@@ -71,22 +72,31 @@ def main() -> int:
     env["QEXP_CACHE_DIR"] = f"{folder}/cache"  # an empty cache: the tiny model is built, nothing is reused
     study, terminal = step("the quick start's study", f"cd qexp && {QUICK_START} 2>&1")
     env.pop("QEXP_CACHE_DIR")
+    _write_quick_start(study, terminal, folder)
+    if args.no_tests:
+        shutil.rmtree(folder, ignore_errors=True)
+        return 0
     tests, report = step("pytest", "cd qexp && pytest")
     slowest = report[report.find("slowest 25 durations"):].splitlines()[1:11]
     out.print("pytest's ten slowest steps:")
     for line in slowest:
         out.print("  " + line.replace(str(folder), "…"))
     out.print(f"install {install / 60:.1f} min, the study {study / 60:.1f} min, tests {tests / 60:.1f} min")
-    quick = Recorder("quick_start")
-    quick.command = QUICK_START
-    quick.print(f"# wall time {study / 60:.1f} min, with an empty cache; the terminal's last lines, paths shortened")
-    last = terminal[terminal.rfind("qexp sweep: job "):].replace(str(folder), "…")
-    for line in last.splitlines():
-        quick.lines.append(line)
-    quick.write()
+
     shutil.rmtree(folder, ignore_errors=True)
     out.write()
     return 0
+
+
+def _write_quick_start(seconds: float, terminal: str, folder: Path) -> None:
+    """docs/results/quick_start.md: the study's wall time and the terminal from its last job on, paths shortened."""
+    quick = Recorder("quick_start")
+    quick.command = QUICK_START
+    quick.print(f"# wall time {seconds / 60:.1f} min, with an empty cache; the terminal's last lines, paths shortened")
+    start = terminal.rfind("qexp sweep: job ")
+    last = terminal[start:] if start >= 0 else "\n".join(terminal.splitlines()[-40:])
+    quick.lines += last.replace(str(folder), "…").splitlines()
+    quick.write()
 
 
 if __name__ == "__main__":
