@@ -188,7 +188,7 @@ class Sweep:
             _say_if_all_finished(first, jobs[1:], store)
         store.wait_out_outages(config.tracking.outage_seconds)  # the parent and its report outlast a restart
         sweep = sweep_id(config.hydra.sweep.dir)
-        tags = {**source_tags(), TAGS.ROLE: "sweep", TAGS.SWEEP_ID: sweep, TAGS.MODEL: str(config.model.name),
+        tags = {**source_tags(store.uri), TAGS.ROLE: "sweep", TAGS.SWEEP_ID: sweep, TAGS.MODEL: str(config.model.name),
                 TAGS.HOST: socket.gethostname(), TAGS.PID: str(os.getpid()),
                 TAGS.DESCRIPTION: f"Sweep {sweep}: `python -m qexp -m {redact(' '.join(command))}`, "
                                   f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} "

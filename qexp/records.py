@@ -28,7 +28,7 @@ def run_tags(spec: RunSpec, store: Store, sweep_id: str) -> dict[str, str]:
     """The tags a run starts with: what it is (method, samples, model, data), what it is the result of
     (config and eval hash), where it runs (host, process) and the sweep whose parent run it joins."""
     tags = {
-        **source_tags(),
+        **source_tags(store.uri),
         TAGS.QUANT: spec.method,
         TAGS.CALIB_N: str(spec.calib_n),
         TAGS.MODEL: str(spec.cfg.model.name),

@@ -51,22 +51,29 @@ def redact(text: str) -> str:
 _URI_PASSWORD = re.compile(r"(://[^/\s:@]+):[^@\s/]*@")
 
 
-def store_user() -> str | None:
-    """The user MLflow's client authenticates as: MLFLOW_TRACKING_USERNAME, else ~/.mlflow/credentials."""
+def store_user(uri: str | None = None) -> str | None:
+    """The user MLflow's client authenticates as: MLFLOW_TRACKING_USERNAME, else ~/.mlflow/credentials, else
+    the user written into an http(s) `uri` (`http://alice:...@host`, sent as basic auth)."""
+    from urllib.parse import unquote, urlparse
+
     from mlflow.utils.credentials import read_mlflow_creds
 
-    return read_mlflow_creds().username
+    found = read_mlflow_creds().username
+    if found or not uri:
+        return found
+    parsed = urlparse(uri)
+    return unquote(parsed.username) if parsed.scheme in ("http", "https") and parsed.username else None
 
 
 @functools.cache
-def source_tags() -> dict[str, str]:
+def source_tags(uri: str | None = None) -> dict[str, str]:
     """What produced a run, for the UI's Source and User columns: the command, qexp's version, from a
-    git checkout the commit, and who ran it (the tracking server's user, else the login name)."""
+    git checkout the commit, and who ran it (the user of the tracking server at `uri`, else the login name)."""
     import subprocess
     from importlib import metadata
 
     tags = {TAGS.SOURCE_NAME: "python -m qexp", TAGS.SOURCE_TYPE: "LOCAL", TAGS.VERSION: metadata.version("qexp"),
-            TAGS.USER: store_user() or _login()}
+            TAGS.USER: store_user(uri) or _login()}
     try:
         commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10)

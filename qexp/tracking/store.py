@@ -52,7 +52,7 @@ def _store_error(uri: str, experiment: str, err: Exception, writing: bool) -> Tr
     shown = redact(uri)
     code = getattr(err, "error_code", "")
     if code == "UNAUTHENTICATED":
-        name = store_user()
+        name = store_user(uri)
         who = f"the password of user {name!r}" if name else "a request without credentials"
         return StoreRefused(
             f"The MLflow server at <tracking.uri={shown!r}> refused {who} (401, not authenticated). "
@@ -61,7 +61,7 @@ def _store_error(uri: str, experiment: str, err: Exception, writing: bool) -> Tr
     if code == "PERMISSION_DENIED":
         what = "write to" if writing else "read"
         return StoreRefused(
-            f"User {store_user()!r} may not {what} the experiment <tracking.experiment={experiment!r}> at "
+            f"User {store_user(uri)!r} may not {what} the experiment <tracking.experiment={experiment!r}> at "
             f"<tracking.uri={shown!r}> (403, permission denied). Ask the server's admin for "
             f"{'EDIT' if writing else 'READ'} permission on it (docs/scale-out.md, 'One shared store'), "
             "or choose an experiment you may use.")

@@ -71,14 +71,16 @@ def test_redact_masks_only_the_password(text, shown):
     assert redact(text) == shown
 
 
-@pytest.mark.parametrize("code,user,expected", [
-    ("UNAUTHENTICATED", "alice", r"refused the password of user 'alice' \(401.*Set MLFLOW_TRACKING_USERNAME and "
-                                 r"MLFLOW_TRACKING_PASSWORD"),
-    ("UNAUTHENTICATED", None, r"refused a request without credentials \(401"),
-    ("PERMISSION_DENIED", "reader", r"User 'reader' may not write to the experiment <tracking.experiment='team'>.*"
-                                    r"\(403.*Ask the server's admin for EDIT permission"),
+@pytest.mark.parametrize("code,user,uri,expected", [
+    ("UNAUTHENTICATED", "alice", "http://alice:pw@127.0.0.1:9",
+     r"refused the password of user 'alice' \(401.*Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+    ("UNAUTHENTICATED", None, "http://alice:pw@127.0.0.1:9", r"refused the password of user 'alice' \(401"),  # the URI's
+    ("UNAUTHENTICATED", None, "http://127.0.0.1:9", r"refused a request without credentials \(401"),
+    ("PERMISSION_DENIED", "reader", "http://alice:pw@127.0.0.1:9",
+     r"User 'reader' may not write to the experiment <tracking.experiment='team'>.*"
+     r"\(403.*Ask the server's admin for EDIT permission"),
 ])
-def test_a_refusing_server_is_one_line_naming_user_uri_and_fix(code, user, expected, monkeypatch, tmp_path):
+def test_a_refusing_server_is_one_line_naming_user_uri_and_fix(code, user, uri, expected, monkeypatch, tmp_path):
     from mlflow.exceptions import MlflowException
     from mlflow.protos import databricks_pb2
 
@@ -95,9 +97,9 @@ def test_a_refusing_server_is_one_line_naming_user_uri_and_fix(code, user, expec
 
     monkeypatch.setattr(MlflowClient, "get_experiment_by_name", refuse)
     with pytest.raises(StoreRefused, match=expected) as refused:
-        Store.open("http://alice:pw@127.0.0.1:9", "team")
+        Store.open(uri, "team")
     message = str(refused.value)
-    assert "<tracking.uri='http://alice:***@127.0.0.1:9'>" in message and ":pw@" not in message
+    assert f"<tracking.uri='{uri.replace(':pw@', ':***@')}'>" in message and ":pw@" not in message
     assert "\n" not in message
 
 
