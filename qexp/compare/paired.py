@@ -16,7 +16,7 @@ import pandas as pd
 from ..contract import METRICS
 from ..identity import calibrated
 from .data import Study
-from .power import (PairedMean, Settings, lower_bound, mcnemar_docs, mcnemar_mde, mean_docs, mean_mde,
+from .power import (PairedMean, Settings, lower_bound, mcnemar_docs_many, mcnemar_mdes, mean_docs, mean_mde,
                     tost_p, upper_bound)
 from .scores import MMLU_CATEGORIES, task_correctness, metric_column, metric_for
 from .stats import ALPHA, holm, holm_intervals, mcnemar_p, weighted_mean_difference, weighted_mean_differences
@@ -126,16 +126,18 @@ def _conclude(frame: pd.DataFrame) -> pd.DataFrame:
     frame["p_adjusted"] = holm(frame["p_value"].to_numpy()) if len(frame) else []
     frame["significant"] = frame["p_adjusted"] < ALPHA
 
-    def winner(r) -> str:
-        if pd.isna(r.score_a) or pd.isna(r.score_b):
-            return f"score missing ({r.a if pd.isna(r.score_a) else r.b})"
-        if pd.isna(r.p_value):
+    def winner(a, b, score_a, score_b, p_value, significant, delta) -> str:
+        if math.isnan(score_a) or math.isnan(score_b):
+            return f"score missing ({a if math.isnan(score_a) else b})"
+        if math.isnan(p_value):
             return "not tested (no paired documents)"
-        if not r.significant:
+        if not significant:
             return "not significant"
-        return r.a if r.delta > 0 else r.b
+        return a if delta > 0 else b
 
-    frame["winner"] = [winner(r) for r in frame.itertuples()] if len(frame) else []
+    a, b, significant = (frame[c].tolist() for c in ("a", "b", "significant"))
+    score_a, score_b, p_value, delta = (frame[c].astype(float).tolist() for c in ("score_a", "score_b", "p_value", "delta"))
+    frame["winner"] = [winner(*row) for row in zip(a, b, score_a, score_b, p_value, significant, delta)]
     return frame[COMPARISON_COLUMNS]
 
 
@@ -145,23 +147,33 @@ def with_power(study: Study, frame: pd.DataFrame, settings: Settings = Settings(
     `docs_needed`, for a tested row that is not significant, the documents that would detect
     `settings.difference` (None: more than power.MAX_DOCS, or not asked). 0/1 scores: the exact
     McNemar test's power; others: the z-test's."""
-    mde, needed = [], []
-    for r in frame.itertuples():
-        stats = pair_stats(study, r.task, r.metric) if r.n and not pd.isna(r.p_value) else None
+    mde, needed = np.full(len(frame), math.nan), [None] * len(frame)
+    exact: dict[str, list] = {"rows": [], "n": [], "share": [], "significant": []}  # 0/1 scores: McNemar
+    columns = ("task", "metric", "a", "b", "n", "a_only", "b_only", "p_value", "significant")
+    rows = zip(*(frame[c].tolist() for c in columns))  # plain values: a large table has ~20,000 rows
+    for i, (task, metric, a, b, n, a_only, b_only, p_value, significant) in enumerate(rows):
+        stats = pair_stats(study, task, metric) if n and not math.isnan(p_value) else None
         if stats is None:
-            mde.append(math.nan)
-            needed.append(None)
             continue
-        paired = stats.pair(r.a, r.b)
         if stats.binary:
-            share = (paired["a_only"] + paired["b_only"]) / paired["n"]
-            mde.append(mcnemar_mde(paired["n"], share, settings.power))
-            needed.append(None if r.significant else mcnemar_docs(share, settings.difference, settings.power))
+            for key, value in zip(exact, (i, n, (a_only + b_only) / n, significant)):
+                exact[key].append(value)
         else:
+            paired = stats.pair(a, b)
             pilot = PairedMean.from_sums([paired["n"]], [paired["sum_d"]], [paired["sum_sq"]], binary=False)
-            mde.append(mean_mde(pilot, settings.power))
-            docs = math.nan if r.significant else mean_docs(pilot, settings.difference, settings.power)
-            needed.append(None if math.isnan(docs) else int(docs))
+            mde[i] = mean_mde(pilot, settings.power)
+            docs = math.nan if significant else mean_docs(pilot, settings.difference, settings.power)
+            needed[i] = None if math.isnan(docs) else int(docs)
+    # A large study repeats (documents, disagreements) within and across its tables: each distinct one
+    # is searched once per study, and the searches of a table all at once.
+    found, docs = study._cache.setdefault(("power", settings), ({}, {}))
+    cases = sorted(set(zip(exact["n"], exact["share"])) - found.keys())
+    found.update(zip(cases, mcnemar_mdes([n for n, _ in cases], [s for _, s in cases], settings.power)))
+    shares = sorted({s for s, significant in zip(exact["share"], exact["significant"]) if not significant} - docs.keys())
+    docs.update(zip(shares, mcnemar_docs_many(shares, settings.difference, settings.power)))
+    for i, n, share, significant in zip(*exact.values()):
+        mde[i] = found[n, share]
+        needed[i] = None if significant else docs[share]
     return frame.assign(mde=mde, docs_needed=pd.array(needed, dtype="Int64"))
 
 

@@ -76,15 +76,18 @@ def _clean(value):
 def to_json(report: Report) -> dict:
     study = report.study
     runs = []
+    by_label: dict[str, list] = {}
+    for r in report.scores.itertuples():
+        by_label.setdefault(r.label, []).append(r)
     for label, run in study.runs.iterrows():
-        mine = report.scores[report.scores.label == label]
+        mine = by_label.get(label, [])
         runs.append({
             "label": label, "run_id": run["run_id"], "method": run["method"], "calib_n": int(run["calib_n"]),
             "model": run["model"], "eval_data": run["eval_data"], "config_hash": run["config_hash"],
-            "scores": {**{r.task: _clean(r.score) for r in mine.itertuples()},
+            "scores": {**{r.task: _clean(r.score) for r in mine},
                        "average": _clean(report.summary.loc[label, "average"])},
-            "n_docs": {r.task: int(r.n) for r in mine.itertuples()},
-            "ci95": {r.task: [_clean(r.ci_low), _clean(r.ci_high)] for r in mine.itertuples()},
+            "n_docs": {r.task: int(r.n) for r in mine},
+            "ci95": {r.task: [_clean(r.ci_low), _clean(r.ci_high)] for r in mine},
         })
     comparisons = _records(report.comparisons)
     recovery = {}
@@ -117,5 +120,7 @@ def to_json(report: Report) -> dict:
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     """Rows as dicts of plain Python values, NaN as None (converted column-wise: large tables are long)."""
-    plain = frame.astype(object).where(frame.notna(), None)
-    return plain.to_dict("records")
+    names = list(frame.columns)  # plain strings: iterating a pandas Index per row is slow
+    columns = [[None if missing else value for value, missing in zip(frame[c].tolist(), frame[c].isna().tolist())]
+               for c in names]
+    return [dict(zip(names, row)) for row in zip(*columns)]
