@@ -91,30 +91,48 @@ def compare(study: Study, pairs: list[tuple[str, str]], tasks: list[str], table:
     """
     hashes = study.runs["eval_hash"].to_dict()
     settings = {pair: _settings_differ(study, *pair, hashes=hashes) for pair in set(pairs)}
-    rows = []
-    for task in tasks:
+    firsts, seconds = [a for a, _ in pairs], [b for _, b in pairs]
+    parts = []
+    for task in tasks:  # every pair at once: a large study's tables have ~20,000 rows
         used = metric_for(study, task, metric, overrides)
         stats = pair_stats(study, task, used)
         column = metric_column(task, used)
         full = study.runs[column].to_dict() if column in study.runs else {}
-        for a, b in pairs:
-            row = {"table": table, "a": a, "b": b, "task": task, "metric": used,
-                   "score_a": full.get(a, math.nan), "score_b": full.get(b, math.nan),
-                   "n": 0, "a_only": 0, "b_only": 0, "p_value": math.nan, "settings_differ": settings[a, b],
-                   "docs_differ": ""}
-            paired = stats.pair(a, b) if stats is not None and a in stats.index and b in stats.index else None
-            if paired and paired["n"] > 0:
-                n = int(paired["n"])
-                row.update(score_a=paired["sum_a"] / n, score_b=paired["sum_b"] / n, n=n)
-                if stats.binary:  # exact McNemar, computed for the whole table below
-                    row.update(a_only=int(paired["a_only"]), b_only=int(paired["b_only"]), p_value=-1.0)
-                else:  # a score that is not 0/1 per document: the paired z-test of its mean difference
-                    row["p_value"] = weighted_mean_difference([n], [paired["sum_d"]], [paired["sum_sq"]]).p_value
-                if n < max(paired["full_a"], paired["full_b"]):
-                    row["docs_differ"] = (f"{n} shared documents of {int(paired['full_a'])} ({a}) and "
-                                          f"{int(paired['full_b'])} ({b})")
-            rows.append(row)
-    frame = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in ("p_adjusted", "significant", "winner")])
+        part = {"table": [table] * len(pairs), "a": firsts, "b": seconds, "task": [task] * len(pairs),
+                "metric": [used] * len(pairs),
+                "score_a": np.array([full.get(a, math.nan) for a in firsts], dtype=float),
+                "score_b": np.array([full.get(b, math.nan) for b in seconds], dtype=float),
+                "n": np.zeros(len(pairs), dtype=np.int64), "a_only": np.zeros(len(pairs), dtype=np.int64),
+                "b_only": np.zeros(len(pairs), dtype=np.int64), "p_value": np.full(len(pairs), math.nan),
+                "settings_differ": [settings[pair] for pair in pairs], "docs_differ": [""] * len(pairs)}
+        parts.append(part)
+        if stats is None:
+            continue
+        i, j = (np.array([stats.index.get(x, -1) for x in runs], dtype=np.int64) for runs in (firsts, seconds))
+        rows = np.flatnonzero((i >= 0) & (j >= 0))
+        rows = rows[stats.n[i[rows], j[rows]] > 0]  # with paired documents: tested
+        i, j = i[rows], j[rows]
+        n = stats.n[i, j].astype(np.int64)
+        both = stats.products[i, j]
+        part["n"][rows] = n
+        part["score_a"][rows], part["score_b"][rows] = stats.sums[i, j] / n, stats.sums[j, i] / n
+        if stats.binary:  # exact McNemar, computed for the whole table below
+            part["a_only"][rows] = (stats.sums[i, j] - both).astype(np.int64)
+            part["b_only"][rows] = (stats.sums[j, i] - both).astype(np.int64)
+            part["p_value"][rows] = -1.0
+        else:  # a score that is not 0/1 per document: the paired z-test of its mean difference
+            for row in rows.tolist():
+                paired = stats.pair(firsts[row], seconds[row])
+                part["p_value"][row] = weighted_mean_difference([paired["n"]], [paired["sum_d"]],
+                                                                [paired["sum_sq"]]).p_value
+        fewer = n < np.maximum(stats.full_n[i], stats.full_n[j])
+        for row, shared, full_a, full_b in zip(rows[fewer].tolist(), n[fewer].tolist(), stats.full_n[i[fewer]].tolist(),
+                                               stats.full_n[j[fewer]].tolist()):
+            part["docs_differ"][row] = (f"{shared} shared documents of {int(full_a)} ({firsts[row]}) and "
+                                        f"{int(full_b)} ({seconds[row]})")
+    names = [c for c in COMPARISON_COLUMNS if c not in ("p_adjusted", "significant", "winner", "delta")]
+    frame = pd.DataFrame({c: np.concatenate([part[c] for part in parts]) if parts and isinstance(parts[0][c], np.ndarray)
+                          else [x for part in parts for x in part[c]] for c in names})
     mcnemar = frame["p_value"] == -1.0
     frame.loc[mcnemar, "p_value"] = mcnemar_p(frame.loc[mcnemar, "a_only"], frame.loc[mcnemar, "b_only"])
     frame["delta"] = frame["score_a"] - frame["score_b"]

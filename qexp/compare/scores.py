@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..contract import METRICS
 from .data import Study
-from .stats import wilson_interval
+from .stats import wilson_intervals
 
 __all__ = [
     "MMLU_CATEGORIES", "task_correctness", "display_name", "split_metric", "metric_column", "metric_for", "scores",
@@ -80,22 +80,23 @@ def scores(study: Study, tasks: list[str], metric: str = "acc", overrides: dict[
 
 
 def _scores(study: Study, tasks: list[str], metric: str, overrides: dict[str, str] | None) -> pd.DataFrame:
-    rows = []
+    labels = list(study.labels)
+    columns: dict[str, list] = {"task": [], "metric": [], "score": [], "n": []}
     for task in tasks:
         used = metric_for(study, task, metric, overrides)
         matrix = task_correctness(study, task, used)
         counts = matrix.notna().sum().to_dict() if matrix is not None else {}
         values = study.runs.get(metric_column(task, used), pd.Series(math.nan, index=study.runs.index)).to_dict()
         logged = study.runs.get(METRICS.task(task, "n_samples"), pd.Series(0, index=study.runs.index)).fillna(0).to_dict()
-        for label in study.labels:
-            value = values[label]
-            n = int(counts.get(label) or logged[label] or 0)
-            low, high = wilson_interval(value * n, n) if n and not pd.isna(value) else (math.nan, math.nan)
-            rows.append({"label": label, "task": task, "metric": used, "score": value, "n": n,
-                         "ci_low": low, "ci_high": high})
-    frame = pd.DataFrame(rows, columns=["label", "task", "metric", "score", "n", "ci_low", "ci_high"])
-    order = {label: i for i, label in enumerate(study.labels)}
-    return frame.sort_values("label", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+        for name, column in zip(columns, ([task] * len(labels), [used] * len(labels), [values[x] for x in labels],
+                                          [int(counts.get(x) or logged[x] or 0) for x in labels])):
+            columns[name].append(column)
+    # One row per (run, task), runs in the study's order, tasks in the order asked.
+    frame = pd.DataFrame({"label": [label for label in labels for _ in tasks],
+                          **{name: [part[i] for i in range(len(labels)) for part in parts]
+                             for name, parts in columns.items()}})
+    frame["ci_low"], frame["ci_high"] = wilson_intervals(frame["score"].to_numpy(dtype=float) * frame["n"], frame["n"])
+    return frame[["label", "task", "metric", "score", "n", "ci_low", "ci_high"]]
 
 
 def summary_table(study: Study, tasks: list[str] | None = None, metric: str = "acc",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import bdtr, ndtr, ndtri  # the distributions' functions, without scipy.stats' import (~1.5 s)
 
-__all__ = ["ALPHA", "wilson_interval", "mcnemar_exact", "mcnemar_p", "holm", "PairedTest", "MeanDifference",
+__all__ = ["ALPHA", "wilson_interval", "wilson_intervals", "mcnemar_exact", "mcnemar_p", "holm", "PairedTest", "MeanDifference",
            "weighted_mean_difference", "weighted_mean_differences", "holm_intervals", "paired_bootstrap"]
 
 ALPHA = 0.05
@@ -21,13 +21,21 @@ ALPHA = 0.05
 
 def wilson_interval(correct: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion: sane at 0%, 100% and small n (unlike mean ± 1.96·se)."""
-    if n <= 0:
-        return (math.nan, math.nan)
+    low, high = wilson_intervals([correct], [n], confidence)
+    return float(low[0]), float(high[0])
+
+
+def wilson_intervals(correct, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """`wilson_interval` of many proportions at once: NaN where n is 0 or the count is missing."""
+    correct, n = np.asarray(correct, dtype=float), np.asarray(n, dtype=float)
     z = float(ndtri(0.5 + confidence / 2))
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = correct / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    known = (n > 0) & ~np.isnan(p)
+    return (np.where(known, np.maximum(0.0, centre - half), math.nan),
+            np.where(known, np.minimum(1.0, centre + half), math.nan))
 
 
 def holm_intervals(delta, ci_low, ci_high, p_value, p_adjusted, confidence: float = 0.95
