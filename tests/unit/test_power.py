@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from qexp.compare.power import (PairedMean, Settings, check_settings, lower_bound, mcnemar_docs, mcnemar_mde,
-                                mcnemar_power, mean_docs, mean_mde, mean_power, tost_p, upper_bound)
+from qexp.compare.power import (PairedMean, Settings, check_settings, lower_bound, mcnemar_docs, mcnemar_docs_many,
+                                mcnemar_mde, mcnemar_mdes, mcnemar_power, mean_docs, mean_mde, mean_power, tost_p,
+                                upper_bound)
 from qexp.compare.stats import mcnemar_p, weighted_mean_differences
 
 Z95 = stats.norm.ppf(0.95)
@@ -34,6 +35,41 @@ def enumerated_power(n: int, discordance: float, delta: float, alpha: float = 0.
                                                  (40, 0.05, 0.2)])
 def test_mcnemar_power_is_the_exact_power_of_the_test_over_every_outcome(n, discordance, delta):
     assert mcnemar_power(n, discordance, delta) == pytest.approx(enumerated_power(n, discordance, delta), abs=1e-9)
+
+
+def scipy_power(n: int, discordance: float, delta: float, alpha: float = 0.05) -> float:
+    """The same power from scipy's binomial distributions over every count D of discordant documents,
+    with the test's critical count found by scipy for each D (too many outcomes to enumerate)."""
+    share = max(discordance, delta)
+    favour = (share + delta) / (2 * share)
+    d = np.arange(n + 1)
+    k = np.arange(n + 1)
+    # c[D]: the largest k with 2 P(Bin(D, 1/2) <= k) < alpha, -1 if none.
+    rejects = 2 * stats.binom.cdf(k[None, :], d[:, None], 0.5) < alpha
+    c = np.where(rejects.any(axis=1), rejects.sum(axis=1) - 1, -1)
+    given_d = np.where(c >= 0, stats.binom.cdf(c, d, favour) + stats.binom.sf(d - c - 1, d, favour), 0.0)
+    return float(np.sum(stats.binom.pmf(d, n, share) * given_d))
+
+
+@pytest.mark.parametrize("n,discordance,delta", [(700, 0.12, 0.03), (1500, 0.2, 0.02), (1200, 0.01, 0.05),
+                                                 (900, 0.3, 0.3)])
+def test_mcnemar_power_on_many_documents_matches_scipys_binomials(n, discordance, delta):
+    assert mcnemar_power(n, discordance, delta) == pytest.approx(scipy_power(n, discordance, delta), abs=1e-9)
+
+
+def test_many_searches_at_once_give_each_the_answer_it_gets_alone():
+    # The report runs every comparison's search in one batch: no case may borrow another's state.
+    n = [1, 2, 7, 20, 50, 50, 200, 700, 2850, 50, 20]
+    shares = [1.0, 0.5, 0.0, 0.35, 0.18, 0.02, 0.12, 0.09, 0.2, 1.0, 0.0]
+    together = mcnemar_mdes(n, shares)
+    alone = [mcnemar_mdes([x], [s])[0] for x, s in zip(n, shares)]
+    np.testing.assert_array_equal(together, alone)
+    assert np.isnan(together[:2]).all() and not np.isnan(together[2:]).any()  # under 6 documents: never p < 0.05
+    pilots = [0.0, 0.02, 0.1, 0.18, 0.5, 0.9, 1.0]
+    assert mcnemar_docs_many(pilots, 0.02) == [mcnemar_docs_many([s], 0.02)[0] for s in pilots]
+    assert mcnemar_docs_many(pilots, 0.002, most=20_000) == [mcnemar_docs_many([s], 0.002, most=20_000)[0]
+                                                             for s in pilots]
+    assert None in mcnemar_docs_many(pilots, 0.002, most=20_000)  # a share too large for 20,000 documents
 
 
 def simulated_mcnemar_power(n, discordance, delta, replicates=20000, seed=1) -> float:
