@@ -16,8 +16,8 @@ import pandas as pd
 from ..contract import METRICS
 from ..identity import calibrated
 from .data import Study
-from .power import (PairedMean, Settings, lower_bound, mcnemar_docs_many, mcnemar_mdes, mean_docs, mean_mde,
-                    tost_p, upper_bound)
+from .mcnemar import mcnemar_docs_many, mcnemar_mdes
+from .power import PairedMean, Settings, lower_bound, mean_docs, mean_mde, tost_p, upper_bound
 from .scores import MMLU_CATEGORIES, task_correctness, metric_column, metric_for
 from .stats import ALPHA, holm, holm_intervals, mcnemar_p, weighted_mean_difference, weighted_mean_differences
 
