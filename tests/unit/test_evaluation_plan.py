@@ -64,3 +64,33 @@ def test_the_data_fingerprint_follows_content_not_names_and_sizes(tmp_path, cach
     test.write_text(text.replace('"answerKey": "B"', '"answerKey": "C"', 1))
     assert len(test.read_text()) == len(text)
     assert plan_tasks(["arc_easy"], tmp_path / "b", cache_dir).data_fingerprints()["arc_easy"] != first
+
+
+def test_an_evaluation_indexes_only_its_tasks_folders_and_finds_the_same_files(cache_dir):
+    from qexp.evaluation import _tasks_for, default_task_manager, task_files
+
+    tasks = ["arc_challenge", "hellaswag", "mmlu"]
+    files = task_files(tasks, cache_dir)
+    full = default_task_manager().task_index
+    # every entry the tasks reach: the groups (mmlu, its four categories), their tags and the 59 leaves
+    assert {"mmlu", "mmlu_stem", "mmlu_anatomy", "arc_challenge", "hellaswag"} <= set(files)
+    assert all(not file or str(full[name].yaml_path) == file for name, file in files.items())
+    index = _tasks_for(plan_tasks(tasks, None, cache_dir), cache_dir).task_index
+    assert len(index) < len(full) / 20  # a few folders, not lm-eval's every task
+    assert all(name in index and str(index[name].yaml_path or "") == file for name, file in files.items())
+    # with mirrored data, qexp's own files override the leaves and nothing else
+    plan = plan_tasks(tasks, FIXTURES_DIR, cache_dir)
+    own = _override_dir(plan, cache_dir)
+    index = _tasks_for(plan, cache_dir).task_index
+    assert len(index) < len(full) / 20
+    assert {name for name in files if index[name].yaml_path and index[name].yaml_path.parent == own} == set(plan.local)
+
+
+def test_an_index_that_would_name_another_file_falls_back_to_lm_evals_whole_index(cache_dir, monkeypatch):
+    import qexp.evaluation as evaluation
+
+    files = dict(evaluation.task_files(["arc_easy"], cache_dir))
+    files["arc_easy"] = "/elsewhere/arc_easy.yaml"  # as if lm-eval's full index chose another definition
+    monkeypatch.setattr(evaluation, "task_files", lambda tasks, cache: files)
+    index = evaluation._tasks_for(plan_tasks(["arc_easy"], None, cache_dir), cache_dir).task_index
+    assert len(index) > 1000
