@@ -1,0 +1,213 @@
+"""Sequential comparisons: decide each run against the baseline after every chunk of documents.
+
+A fixed study spends its whole budget on every run. A sequential one evaluates each task's documents
+in chunks and, after each chunk (a *look*), tests each quantized run's average difference from the
+baseline on the documents both have scored; the run stops as soon as that difference is decided.
+Looking again and again at a fixed-size test's p-value would find a "difference" far more often
+than its level says, so the looks are planned as a group-sequential design:
+
+- **α-spending** (Lan & DeMets 1983) with O'Brien & Fleming's spending function: by the share t of
+  the budget used, at most alpha(t) = 2 - 2 Phi(z_(1-alpha/2) / sqrt(t)) of the false-positive rate
+  is spent. Early looks demand a very large z, the last one little more than the fixed test's 1.96,
+  so the design loses almost no power at the full budget, and the looks may come at any shares t.
+- **Boundaries** c_k on |Z_k| by numerical integration of the paired z-statistic's path, whose
+  increments are independent (Armitage, McPherson & Rowe 1969; Jennison & Turnbull 2000, ch. 19).
+- **A verdict** at look k: *better* or *worse* when |Z_k| >= c_k(alpha), i.e. when the repeated
+  confidence interval delta +- c_k(alpha) se excludes 0; *equivalent* within +-margin when the
+  interval at level 1 - 2 alpha, delta +- c_k(2 alpha) se, lies inside (-margin, margin) (two
+  one-sided tests, each at alpha); otherwise the next chunk, and at the budget: undecided.
+- **Valid at the stopping time.** The repeated confidence intervals cover the true difference at
+  every look at once with probability 1 - alpha, hence at whatever look the run stopped. The
+  repeated p-value, the smallest alpha whose boundaries the run crossed at a look it took, is a
+  valid p-value whatever the stopping rule, so Holm across the study's comparisons applies to it
+  as it does to fixed-size p-values.
+
+The z-statistic is the report's own (`stats.weighted_mean_differences`: each task weighs the same,
+documents are paired), so a fixed study and a sequential one test the same quantity. Its normal
+approximation is the fixed report's too; `tests/unit/test_sequential.py` checks the error rates by
+simulation of paired 0/1 outcomes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+from .stats import ALPHA
+
+__all__ = ["spent", "boundaries", "Look", "Verdict", "decide", "repeated_p", "Simulated", "simulate"]
+
+GRID = 601  # points per look on which the z-path's density is carried (Simpson's rule)
+
+
+def spent(fraction, alpha: float = ALPHA):
+    """O'Brien-Fleming-type α-spending: the share of the two-sided false-positive rate `alpha` that
+    may be spent by `fraction` of the budget (0 at the start, `alpha` at the whole budget)."""
+    fraction = np.clip(np.asarray(fraction, dtype=float), 1e-12, 1.0)
+    return 2 - 2 * ndtr(ndtri(1 - alpha / 2) / np.sqrt(fraction))
+
+
+def _simpson(width: float, points: int) -> np.ndarray:
+    weights = np.ones(points)
+    weights[1:-1:2], weights[2:-1:2] = 4, 2
+    return weights * width / 3
+
+
+@functools.lru_cache(maxsize=4096)
+def boundaries(fractions: tuple[float, ...], alpha: float = ALPHA) -> tuple[float, ...]:
+    """Two-sided z boundaries c_1..c_K for looks at increasing `fractions` of the budget: under no
+    difference, |Z_k| first reaches c_k at look k with probability spent(t_k) - spent(t_(k-1)).
+
+    The path S_k = Z_k sqrt(t_k) is a Brownian motion observed at t_k. Its density on the
+    continuation region (|S_k| < c_k sqrt(t_k)) is carried from look to look on a grid, and each
+    c_k found by bisection so that the probability of first crossing there is the spending's step.
+    """
+    if any(b <= a for a, b in zip(fractions, fractions[1:])) or not 0 < fractions[0] or fractions[-1] > 1 + 1e-12:
+        raise ValueError(f"looks must be at increasing fractions of the budget in (0, 1]: {fractions}")
+    budget = np.diff(np.concatenate([[0.0], spent(np.array(fractions), alpha)]))
+    found: list[float] = []
+    grid = density = None
+    previous = 0.0
+    for t, step in zip(fractions, budget):
+        if grid is None:  # the first look: Z_1 is standard normal
+            c = float(ndtri(1 - step / 2)) if step > 0 else math.inf
+            found.append(c)
+            half = min(c, 12.0) * math.sqrt(t)
+            grid = np.linspace(-half, half, GRID)
+            density = np.exp(-grid**2 / (2 * t)) / math.sqrt(2 * math.pi * t)
+            previous = t
+            continue
+        spread = math.sqrt(t - previous)
+        weights = _simpson(grid[1] - grid[0], GRID) * density
+
+        def crossing(c: float) -> float:  # P(continue so far, then |Z| >= c here)
+            edge = c * math.sqrt(t)
+            return float(weights @ (ndtr((-edge - grid) / spread) + ndtr((grid - edge) / spread)))
+
+        if step <= 0:
+            c = math.inf
+        else:
+            low, high = 0.0, 40.0
+            for _ in range(60):
+                middle = (low + high) / 2
+                low, high = (middle, high) if crossing(middle) > step else (low, middle)
+            c = high
+        found.append(c)
+        half = min(c, 12.0) * math.sqrt(t)
+        new_grid = np.linspace(-half, half, GRID)
+        kernel = np.exp(-(new_grid[:, None] - grid[None, :]) ** 2 / (2 * spread**2)) / (spread * math.sqrt(2 * math.pi))
+        grid, density, previous = new_grid, kernel @ weights, t
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class Look:
+    """One comparison at one look: the budget's share used so far, the estimated average difference
+    (a - b, as a fraction) and its standard error, both from `stats.weighted_mean_differences`."""
+
+    fraction: float
+    delta: float
+    se: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where a comparison stands after its looks.
+
+    `decided`: "better" or "worse" (a than b), "equivalent" (within ±margin), or "" (not yet; or,
+    at the budget, never). `ci_low`, `ci_high`: the repeated confidence interval at 1 - alpha at the
+    last look; `eq_low`, `eq_high`: the one at 1 - 2 alpha that equivalence is judged by; `looks`: how many.
+    """
+
+    decided: str
+    ci_low: float
+    ci_high: float
+    eq_low: float
+    eq_high: float
+    looks: int
+
+
+def _crossed(looks: list[Look], alpha: float) -> bool:
+    limits = boundaries(tuple(look.fraction for look in looks), alpha)
+    return any(look.se > 0 and abs(look.delta) / look.se >= c for look, c in zip(looks, limits))
+
+
+def repeated_p(looks: list[Look]) -> float:
+    """The smallest alpha at which the design's boundaries were crossed at one of the looks taken:
+    P(repeated p <= alpha) <= alpha under no difference, however the looks were stopped."""
+    if not looks or not _crossed(looks, 0.9999):
+        return 1.0
+    low, high = 1e-12, 0.9999  # crossed at high, not (we check) at low
+    if _crossed(looks, low):
+        return low
+    for _ in range(40):
+        middle = math.sqrt(low * high)  # p-values span decades: bisect on the log scale
+        low, high = (low, middle) if _crossed(looks, middle) else (middle, high)
+    return high
+
+
+def decide(looks: list[Look], margin: float, alpha: float = ALPHA) -> Verdict:
+    """The verdict after `looks` (at least one, at increasing fractions; the last at 1 is the
+    budget). Better/worse take precedence over equivalence: a difference shown is reported as such."""
+    last = looks[-1]
+    fractions = tuple(look.fraction for look in looks)
+    c, c_eq = boundaries(fractions, alpha)[-1], boundaries(fractions, min(2 * alpha, 0.9999))[-1]
+    ci = (last.delta - c * last.se, last.delta + c * last.se)
+    eq = (last.delta - c_eq * last.se, last.delta + c_eq * last.se)
+    if ci[0] > 0 or ci[1] < 0:
+        decided = "better" if last.delta > 0 else "worse"
+    elif -margin < eq[0] and eq[1] < margin:
+        decided = "equivalent"
+    else:
+        decided = ""
+    return Verdict(decided, *ci, *eq, looks=len(looks))
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """`simulate`'s outcome per replicate: the verdict, the documents used (all tasks together),
+    and whether the repeated interval at the stop covered the true difference."""
+
+    decided: np.ndarray
+    documents: np.ndarray
+    covered: np.ndarray
+    budget: int
+
+
+def simulate(delta: float, disagree: float, tasks: int, budget: int, chunks: int, margin: float,
+             replicates: int = 2000, seed: int = 0, alpha: float = ALPHA) -> Simulated:
+    """Sequential comparisons of two runs that truly differ by `delta` on every task, disagreeing on
+    a share `disagree` of the documents: `tasks` tasks of `budget` documents each, looked at after
+    each of `chunks` equal chunks, judged by the report's own average test and by `decide`."""
+    from .stats import weighted_mean_differences
+
+    rng = np.random.default_rng(seed)
+    share = max(disagree, abs(delta))
+    size = budget // chunks
+    counts = rng.multinomial(size, [(share + delta) / 2, (share - delta) / 2, 1 - share], (replicates, tasks, chunks))
+    plus, minus = counts[..., 0].cumsum(axis=2), counts[..., 1].cumsum(axis=2)  # by the end of each chunk
+    z = float(ndtri(1 - alpha / 2))
+    looks: list[list[Look]] = [[] for _ in range(replicates)]
+    decided = np.full(replicates, "", dtype=object)
+    documents = np.full(replicates, tasks * size * chunks)
+    covered = np.zeros(replicates, dtype=bool)
+    active = np.arange(replicates)
+    for k in range(chunks):
+        n = np.full((len(active), tasks), size * (k + 1))
+        tests = weighted_mean_differences(n, plus[active, :, k] - minus[active, :, k], plus[active, :, k] + minus[active, :, k])
+        se = (tests["ci_high"] - tests["delta"]) / z
+        still = []
+        for row, (d, s) in zip(active.tolist(), zip(tests["delta"].tolist(), se.tolist())):
+            looks[row].append(Look((k + 1) / chunks, d, s))
+            verdict = decide(looks[row], margin, alpha)
+            if verdict.decided or k == chunks - 1:
+                decided[row], documents[row] = verdict.decided, tasks * size * (k + 1)
+                covered[row] = verdict.ci_low <= delta <= verdict.ci_high
+            else:
+                still.append(row)
+        active = np.array(still, dtype=np.int64)
+    return Simulated(decided, documents, covered, tasks * size * chunks)

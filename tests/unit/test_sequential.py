@@ -1,0 +1,88 @@
+"""The sequential design's promises, by simulation: paired 0/1 outcomes of two runs, judged after each
+chunk by the report's own average test (`stats.weighted_mean_differences`) and `sequential.decide`.
+However a run stops, a difference is claimed, and equivalence within the margin, no more often than
+alpha says, and the intervals cover; a clear difference stops early."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qexp.compare.power import PairedMean, mean_mde
+from qexp.compare.sequential import Look, boundaries, decide, repeated_p, simulate, spent
+from qexp.compare.stats import ALPHA
+
+# The SmolLM2 study's shape: four tasks of 500 documents, two runs disagreeing on a fifth of them.
+TASKS, BUDGET, CHUNKS, DISAGREE, MARGIN = 4, 500, 10, 0.2, 0.01
+REPLICATES = 4000
+SLACK = 3 * np.sqrt(ALPHA * (1 - ALPHA) / REPLICATES)  # three Monte Carlo standard errors
+
+
+def brownian_first_crossings(fractions, limits, replicates=400_000, seed=0) -> np.ndarray:
+    t = np.asarray(fractions)
+    steps = np.random.default_rng(seed).normal(size=(replicates, len(t))) * np.sqrt(np.diff(np.r_[0, t]))
+    crossed = np.abs(np.cumsum(steps, axis=1) / np.sqrt(t)) >= np.asarray(limits)
+    first = np.where(crossed.any(axis=1), crossed.argmax(axis=1), -1)
+    return np.array([np.mean(first == k) for k in range(len(t))])
+
+
+@pytest.mark.parametrize("fractions", [(0.2, 0.4, 0.6, 0.8, 1.0), (0.1, 0.25, 0.3, 0.7, 1.0), (1.0,)])
+def test_each_look_spends_what_the_spending_function_allows(fractions):
+    limits = boundaries(fractions)
+    observed = brownian_first_crossings(fractions, limits)
+    allowed = np.diff(np.r_[0, spent(np.array(fractions))])
+    np.testing.assert_allclose(observed, allowed, atol=0.0015)
+    assert observed.sum() == pytest.approx(ALPHA, abs=0.0015)
+    assert list(limits) == sorted(limits, reverse=True) and limits[-1] < 2.1  # strict early, ~1.96 at the end
+    if fractions == (1.0,):
+        assert limits[0] == pytest.approx(1.959964, abs=1e-5)  # one look: the fixed test
+
+
+def test_under_no_difference_a_difference_is_claimed_at_most_alpha_of_the_time_however_it_stops():
+    out = simulate(0.0, DISAGREE, TASKS, BUDGET, CHUNKS, MARGIN, REPLICATES, seed=1)
+    claimed = np.isin(out.decided, ["better", "worse"]).mean()
+    assert claimed <= ALPHA + SLACK
+    assert claimed > ALPHA / 3  # (the design spends its alpha: not a test that never rejects)
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.02, 0.04])
+def test_the_interval_at_the_stop_covers_the_true_difference(delta):
+    out = simulate(delta, DISAGREE, TASKS, BUDGET, CHUNKS, MARGIN, REPLICATES, seed=2)
+    assert out.covered.mean() >= 1 - ALPHA - SLACK
+
+
+def test_at_a_difference_of_exactly_the_margin_equivalence_is_claimed_at_most_alpha_of_the_time():
+    # Many documents, so equivalence within 1 point can be shown: it is, at no difference...
+    big = dict(disagree=0.1, tasks=TASKS, budget=4000, chunks=CHUNKS, margin=MARGIN, replicates=REPLICATES)
+    assert (simulate(0.0, seed=3, **big).decided == "equivalent").mean() > 0.5
+    # ...and at a true difference of the margin itself, either way, no more often than alpha.
+    for delta in (MARGIN, -MARGIN):
+        assert (simulate(delta, seed=4, **big).decided == "equivalent").mean() <= ALPHA + SLACK
+
+
+def test_clear_differences_stop_early_and_hard_ones_use_the_budget():
+    used = {points: simulate(points / 100, DISAGREE, TASKS, BUDGET, CHUNKS, MARGIN, REPLICATES, seed=5)
+            for points in (0, 1, 2, 4)}
+    share = {points: out.documents.mean() / out.budget for points, out in used.items()}
+    assert share[0] > 0.9 and share[1] > 0.9  # undecidable at this budget: nearly all of it
+    assert share[1] > share[2] > share[4]
+    # The fixed design's detectable difference (80% power, the report's own computation) ...
+    variance = np.full((1, TASKS), DISAGREE)
+    pilot = PairedMean(np.full((1, TASKS), float(BUDGET)), variance, np.ones(TASKS, dtype=bool), np.zeros(1), True)
+    mde = mean_mde(pilot)
+    assert 0.025 < mde < 0.03
+    # ... twice over is decided on half the documents or fewer, and rightly.
+    twice = simulate(2 * mde, DISAGREE, TASKS, BUDGET, CHUNKS, MARGIN, REPLICATES, seed=6)
+    assert twice.documents.mean() / twice.budget <= 0.5
+    assert (twice.decided == "better").mean() > 0.99
+
+
+def test_the_repeated_p_value_is_below_alpha_exactly_when_a_boundary_was_crossed():
+    looks = [Look(0.25, 0.01, 0.01), Look(0.5, 0.02, 0.007), Look(0.75, 0.018, 0.0058)]
+    p = repeated_p(looks)
+    for alpha in (p * 0.9, p * 1.1):
+        crossed = any(abs(look.delta) / look.se >= c
+                      for look, c in zip(looks, boundaries(tuple(x.fraction for x in looks), alpha)))
+        assert crossed == (alpha > p)
+    assert decide(looks, MARGIN).decided == ("better" if p < ALPHA else "")
+    assert repeated_p([Look(1.0, 0.0, 0.01)]) == 1.0
