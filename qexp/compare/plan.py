@@ -8,7 +8,9 @@ method) says what the pilot could have detected and how many documents per task 
 difference of --difference points with --power: on the average over tasks (the paired z-test the
 ranking uses) and per task (the exact McNemar test), assuming the runs disagree on documents as
 often as they did in the pilot. It ends with the `eval.limit` that sizes the next study, and what
-that costs at the pilot's pace.
+that costs at the pilot's pace, and with what a sequential study of that budget (`sequential`: a look
+after each tenth of it) is expected to spend on each quantized run, if the runs differ from the
+baseline as they did in the pilot.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .paired import (
 )
 from .power import MAX_DOCS, Settings
 from .scores import display_name, metric_for
+from .sequential import simulate
 
 __all__ = ["Plan", "plan_study", "render_plan", "main"]
 
@@ -47,7 +50,12 @@ class Plan:
     family: str | None  # the family the headline sizes for
     eval_seconds: float  # the pilot's slowest evaluation, in seconds (others may have reused cached answers)
     pilot_docs: int  # the pilot's documents per task (the largest)
+    sequential: pd.DataFrame  # a, b, delta (the pilot's), documents (expected share of the budget), verdict, often
+    budget: int  # documents per task the sequential figures are for: the limit, else the pilot's
 
+
+LOOKS = 10  # a sequential study's looks: after each tenth of the budget
+REPLICATES = 400  # simulated studies per quantized run
 
 FAMILIES = ("methods", "calibration", "vs Baseline")  # the headline sizes for the first that has pairs
 
@@ -95,7 +103,25 @@ def plan_study(study: Study, settings: Settings = Settings()) -> Plan:
     seconds = study.runs[METRICS.EVAL_SECONDS].max() if METRICS.EVAL_SECONDS in study.runs else math.nan
     pilot = max((int(stats.n.diagonal().max()) for task in study.tasks
                  if (stats := pair_stats(study, task, metric_for(study, task))) is not None), default=0)
-    return Plan(settings, average, tasks, limit, family, float(seconds), pilot)
+    budget = limit or pilot
+    return Plan(settings, average, tasks, limit, family, float(seconds), pilot,
+                _sequential(average, len(study.tasks), budget, settings), budget)
+
+
+def _sequential(average: pd.DataFrame, tasks: int, budget: int, settings: Settings) -> pd.DataFrame:
+    """Each quantized run against the baseline, simulated as a sequential study of `budget` documents
+    per task would judge it if the true difference and disagreement were the pilot's: the expected
+    share of the budget it uses and its most frequent verdict."""
+    rows = []
+    if "delta" not in average:  # no pair of runs at all
+        average = average.assign(delta=pd.Series(dtype=float))
+    against = average[(average["family"] == "vs Baseline") & average["delta"].notna() & average["disagreement"].notna()]
+    for r in against.itertuples() if budget >= LOOKS and tasks else ():
+        out = simulate(r.delta, r.disagreement, tasks, budget, LOOKS, settings.margin, REPLICATES, seed=0)
+        verdicts = pd.Series(out.decided).replace("", "undecided").value_counts(normalize=True)
+        rows.append({"a": r.a, "b": r.b, "delta": r.delta, "documents": out.documents.mean() / out.budget,
+                     "verdict": verdicts.index[0], "often": verdicts.iloc[0]})
+    return pd.DataFrame(rows, columns=["a", "b", "delta", "documents", "verdict", "often"])
 
 
 def render_plan(plan: Plan, fmt: str = "text") -> str:
@@ -138,6 +164,15 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
         which = "its one pair" if pairs == 1 else f"the largest of its {pairs} pairs"
         out.append(f"Use eval.limit={plan.limit} to tell apart {size} on the average for {plan.family} "
                    f"({which}).{cost}")
+    if len(plan.sequential):
+        rows = [{"A": r.a, "B": r.b, "pilot difference pts": f"{100 * r.delta:+.1f}",
+                 "expected documents": f"{100 * r.documents:.0f}%", "verdict (how often)": f"{r.verdict} ({100 * r.often:.0f}%)"}
+                for r in plan.sequential.itertuples()]
+        total = plan.sequential["documents"].mean()
+        out += ["", f"Sequentially, at {plan.budget} documents per task with a look after each tenth (qexp.compare.sequential, "
+                f"equivalence within ±{100 * s.margin:g} points), if each run differs from the baseline as in the pilot "
+                f"({REPLICATES} simulated studies each; documents as a share of the fixed study's):",
+                _table(rows, fmt), f"The quantized runs would use about {100 * total:.0f}% of the fixed study's documents."]
     return "\n".join(out) + "\n"
 
 

@@ -108,6 +108,23 @@ def test_the_plan_sizes_the_average_for_the_method_pairs(tmp_path):
     assert f"Use eval.limit={plan.limit} to tell apart 3 points at 80% power on the average for methods" in text
 
 
+def test_the_plan_says_what_a_sequential_study_of_its_budget_would_spend(tmp_path):
+    uri, client, exp = new_store(tmp_path)
+    base = {t: [1] * 120 + [0] * 80 for t in ("arc_easy", "hellaswag")}
+    accuracy_run(client, exp, "none", 0, base)
+    accuracy_run(client, exp, "gptq", 16, {t: _flip(c, 40) for t, c in base.items()})  # 20 points worse
+    accuracy_run(client, exp, "awq", 16, {t: _flip(c, 40, 100) for t, c in base.items()})  # 20 lost, 20 gained: no difference
+    plan = plan_study(load_study(uri))
+    sequential = plan.sequential.set_index("a")
+    assert set(sequential.index) == {"GPTQ-16", "AWQ-16"} and set(sequential["b"]) == {"Baseline"}
+    assert sequential.loc["GPTQ-16", "verdict"] == "worse" and sequential.loc["GPTQ-16", "often"] > 0.95
+    assert sequential.loc["GPTQ-16", "documents"] <= 0.3  # a 20-point loss is clear after a few looks
+    assert sequential.loc["AWQ-16", "documents"] > 0.9  # no difference, 20% disagreeing: the whole budget
+    assert sequential.loc["AWQ-16", "verdict"] == "undecided"
+    text = render_plan(plan)
+    assert f"Sequentially, at {plan.budget} documents per task" in text and "worse (" in text
+
+
 def test_a_study_without_pairs_is_too_small_to_plan_from(tmp_path, capsys):
     uri, client, exp = new_store(tmp_path)
     accuracy_run(client, exp, "none", 0, {"arc_easy": [1, 0, 1]})
