@@ -103,7 +103,7 @@ def task_info(tasks: list[str], cache_dir: Path) -> dict[str, dict]:
 def task_files(tasks: list[str], cache_dir: Path) -> dict[str, str]:
     """Every lm-eval entry that `tasks` reach (groups, tags, their tasks) with its YAML file ("" for a
     tag), cached on disk like `task_info`. An evaluation indexes only those files' folders: lm-eval
-    then reads a few hundred task files instead of all ~15,000 (about 10 s, in every evaluation)."""
+    then reads a few hundred task files instead of all ~15,000 (seconds, in every evaluating process)."""
     import lm_eval
 
     cached = Path(cache_dir) / "lm_eval_index" / f"{digest([lm_eval.__version__, list(tasks), 'files'])}.json"

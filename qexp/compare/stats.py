@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import bdtr, ndtr, ndtri  # the distributions' functions, without scipy.stats' import (~1.5 s)
 
-__all__ = ["ALPHA", "wilson_interval", "wilson_intervals", "mcnemar_exact", "mcnemar_p", "holm", "PairedTest", "MeanDifference",
-           "weighted_mean_difference", "weighted_mean_differences", "holm_intervals", "paired_bootstrap"]
+__all__ = ["ALPHA", "wilson_interval", "wilson_intervals", "mcnemar_exact", "mcnemar_p", "holm", "PairedTest",
+           "MeanDifference", "weighted_mean_difference", "weighted_mean_differences", "holm_intervals", "paired_bootstrap"]
 
 ALPHA = 0.05
 
