@@ -91,10 +91,10 @@ def plan_study(study: Study, settings: Settings = Settings()) -> Plan:
         rows["disagreement"] = (rows["a_only"] + rows["b_only"]) / rows["n"].where(rows["n"] > 0)
         per_task.append(rows.rename(columns={"table": "family"}))
     average = pd.concat(averages, ignore_index=True) if averages else pd.DataFrame(
-        columns=["family", "a", "b", "n", "docs_per_task", "disagreement", "mde", "docs_needed"])
+        columns=["family", "a", "b", "delta", "n", "docs_per_task", "disagreement", "mde", "docs_needed"])
     tasks = pd.concat(per_task, ignore_index=True) if per_task else pd.DataFrame(
         columns=["family", "task", "a", "b", "n", "disagreement", "mde", "docs_needed"])
-    tested = average[average["delta"].notna()] if "delta" in average else average
+    tested = average[average["delta"].notna()]
     family = next((f for f in FAMILIES if f in set(tested["family"])), None)
     limit = None
     if family is not None:  # pairs without documents both runs scored are left out: they tell nothing
@@ -113,8 +113,6 @@ def _sequential(average: pd.DataFrame, tasks: int, budget: int, settings: Settin
     per task would judge it if the true difference and disagreement were the pilot's: the expected
     share of the budget it uses and its most frequent verdict."""
     rows = []
-    if "delta" not in average:  # no pair of runs at all
-        average = average.assign(delta=pd.Series(dtype=float))
     against = average[(average["family"] == "vs Baseline") & average["delta"].notna() & average["disagreement"].notna()]
     for r in against.itertuples() if budget >= LOOKS and tasks else ():
         out = simulate(r.delta, r.disagreement, tasks, budget, LOOKS, settings.margin, REPLICATES, seed=0)

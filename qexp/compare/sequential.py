@@ -190,7 +190,6 @@ def simulate(delta: float, disagree: float, tasks: int, budget: int, chunks: int
     size = budget // chunks
     counts = rng.multinomial(size, [(share + delta) / 2, (share - delta) / 2, 1 - share], (replicates, tasks, chunks))
     plus, minus = counts[..., 0].cumsum(axis=2), counts[..., 1].cumsum(axis=2)  # by the end of each chunk
-    z = float(ndtri(1 - alpha / 2))
     looks: list[list[Look]] = [[] for _ in range(replicates)]
     decided = np.full(replicates, "", dtype=object)
     documents = np.full(replicates, tasks * size * chunks)
@@ -199,9 +198,8 @@ def simulate(delta: float, disagree: float, tasks: int, budget: int, chunks: int
     for k in range(chunks):
         n = np.full((len(active), tasks), size * (k + 1))
         tests = weighted_mean_differences(n, plus[active, :, k] - minus[active, :, k], plus[active, :, k] + minus[active, :, k])
-        se = (tests["ci_high"] - tests["delta"]) / z
         still = []
-        for row, (d, s) in zip(active.tolist(), zip(tests["delta"].tolist(), se.tolist())):
+        for row, (d, s) in zip(active.tolist(), zip(tests["delta"].tolist(), tests["se"].tolist())):
             looks[row].append(Look((k + 1) / chunks, d, s))
             verdict = decide(looks[row], margin, alpha)
             if verdict.decided or k == chunks - 1:

@@ -136,10 +136,11 @@ def weighted_mean_difference(n, sum_d, sum_sq, confidence: float = 0.95) -> Mean
 
 
 def weighted_mean_differences(n, sum_d, sum_sq, confidence: float = 0.95) -> dict[str, np.ndarray]:
-    """`weighted_mean_difference` for many pairs at once: one row per pair, one column per task."""
+    """`weighted_mean_difference` for many pairs at once: one row per pair, one column per task (and
+    `se`, the standard error the interval and the p-value are built from)."""
     n, sum_d, sum_sq = (np.asarray(x, dtype=float) for x in (n, sum_d, sum_sq))
     pairs, k = n.shape
-    out = {key: np.full(pairs, np.nan) for key in ("delta", "ci_low", "ci_high", "p_value")}
+    out = {key: np.full(pairs, np.nan) for key in ("delta", "se", "ci_low", "ci_high", "p_value")}
     out["n"] = np.nansum(n, axis=1) if k else np.zeros(pairs)
     if k == 0:
         return out
@@ -157,6 +158,7 @@ def weighted_mean_differences(n, sum_d, sum_sq, confidence: float = 0.95) -> dic
         p = np.where(se > 1e-9, 2 * ndtr(-np.abs(delta) / np.where(se > 1e-9, se, 1.0)),
                      np.where(np.abs(delta) < 1e-12, 1.0, 0.0))
     out["delta"] = np.where(ok, delta, np.nan)
+    out["se"] = np.where(ok, se, np.nan)
     out["ci_low"] = np.where(ok, delta - z * se, np.nan)
     out["ci_high"] = np.where(ok, delta + z * se, np.nan)
     out["p_value"] = np.where(ok, p, np.nan)
