@@ -11,7 +11,7 @@ from .records import run_tags
 from .spec import RunSpec, baseline_config, prepare
 from .tracking import Run, RunRecord, Store
 
-__all__ = ["claim", "claim_wins", "reap"]
+__all__ = ["spec_for", "claim", "claim_wins", "reap"]
 
 log = logging.getLogger("qexp")
 
@@ -21,23 +21,30 @@ CLAIM_SETTLE_SECONDS = 2.0
 WAIT_POLL_SECONDS = 2.0
 
 
-def claim(spec: RunSpec, store: Store, sweep_id: str) -> tuple[RunSpec, Run] | None:
-    """The baseline `spec` is compared with, to evaluate now: its prepared spec and the run this job
-    claimed for it; None once a finished baseline exists (found, or finished by another job meanwhile).
+def spec_for(spec: RunSpec) -> RunSpec:
+    """The prepared baseline `spec` is compared with: the same model and evaluation, unquantized."""
+    base_cfg = baseline_config(spec.cfg)
+    base_cfg.paths.output_dir = str(spec.output_dir / "baseline")
+    return prepare(base_cfg)
+
+
+def claim(spec: RunSpec, store: Store, sweep_id: str, base: RunSpec, wait: bool = True) -> Run | None:
+    """The run this job claimed for evaluating `base`, the baseline `spec` is compared with, now; None
+    once a finished baseline exists (found, or finished by another job meanwhile), or (`wait=False`)
+    while another job evaluates it.
 
     Each job that finds no baseline claims it by starting the baseline run; after a settling pause
     one claim wins (`claim_wins`), the others delete theirs and wait for it.
     A winner that dies stops its heartbeat, is reaped, and the wait starts over.
     """
-    base_cfg = baseline_config(spec.cfg)
-    base_cfg.paths.output_dir = str(spec.output_dir / "baseline")
-    base = prepare(base_cfg)
     waiting = False
     while True:
         reap(base, store)
         if store.done_runs(base.config_hash):
             return None
         if store.running_runs(base.config_hash):
+            if not wait:
+                return None
             if not waiting:
                 log.info("%s: waiting for the baseline another job is evaluating", spec.run_name)
                 waiting = True
@@ -60,7 +67,7 @@ def claim(spec: RunSpec, store: Store, sweep_id: str) -> tuple[RunSpec, Run] | N
             continue
         log.info("No finished baseline for %s with these evaluation settings: evaluating it first",
                  spec.cfg.model.name)
-        return base, mine
+        return mine
 
 
 def claim_wins(claim_id: str, visible_ms: float, claims: list[RunRecord], settle_ms: float) -> bool:

@@ -89,6 +89,8 @@ def check_values(cfg: DictConfig, cache_dir: Path) -> None:
     _at_least(cfg, "eval.num_fewshot", 0, "Set eval.num_fewshot to 0 or a positive integer.")
     _at_least(cfg, "eval.limit", 1, "Set eval.limit to a positive number of documents per task, or "
               "eval.limit=null for all of them.")
+    _one_of(cfg, "eval.order", ("dataset", "shuffled"))
+    _sequential(cfg)
     batch = cfg.eval.batch_size
     if batch not in ("auto", None) and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise config_error("eval.batch_size", batch, "Expected a positive integer, auto or null",
@@ -115,6 +117,28 @@ def check_values(cfg: DictConfig, cache_dir: Path) -> None:
     check_uri(cfg.tracking.uri)
     if not cfg.paths.output_dir:
         raise config_error("paths.output_dir", None, "No output folder", "Set paths.output_dir=<dir>.")
+
+
+def _sequential(cfg: DictConfig) -> None:
+    """eval.sequential: looks need a budget to split and a random sample to split it in."""
+    looks = cfg.eval.sequential.looks
+    _at_least(cfg, "eval.sequential.looks", 0, "Set eval.sequential.looks to 0 (fixed size) or a number of "
+              "chunks, e.g. 10.")
+    if not looks:
+        return
+    if cfg.eval.limit is None:
+        raise config_error("eval.limit", None, "A sequential evaluation needs a budget of documents per task",
+                           "Set eval.limit to the most documents a run may use, e.g. eval.limit=500.")
+    if looks > cfg.eval.limit:
+        raise config_error("eval.sequential.looks", looks, f"More looks than documents per task "
+                           f"(eval.limit={cfg.eval.limit})", "Set eval.sequential.looks to at most eval.limit, e.g. 10.")
+    if cfg.eval.order != "shuffled":
+        raise config_error("eval.order", cfg.eval.order, "A sequential evaluation needs a random sample: the first "
+                           "documents of a task follow the dataset's order", "Add eval.order=shuffled.")
+    margin = cfg.eval.sequential.margin
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin > 0:
+        raise config_error("eval.sequential.margin", margin, "Expected a positive number of points",
+                           "Set eval.sequential.margin to the largest difference that does not matter, e.g. 1.0.")
 
 
 def device(value: str, pinned: str | None) -> str:

@@ -47,6 +47,9 @@ class TAGS:
     SPEED_KERNEL = "qexp.speed_kernel"  # the linear kernel vLLM chose, e.g. CPUWNA16LinearKernel; dense
     SPEED_PATH = "qexp.speed_path"  # the numeric path in words: W4A16, or W4A8 when activations went to int8
     SPEED_ENV_BUILD = "qexp.speed_env_build_seconds"  # on the run that built vLLM's environment
+    # A sequential evaluation (eval.sequential.looks > 0): why the run stopped evaluating.
+    SEQUENTIAL = "qexp.sequential"  # worse | better | equivalent (decided vs the baseline) | undecided | baseline
+    SEQUENTIAL_REASON = "qexp.sequential_reason"  # in words, e.g. "decided worse at look 3 of 10"
     DESCRIPTION = "mlflow.note.content"  # the run's description in the UI
     PARENT = "mlflow.parentRunId"
     USER = "mlflow.user"  # the run's User column: the store's user, else this machine's
@@ -66,6 +69,7 @@ class ARTIFACTS:
     ERROR = "error.txt"
     LOGS = "logs"  # the job's log, libraries.log and speed.log
     RECIPE = "recipe.yaml"  # llmcompressor's recipe, for a quantized run
+    SEQUENTIAL = "sequential.json"  # a sequential run's looks, verdict and documents per task
     REPORT = "report"  # on a sweep's parent run: report.md, report.json, members.json, plots/, error.txt
 
     @staticmethod
@@ -85,6 +89,14 @@ class METRICS:
     CHECKPOINT_MB = "perf/checkpoint_mb"  # the weight files' size
     BASELINE_MB = "perf/baseline_mb"  # the unquantized model's weight files
     COMPRESSION_RATIO = "perf/compression_ratio"  # baseline_mb / checkpoint_mb
+    SEQUENTIAL_DOCS = "sequential/docs"  # documents evaluated, all accuracy tasks together
+    SEQUENTIAL_BUDGET = "sequential/budget_docs"  # what the fixed design (eval.limit per task) evaluates
+    SEQUENTIAL_SAVED = "sequential/saved_docs"  # budget_docs - docs
+    SEQUENTIAL_LOOKS = "sequential/looks"  # looks taken (chunks evaluated)
+    SEQUENTIAL_DELTA = "sequential/delta"  # the average difference from the baseline at the stop, points
+    SEQUENTIAL_LOW = "sequential/ci_low"  # its repeated 95% interval, valid at the stopping time
+    SEQUENTIAL_HIGH = "sequential/ci_high"
+    SEQUENTIAL_P = "sequential/p_value"  # the repeated p-value (Holm applies across a study's runs)
     SPEED_LOAD_SECONDS = "speed/load_seconds"
     SPEED_PEAK_MEMORY_MB = "speed/peak_memory_mb"  # all of vLLM's processes: PSS on a CPU, GPU memory on a GPU
 
@@ -93,6 +105,11 @@ class METRICS:
         """`("arc_easy", "acc")` -> `arc_easy/acc`; a filter other than `none` is appended."""
         name = f"{task}/{metric}" if filter_ == "none" else f"{task}/{metric}/{filter_}"
         return _METRIC_UNSAFE.sub("_", name)
+
+    @staticmethod
+    def sequential_docs(task: str) -> str:
+        """A sequential run's documents of one leaf task: `sequential/docs/arc_easy`."""
+        return f"{METRICS.SEQUENTIAL_DOCS}/{task}"
 
     @staticmethod
     def phase(phase: str, figure: str) -> str:

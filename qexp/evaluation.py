@@ -23,7 +23,8 @@ from .errors import DataError, config_error
 from .files import atomic_folder, default_cache_dir, digest, write_atomic
 from .task_plan import TaskPlan
 
-__all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "default_task_manager", "QEXP_TASKS"]
+__all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "load_model", "task_sizes", "default_task_manager",
+           "QEXP_TASKS"]
 
 # Tasks qexp defines itself (lm-eval runs them; qexp writes their YAML and data).
 QEXP_TASKS = (heldout.TASK,)
@@ -226,6 +227,20 @@ def _json_safe(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=handle_non_serializable))
 
 
+def load_model(model_path: str | Path, *, dtype: str, device: str, batch_size: int | str):
+    """lm-eval's `hf` model on a saved checkpoint, to evaluate several times (chunk by chunk)."""
+    from lm_eval.api.registry import get_model
+
+    return get_model("hf").create_from_arg_obj({"pretrained": str(model_path), "dtype": dtype},
+                                               {"batch_size": batch_size, "device": device})
+
+
+def task_sizes(plan: TaskPlan, cache_dir: Path) -> dict[str, int]:
+    """Each leaf task's number of evaluation documents (lm-eval loads the tasks' data to count them)."""
+    loaded = _tasks_for(plan, cache_dir).load(list(plan.tasks))
+    return {name: len(task.eval_docs) for name, task in loaded["tasks"].items()}
+
+
 def evaluate(
     model_path: str | Path,
     plan: TaskPlan,
@@ -238,6 +253,9 @@ def evaluate(
     seed: int,
     cache_dir: Path,
     responses: Path | None = None,
+    documents: dict[str, list[int]] | None = None,
+    tasks: list[str] | None = None,
+    model=None,
 ) -> EvalResult:
     """Run lm-eval's `simple_evaluate` on a saved checkpoint and keep per-document samples.
 
@@ -246,6 +264,9 @@ def evaluate(
     from the requests already answered. Only responses are kept there, never scores: a result
     exists only once every request of the evaluation has an answer. The file must be this
     model's alone (lm-eval keys it by the request text).
+
+    `documents`: leaf task -> the indices of the documents to evaluate, instead of the first `limit`
+    (lm-eval's `samples`); `tasks`: a subset of the plan's tasks; `model`: a `load_model` to reuse.
     """
     import lm_eval
 
@@ -253,11 +274,12 @@ def evaluate(
     try:
         with _no_git_describe():
             out = lm_eval.simple_evaluate(
-                model="hf",
-                model_args={"pretrained": str(model_path), "dtype": dtype},
-                tasks=list(plan.tasks),
+                model=model or "hf",
+                model_args=None if model else {"pretrained": str(model_path), "dtype": dtype},
+                tasks=list(tasks or plan.tasks),
                 num_fewshot=num_fewshot,
-                limit=limit,
+                limit=None if documents is not None else limit,
+                samples=documents,
                 batch_size=batch_size,
                 device=device,
                 log_samples=True,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from . import baseline, progress, quantization, records
+from . import baseline, progress, quantization, records, stopping
 from .console import library_output
 from .contract import ARTIFACTS, METRICS, TAGS
 from .errors import QexpError
@@ -58,13 +58,16 @@ def run(cfg: DictConfig, sweep_id: str | None = None, log_file: Path | None = No
         raise
     store.wait_out_outages(spec.cfg.tracking.outage_seconds)  # from here on, the store may restart
     sweep_id = sweep_id or uuid.uuid4().hex[:12]
+    base = None
     if not spec.is_baseline:
-        claimed = baseline.claim(spec, store, sweep_id)
+        # A sequential run needs the baseline chunk by chunk, not whole: it evaluates what it needs itself
+        # rather than wait for another job's baseline run (qexp.stopping).
+        base = baseline.spec_for(spec)
+        claimed = baseline.claim(spec, store, sweep_id, base, wait=not spec.sequential)
         if claimed:
-            base, claim = claimed
-            execute(base, store, sweep_id, log_file, run=claim)
+            execute(base, store, sweep_id, log_file, run=claimed)
     baseline.reap(spec, store)
-    return _previous(spec, store) or execute(spec, store, sweep_id, log_file)
+    return _previous(spec, store) or execute(spec, store, sweep_id, log_file, base=base)
 
 
 def _previous(spec: RunSpec, store: Store) -> RunResult | None:
@@ -86,9 +89,10 @@ def _previous(spec: RunSpec, store: Store) -> RunResult | None:
 
 
 # ----------------------------------------------------------------------------- one run
-def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = None, run: Run | None = None
-            ) -> RunResult:
-    """Run one validated spec as one MLflow run (`run`, or a new one), which ends FINISHED, FAILED or KILLED."""
+def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = None, run: Run | None = None,
+            base: RunSpec | None = None) -> RunResult:
+    """Run one validated spec as one MLflow run (`run`, or a new one), which ends FINISHED, FAILED or KILLED.
+    `base`: the baseline it is compared with (a sequential evaluation stops once that is decided)."""
     status, killed_reason = "FAILED", None
     libraries_log = spec.output_dir / "libraries.log"
     memory = PhaseMemory.for_device(spec.device)
@@ -102,11 +106,13 @@ def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = 
             checkpoint, perf, reused = _checkpoint(spec, run, memory)
             raise_if_interrupted()  # a signal a library swallowed while it quantized
             kept = _kept_evaluation(spec, checkpoint)
-            evaluation, perf[METRICS.EVAL_SECONDS] = _evaluate(spec, checkpoint, memory, kept)
+            evaluation, perf[METRICS.EVAL_SECONDS], decision = _evaluate(spec, checkpoint, memory, kept, base)
             raise_if_interrupted()
             speed = _measure_speed(spec, checkpoint)
             raise_if_interrupted()
             metrics = records.log_evaluation(run, evaluation)
+            if decision is not None:
+                metrics.update(records.log_sequential(run, decision))
             metrics.update({**perf, **memory.metrics(), **size_metrics(checkpoint, spec.model_path, spec.is_baseline),
                             **(speed.metrics if speed else {})})
             run.log_metrics(metrics)
@@ -169,29 +175,44 @@ def _responses(spec: RunSpec, checkpoint: Path) -> Path:
     return spec.cache_dir / "lm_eval_responses" / responses_key(spec.identity, _weight_files(checkpoint))
 
 
-def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path) -> tuple[EvalResult, float]:
+def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path, base: RunSpec | None
+              ) -> tuple[EvalResult, float, stopping.Decision | None]:
     """lm-eval on the checkpoint (the `eval` phase), or the evaluation an earlier attempt finished and
-    kept; returns it and its seconds."""
+    kept; returns it, its seconds and, for a sequential evaluation, how it ended."""
     cfg = spec.cfg
     if kept.is_file():
         saved = json.loads(kept.read_text())
         log.info("%s: using the evaluation an earlier attempt finished (%.0f s) but could not log, from %s",
                  spec.run_name, saved["seconds"], kept)
         memory.phases["eval"] = saved["memory"]
-        return EvalResult(saved["results"], saved["samples"]), saved["seconds"]
-    log.info("%s: evaluating %s on %s (%s data, limit %s)", spec.run_name, checkpoint,
-             list(cfg.eval.tasks), spec.plan.eval_data, cfg.eval.limit)
+        decision = saved.get("decision") and stopping.Decision.from_record(saved["decision"])
+        return EvalResult(saved["results"], saved["samples"]), saved["seconds"], decision
+    log.info("%s: evaluating %s on %s (%s data, %s)", spec.run_name, checkpoint, list(cfg.eval.tasks),
+             spec.plan.eval_data, f"limit {cfg.eval.limit}" if cfg.eval.order == "dataset" else
+             f"{cfg.eval.limit} shuffled documents per task" + (f" in {cfg.eval.sequential.looks} looks"
+                                                               if spec.sequential else ""))
     started = time.perf_counter()
-    with memory.phase("eval"), progress.phase(spec.run_name, "evaluating", "requests", not cfg.verbose):
-        evaluation = evaluate(
-            checkpoint, spec.plan, dtype=cfg.eval.dtype, device=spec.device,
-            num_fewshot=cfg.eval.num_fewshot, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,  # set per device
-            seed=cfg.seed, cache_dir=spec.cache_dir, responses=_responses(spec, checkpoint),
-        )
+    decision = None
+    with memory.phase("eval"):
+        if cfg.eval.order == "shuffled":
+            evaluation, decision = stopping.evaluate_shuffled(
+                spec, _model(spec, checkpoint), _model(base, Path(base.model_path)) if base else None)
+        else:
+            with progress.phase(spec.run_name, "evaluating", "requests", not cfg.verbose):
+                evaluation = evaluate(
+                    checkpoint, spec.plan, dtype=cfg.eval.dtype, device=spec.device, num_fewshot=cfg.eval.num_fewshot,
+                    limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,  # set per device
+                    seed=cfg.seed, cache_dir=spec.cache_dir, responses=_responses(spec, checkpoint))
     seconds = time.perf_counter() - started
-    write_atomic(kept, json.dumps({"results": evaluation.results, "samples": evaluation.samples,
-                                   "seconds": seconds, "memory": memory.phases["eval"]}))
-    return evaluation, seconds
+    write_atomic(kept, json.dumps({"results": evaluation.results, "samples": evaluation.samples, "seconds": seconds,
+                                   "memory": memory.phases["eval"], "decision": decision and decision.record()}))
+    return evaluation, seconds, decision
+
+
+def _model(spec: RunSpec, checkpoint: Path) -> stopping.Model:
+    """A checkpoint with its answers cache and the folder of its chunks for these evaluation settings."""
+    responses = _responses(spec, checkpoint)
+    return stopping.Model(checkpoint, responses, spec.cache_dir / "sequential" / responses.name / spec.eval_hash)
 
 
 def _speed_log(spec: RunSpec) -> Path:

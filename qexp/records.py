@@ -11,15 +11,17 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .contract import ARTIFACTS, TAGS, results_metrics
+from .contract import ARTIFACTS, METRICS, TAGS, results_metrics
 from .evaluation import EvalResult
 from .files import digest, read_jsonl
 from .identity import method_name
 from .spec import RunSpec
 from .speed import SpeedOutcome
+from .stopping import Decision
 from .tracking import Run, Store, redact, source_tags
 
-__all__ = ["run_tags", "description", "log_inputs", "log_evaluation", "speed_tags", "log_checkpoint"]
+__all__ = ["run_tags", "description", "log_inputs", "log_evaluation", "speed_tags", "log_sequential",
+           "log_checkpoint"]
 
 log = logging.getLogger("qexp")
 
@@ -107,6 +109,22 @@ def log_evaluation(run: Run, evaluation: EvalResult) -> dict[str, float]:
     run.log_json(evaluation.results, ARTIFACTS.RESULTS)
     run.log_records({f"{task}.jsonl": records for task, records in evaluation.samples.items()}, ARTIFACTS.SAMPLES)
     return results_metrics(evaluation.results)
+
+
+def log_sequential(run: Run, decision: Decision) -> dict[str, float]:
+    """How a sequential evaluation ended: tags, its looks as an artifact; returns the metrics."""
+    run.set_tag(TAGS.SEQUENTIAL, decision.verdict or "baseline")
+    run.set_tag(TAGS.SEQUENTIAL_REASON, decision.reason)
+    run.log_json(decision.record(), ARTIFACTS.SEQUENTIAL)
+    used, whole = sum(decision.documents.values()), sum(decision.budget.values())
+    metrics = {METRICS.SEQUENTIAL_DOCS: used, METRICS.SEQUENTIAL_BUDGET: whole,
+               METRICS.SEQUENTIAL_SAVED: whole - used, METRICS.SEQUENTIAL_LOOKS: len(decision.looks),
+               **{METRICS.sequential_docs(task): n for task, n in decision.documents.items()}}
+    if decision.looks:
+        metrics.update({METRICS.SEQUENTIAL_DELTA: 100 * decision.looks[-1].delta,
+                        METRICS.SEQUENTIAL_LOW: decision.interval[0], METRICS.SEQUENTIAL_HIGH: decision.interval[1],
+                        METRICS.SEQUENTIAL_P: decision.p_value})
+    return metrics
 
 
 def log_checkpoint(spec: RunSpec, run: Run, checkpoint: Path) -> None:

@@ -119,6 +119,12 @@ class CalibConfig:
 
 
 @dataclass
+class SequentialConfig:
+    looks: int = MISSING  # 0: fixed size; K > 0: each task's documents in K chunks, stop when decided
+    margin: float = MISSING  # points: "equivalent" means the average difference is within ±margin
+
+
+@dataclass
 class EvalConfig:
     tasks: list[str] = MISSING  # lm-eval task or group names; sharegpt_heldout is qexp's own perplexity task
     num_fewshot: int = MISSING  # examples in each prompt (0: zero-shot, as the original study)
@@ -128,6 +134,8 @@ class EvalConfig:
     heldout_docs: int = MISSING
     heldout_max_chars: int = MISSING
     dtype: str = MISSING  # auto | float32 | bfloat16 | float16: what the evaluated model computes in
+    order: str = MISSING  # dataset (the first eval.limit documents) | shuffled (a seeded random sample)
+    sequential: SequentialConfig = field(default_factory=SequentialConfig)
 
 
 @dataclass

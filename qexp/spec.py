@@ -71,6 +71,11 @@ class RunSpec:
         return identity.config_hash(self.identity)
 
     @property
+    def sequential(self) -> bool:
+        """Evaluated in chunks, stopping once decided against the baseline (eval.sequential.looks > 0)."""
+        return bool(self.cfg.eval.sequential.looks)
+
+    @property
     def eval_hash(self) -> str:
         return digest(identity.eval_identity(self.identity))
 
@@ -95,6 +100,11 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
         "own_data": {task: path.name for task, path in sorted(plan.own.items())},
         "dtype": cfg.eval.dtype,  # resolved by _resolve_per_device
     }
+    # Named only when not the defaults, so a fixed-size study's identity (and its resume) is as it was.
+    if cfg.eval.order != "dataset":
+        evaluation["order"] = cfg.eval.order
+    if cfg.eval.sequential.looks:
+        evaluation["sequential"] = {"looks": cfg.eval.sequential.looks, "margin": float(cfg.eval.sequential.margin)}
     model = models.model_fingerprint(str(cfg.model.path), model_path)
     measured = speed.identity if speed is not None else None
     if cfg.quant.name == identity.BASELINE:  # nothing is quantized, so model.dtype changes nothing

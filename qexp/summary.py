@@ -33,7 +33,12 @@ def log_summary(spec: RunSpec, metrics: dict[str, float], store: Store, reused: 
         if not spec.is_baseline:
             base = _baseline_metrics(spec, store)
             base_average = _average(spec, base) if base else None
-            if base_average is not None:
+            if METRICS.SEQUENTIAL_DELTA in metrics:  # paired, on the documents the run used
+                part += (f" ({metrics[METRICS.SEQUENTIAL_DELTA]:+.1f} points vs baseline on the same documents, "
+                         f"repeated 95% interval [{metrics[METRICS.SEQUENTIAL_LOW]:+.1f}, "
+                         f"{metrics[METRICS.SEQUENTIAL_HIGH]:+.1f}], after {metrics[METRICS.SEQUENTIAL_DOCS]:,.0f} of "
+                         f"{metrics[METRICS.SEQUENTIAL_BUDGET]:,.0f} documents)")
+            elif base_average is not None:
                 part += f" ({100 * (average - base_average):+.1f} points vs baseline)"
         parts.append(part)
     bits = METRICS.task(heldout.TASK, "bits_per_byte")

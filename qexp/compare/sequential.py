@@ -152,13 +152,16 @@ def repeated_p(looks: list[Look]) -> float:
 
 def decide(looks: list[Look], margin: float, alpha: float = ALPHA) -> Verdict:
     """The verdict after `looks` (at least one, at increasing fractions; the last at 1 is the
-    budget). Better/worse take precedence over equivalence: a difference shown is reported as such."""
+    budget). Better/worse take precedence over equivalence: a difference shown is reported as such.
+    Nothing is decided while the runs have not disagreed on a document (a standard error of 0)."""
     last = looks[-1]
     fractions = tuple(look.fraction for look in looks)
     c, c_eq = boundaries(fractions, alpha)[-1], boundaries(fractions, min(2 * alpha, 0.9999))[-1]
     ci = (last.delta - c * last.se, last.delta + c * last.se)
     eq = (last.delta - c_eq * last.se, last.delta + c_eq * last.se)
-    if ci[0] > 0 or ci[1] < 0:
+    if not last.se > 0:  # no disagreement seen yet: a zero-width interval is no evidence either way
+        decided = ""
+    elif ci[0] > 0 or ci[1] < 0:
         decided = "better" if last.delta > 0 else "worse"
     elif -margin < eq[0] and eq[1] < margin:
         decided = "equivalent"

@@ -1,0 +1,259 @@
+"""Sequential evaluation (eval.sequential.looks = K > 0): each run in chunks, each quantized run stopping
+as soon as its comparison with the baseline is decided.
+
+- **Which documents.** Each leaf task's documents are drawn in a random order seeded by `seed` and the
+  task's name (`eval.order=shuffled`), the same for every run of a study, so runs pair on the same
+  documents. The first `eval.limit` of that order are the budget; the budget is cut into K chunks.
+- **A look per chunk.** After its chunk k, a quantized run's outcomes on chunks 1..k and the baseline's
+  on the same chunks give the report's paired average difference (`compare.stats.weighted_mean_differences`,
+  each requested task weighing the same) and `compare.sequential.decide` its verdict: worse, better,
+  equivalent within ±`eval.sequential.margin`, or the next chunk. The baseline evaluates the whole budget.
+- **Shared chunks, no waiting on runs.** Each model's chunk outcomes are files under
+  `<cache_dir>/sequential/<the model's answers key>/<eval_hash>/`. A run that needs a chunk of the
+  baseline that is not there yet evaluates it itself, under the baseline's lock: a job waits for another
+  at most while that one finishes a chunk, never for a whole run.
+- **Resume.** A chunk's file is written once it is complete, and every answer is committed to the answers
+  cache as it is computed: a killed run resumes at its last chunk, and documents a finished fixed-size
+  evaluation of the same model already answered cost nothing.
+- **The result.** Once stopped, lm-eval runs once more on every document used (all answers from the
+  cache), so the run logs lm-eval's own results and per-document samples, as a fixed-size run does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .compare.sequential import Look, Verdict, decide, repeated_p
+from .compare.stats import weighted_mean_differences
+from .evaluation import QEXP_TASKS, EvalResult, task_info
+from .files import write_atomic
+from .task_plan import TaskPlan
+
+__all__ = ["order", "budget", "chunks", "Outcomes", "ChunkSource", "Decision", "look", "run_looks", "Model",
+           "evaluate_shuffled"]
+
+log = logging.getLogger("qexp")
+
+METRIC = "acc"  # the report's metric for every accuracy task; a task without it is not decided on
+
+
+def order(n: int, task: str, seed: int) -> list[int]:
+    """A task's `n` documents in the study's random order: the same for every run (seed and task name)."""
+    stream = int.from_bytes(hashlib.sha256(task.encode()).digest()[:8], "little")
+    return np.random.default_rng([seed, stream]).permutation(n).tolist()
+
+
+def budget(sizes: dict[str, int], limit: int | None, seed: int) -> dict[str, list[int]]:
+    """Each task's documents in the random order, the first `limit` of them (eval.order=shuffled)."""
+    return {task: order(n, task, seed)[:n if limit is None else min(limit, n)] for task, n in sizes.items()}
+
+
+def chunks(sizes: dict[str, int], limit: int, looks: int, seed: int) -> list[dict[str, list[int]]]:
+    """Per look, each task's documents: its budget cut into `looks` nearly equal parts, sorted (lm-eval
+    labels the documents of `samples` correctly only in index order). A task with fewer documents
+    than looks has them in the first parts, so every look after the first has all tasks."""
+    out: list[dict[str, list[int]]] = [{} for _ in range(looks)]
+    for task, chosen in budget(sizes, limit, seed).items():
+        for k, part in enumerate(np.array_split(np.array(chosen, dtype=np.int64), looks)):
+            if len(part):
+                out[k][task] = sorted(int(i) for i in part)
+    return out
+
+
+Outcomes = dict[str, dict[str, float]]  # leaf task -> document index (as a string) -> the metric (0 or 1)
+
+
+def outcomes(result: EvalResult) -> Outcomes:
+    """The per-document metric of every task that has it, from lm-eval's samples."""
+    return {task: {str(r["doc_id"]): float(r[METRIC]) for r in records if METRIC in r}
+            for task, records in result.samples.items() if any(METRIC in r for r in records)}
+
+
+@dataclass
+class ChunkSource:
+    """One model's chunk outcomes: read from `folder`, else evaluated by `evaluate(documents)` under
+    the folder's lock (another process evaluating this model's chunk finishes it first), then written."""
+
+    folder: Path
+    evaluate: Callable[[dict[str, list[int]]], EvalResult]
+
+    def path(self, k: int) -> Path:
+        return self.folder / f"chunk-{k:03d}.json"
+
+    def read(self, k: int) -> Outcomes | None:
+        path = self.path(k)
+        return json.loads(path.read_text())["outcomes"] if path.is_file() else None
+
+    def get(self, k: int, documents: dict[str, list[int]]) -> Outcomes:
+        found = self.read(k)
+        if found is not None:
+            return found
+        with self.lock():
+            found = self.read(k)  # evaluated by the process that held the lock
+            if found is None:
+                found = outcomes(self.evaluate(documents))
+                write_atomic(self.path(k), json.dumps({"documents": documents, "outcomes": found}))
+        return found
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """The model's answers cache takes one writer at a time: evaluating any of its chunks holds this."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def task_groups(plan: TaskPlan, cache_dir: Path) -> dict[str, list[str]]:
+    """Each requested lm-eval task (a group pools its leaves, as the report's tables do) -> its leaves."""
+    return {task: list(task_info([task], cache_dir)) for task in plan.tasks if task not in QEXP_TASKS}
+
+
+def look(mine: list[Outcomes], base: list[Outcomes], groups: dict[str, list[str]], fraction: float) -> Look:
+    """The paired average difference (as a fraction) over the chunks both have, tasks weighing the same."""
+    sums = np.zeros((3, len(groups)))
+    for j, leaves in enumerate(groups.values()):
+        for a_chunk, b_chunk in zip(mine, base):
+            for leaf in leaves:
+                a, b = a_chunk.get(leaf, {}), b_chunk.get(leaf, {})
+                d = np.array([a[doc] - b[doc] for doc in a.keys() & b.keys()])
+                sums[:, j] += (len(d), d.sum(), (d**2).sum())
+    decided = [j for j in range(len(groups)) if sums[0, j] > 0]  # tasks without the metric have no say
+    tests = weighted_mean_differences(*(s[None, decided] for s in sums))
+    return Look(fraction, float(tests["delta"][0]), float(tests["se"][0]))
+
+
+@dataclass
+class Decision:
+    """How a sequential run ended: the verdict against the baseline, the looks it took, its documents."""
+
+    verdict: str  # worse | better | equivalent | undecided (at the budget) | "" for the baseline
+    looks: list[Look] = field(default_factory=list)
+    planned: int = 0  # looks in the design
+    documents: dict[str, int] = field(default_factory=dict)  # leaf task -> documents used
+    budget: dict[str, int] = field(default_factory=dict)  # leaf task -> documents of the whole budget
+    interval: tuple[float, float] = (float("nan"), float("nan"))  # repeated 1 - alpha interval, points
+    p_value: float = float("nan")  # the repeated p-value (valid at the stop; Holm applies across runs)
+    margin: float = 0.0  # points
+
+    @property
+    def reason(self) -> str:
+        if not self.verdict:
+            return "the baseline: the whole budget"
+        if self.verdict == "undecided":
+            return f"budget reached after {len(self.looks)} looks, not decided"
+        return f"decided {self.verdict} at look {len(self.looks)} of {self.planned}"
+
+    def record(self) -> dict:
+        return {**asdict(self), "looks": [asdict(x) for x in self.looks], "reason": self.reason}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Decision":
+        fields = {k: v for k, v in record.items() if k not in ("reason", "looks", "interval")}
+        return cls(looks=[Look(**x) for x in record["looks"]], interval=tuple(record["interval"]), **fields)
+
+
+def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSource | None,
+              groups: dict[str, list[str]], margin: float, announce: Callable[[int, Verdict | None], object]
+              ) -> tuple[Decision, int]:
+    """Evaluate `own`'s chunks in turn; with a `base`line, stop at the first look that decides.
+    `announce(k, verdict_so_far)` runs before each chunk (progress). Returns the decision and how many
+    chunks were used."""
+    mine: list[Outcomes] = []
+    theirs: list[Outcomes] = []
+    looks: list[Look] = []
+    verdict: Verdict | None = None
+    for k, documents in enumerate(parts):
+        announce(k, verdict)
+        mine.append(own.get(k, documents))
+        if base is None:
+            continue
+        theirs.append(base.get(k, documents))
+        looks.append(look(mine, theirs, groups, (k + 1) / len(parts)))
+        verdict = decide(looks, margin / 100)
+        log.info("look %d/%d: %+.2f pts, repeated interval [%+.2f, %+.2f]%s", k + 1, len(parts),
+                 100 * looks[-1].delta, 100 * verdict.ci_low, 100 * verdict.ci_high,
+                 f": {verdict.decided}" if verdict.decided else "")
+        if verdict.decided:
+            break
+    used = len(mine)
+    documents = {task: sum(len(p.get(task, [])) for p in parts[:used]) for task in {t for p in parts for t in p}}
+    whole = {task: sum(len(p.get(task, [])) for p in parts) for task in documents}
+    if base is None:
+        return Decision("", [], len(parts), documents, whole), used
+    return Decision(verdict.decided or "undecided", looks, len(parts), documents, whole,
+                    (100 * verdict.ci_low, 100 * verdict.ci_high), repeated_p(looks), margin), used
+
+
+# ----------------------------------------------------------------------------- a run's evaluation
+@dataclass(frozen=True)
+class Model:
+    """A model to evaluate: its checkpoint, its answers cache (`pipeline._responses`), its chunks' folder."""
+
+    path: Path
+    responses: Path
+    folder: Path
+
+
+def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult, Decision | None]:
+    """`spec`'s evaluation with eval.order=shuffled: the seeded sample of eval.limit documents per task,
+    in eval.sequential.looks chunks (one chunk for a fixed size), then lm-eval once on the documents
+    used. With a `base`line (a quantized run of a sequential study) it stops at the look that decides.
+    Returns the evaluation and, for a sequential one, how it ended."""
+    from . import progress
+    from .evaluation import evaluate, load_model, task_sizes
+
+    cfg = spec.cfg
+    sizes = task_sizes(spec.plan, spec.cache_dir)
+    leaves = {task: n for task, n in sizes.items() if task not in QEXP_TASKS}
+    planned = cfg.eval.sequential.looks
+    parts = chunks(leaves, cfg.eval.limit, max(planned, 1), cfg.seed)
+    settings = dict(dtype=cfg.eval.dtype, device=spec.device, num_fewshot=cfg.eval.num_fewshot, limit=None,
+                    batch_size=cfg.eval.batch_size, seed=cfg.seed, cache_dir=spec.cache_dir)
+    loaded: dict[Path, object] = {}
+    label = ["evaluating"]
+
+    def run(model: Model, documents: dict[str, list[int]] | None, what: str) -> EvalResult:
+        if model.path not in loaded:
+            loaded[model.path] = load_model(model.path, dtype=settings["dtype"], device=settings["device"],
+                                            batch_size=settings["batch_size"])
+        with progress.phase(spec.run_name, "evaluating the documents used, together" if what == "final" else what,
+                            "requests", not cfg.verbose):
+            return evaluate(model.path, spec.plan, **settings, responses=model.responses, documents=documents,
+                            tasks=sorted(documents) if documents and what != "final" else None,
+                            model=loaded[model.path])
+
+    def announce(k: int, verdict: Verdict | None) -> None:
+        label[0] = f"evaluating chunk {k + 1}/{len(parts)}"
+        if verdict is not None:
+            label[0] += (f" (vs baseline {100 * (verdict.ci_low + verdict.ci_high) / 2:+.1f} pts, repeated interval "
+                         f"[{100 * verdict.ci_low:+.1f}, {100 * verdict.ci_high:+.1f}]; stops once it excludes 0 "
+                         f"or lies within ±{cfg.eval.sequential.margin:g})")
+
+    own = ChunkSource(mine.folder, lambda documents: run(mine, documents, label[0]))
+    other = None if base is None or not planned else ChunkSource(
+        base.folder, lambda documents: run(base, documents, f"evaluating the baseline's {label[0][11:]}"))
+    decision, used = run_looks(parts, own, other, task_groups(spec.plan, spec.cache_dir),
+                               float(cfg.eval.sequential.margin), announce)
+    documents = {task: sorted(i for part in parts[:used] for i in part.get(task, [])) for task in leaves}
+    documents.update({task: list(range(n if cfg.eval.limit is None else min(cfg.eval.limit, n)))
+                      for task, n in sizes.items() if task in QEXP_TASKS})
+    label[0] = "final"
+    with own.lock():  # every answer is cached by now: lm-eval's own results and samples for what was used
+        result = run(mine, {task: docs for task, docs in documents.items() if docs}, "final")
+    if decision.verdict:
+        log.info("%s: %s; %d of %d documents", spec.run_name, decision.reason, sum(decision.documents.values()),
+                 sum(decision.budget.values()))
+    return result, decision if planned else None
