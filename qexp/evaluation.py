@@ -23,7 +23,7 @@ from .errors import DataError, config_error
 from .files import atomic_folder, default_cache_dir, digest, write_atomic
 from .task_plan import TaskPlan
 
-__all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "load_model", "task_sizes", "default_task_manager",
+__all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "load_model", "load_tasks", "default_task_manager",
            "QEXP_TASKS"]
 
 # Tasks qexp defines itself (lm-eval runs them; qexp writes their YAML and data).
@@ -235,10 +235,10 @@ def load_model(model_path: str | Path, *, dtype: str, device: str, batch_size: i
                                                {"batch_size": batch_size, "device": device})
 
 
-def task_sizes(plan: TaskPlan, cache_dir: Path) -> dict[str, int]:
-    """Each leaf task's number of evaluation documents (lm-eval loads the tasks' data to count them)."""
-    loaded = _tasks_for(plan, cache_dir).load(list(plan.tasks))
-    return {name: len(task.eval_docs) for name, task in loaded["tasks"].items()}
+def load_tasks(plan: TaskPlan, cache_dir: Path) -> dict[str, Any]:
+    """Each leaf task of `plan` as lm-eval's Task, its data loaded: `evaluate(tasks=[...])` takes them, so an
+    evaluation in chunks loads the data once (`len(task.eval_docs)` counts its documents)."""
+    return _tasks_for(plan, cache_dir).load(list(plan.tasks))["tasks"]
 
 
 def evaluate(
@@ -254,8 +254,9 @@ def evaluate(
     cache_dir: Path,
     responses: Path | None = None,
     documents: dict[str, list[int]] | None = None,
-    tasks: list[str] | None = None,
+    tasks: list | None = None,
     model=None,
+    bootstrap_iters: int = 100000,
 ) -> EvalResult:
     """Run lm-eval's `simple_evaluate` on a saved checkpoint and keep per-document samples.
 
@@ -266,7 +267,9 @@ def evaluate(
     model's alone (lm-eval keys it by the request text).
 
     `documents`: leaf task -> the indices of the documents to evaluate, instead of the first `limit`
-    (lm-eval's `samples`); `tasks`: a subset of the plan's tasks; `model`: a `load_model` to reuse.
+    (lm-eval's `samples`); `tasks`: a subset of the plan's tasks (names, or `load_tasks`' Tasks);
+    `model`: a `load_model` to reuse; `bootstrap_iters`: lm-eval's resampling for its standard errors
+    (0: none, when only the per-document samples are wanted).
     """
     import lm_eval
 
@@ -280,6 +283,7 @@ def evaluate(
                 num_fewshot=num_fewshot,
                 limit=None if documents is not None else limit,
                 samples=documents,
+                bootstrap_iters=bootstrap_iters,
                 batch_size=batch_size,
                 device=device,
                 log_samples=True,

@@ -123,7 +123,9 @@ def log_sequential(run: Run, decision: Decision) -> dict[str, float]:
     if decision.looks:
         metrics.update({METRICS.SEQUENTIAL_DELTA: 100 * decision.looks[-1].delta,
                         METRICS.SEQUENTIAL_LOW: decision.interval[0], METRICS.SEQUENTIAL_HIGH: decision.interval[1],
-                        METRICS.SEQUENTIAL_P: decision.p_value})
+                        METRICS.SEQUENTIAL_P: decision.p_value,
+                        METRICS.SEQUENTIAL_EQUIVALENCE_P: decision.equivalence_p,
+                        METRICS.SEQUENTIAL_MARGIN: decision.margin})
     return metrics
 
 

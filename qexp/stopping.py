@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .compare.sequential import Look, Verdict, decide, repeated_p
+from .compare.sequential import Look, Verdict, decide, repeated_equivalence_p, repeated_p
 from .compare.stats import weighted_mean_differences
 from .evaluation import QEXP_TASKS, EvalResult, task_info
 from .files import write_atomic
@@ -146,6 +146,7 @@ class Decision:
     budget: dict[str, int] = field(default_factory=dict)  # leaf task -> documents of the whole budget
     interval: tuple[float, float] = (float("nan"), float("nan"))  # repeated 1 - alpha interval, points
     p_value: float = float("nan")  # the repeated p-value (valid at the stop; Holm applies across runs)
+    equivalence_p: float = float("nan")  # the repeated p-value of equivalence within ±margin
     margin: float = 0.0  # points
 
     @property
@@ -194,7 +195,8 @@ def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSo
     if base is None:
         return Decision("", [], len(parts), documents, whole), used
     return Decision(verdict.decided or "undecided", looks, len(parts), documents, whole,
-                    (100 * verdict.ci_low, 100 * verdict.ci_high), repeated_p(looks), margin), used
+                    (100 * verdict.ci_low, 100 * verdict.ci_high), repeated_p(looks),
+                    repeated_equivalence_p(looks, margin / 100), margin), used
 
 
 # ----------------------------------------------------------------------------- a run's evaluation
@@ -213,10 +215,11 @@ def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult
     used. With a `base`line (a quantized run of a sequential study) it stops at the look that decides.
     Returns the evaluation and, for a sequential one, how it ended."""
     from . import progress
-    from .evaluation import evaluate, load_model, task_sizes
+    from .evaluation import evaluate, load_model, load_tasks
 
     cfg = spec.cfg
-    sizes = task_sizes(spec.plan, spec.cache_dir)
+    objects = load_tasks(spec.plan, spec.cache_dir)
+    sizes = {name: len(task.eval_docs) for name, task in objects.items()}
     leaves = {task: n for task, n in sizes.items() if task not in QEXP_TASKS}
     planned = cfg.eval.sequential.looks
     parts = chunks(leaves, cfg.eval.limit, max(planned, 1), cfg.seed)
@@ -229,11 +232,12 @@ def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult
         if model.path not in loaded:
             loaded[model.path] = load_model(model.path, dtype=settings["dtype"], device=settings["device"],
                                             batch_size=settings["batch_size"])
-        with progress.phase(spec.run_name, "evaluating the documents used, together" if what == "final" else what,
+        final = what == "final"  # lm-eval's own results (standard errors included) of everything used
+        with progress.phase(spec.run_name, "evaluating the documents used, together" if final else what,
                             "requests", not cfg.verbose):
             return evaluate(model.path, spec.plan, **settings, responses=model.responses, documents=documents,
-                            tasks=sorted(documents) if documents and what != "final" else None,
-                            model=loaded[model.path])
+                            tasks=None if final else [objects[task] for task in sorted(documents)],
+                            model=loaded[model.path], **({} if final else {"bootstrap_iters": 0}))
 
     def announce(k: int, verdict: Verdict | None) -> None:
         label[0] = f"evaluating chunk {k + 1}/{len(parts)}"

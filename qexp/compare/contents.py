@@ -34,6 +34,7 @@ class Report:
     repeats: pd.DataFrame  # configurations run over several calibration seeds: mean and spread
     speed: pd.DataFrame = field(default_factory=pd.DataFrame)  # vLLM's figures and ratios to the baseline
     speed_fronts: pd.DataFrame = field(default_factory=pd.DataFrame)  # accuracy against speed and memory
+    sequential: pd.DataFrame = field(default_factory=pd.DataFrame)  # sequentially evaluated runs' verdicts
     warnings: list[str] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)  # what the power and equivalence statements are about
 

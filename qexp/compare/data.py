@@ -217,7 +217,8 @@ def _row(names: dict[str, str], run: RunRecord) -> dict:
         "start_time": pd.to_datetime(run.start_time, unit="ms"), "eval_tasks": run.params.get("eval.tasks"),
         "speed": tags.get(TAGS.SPEED), "speed_note": tags.get(TAGS.SPEED_NOTE), "speed_kernel": tags.get(TAGS.SPEED_KERNEL),
         "speed_path": tags.get(TAGS.SPEED_PATH), "speed_device": tags.get(TAGS.SPEED_DEVICE),
-        "speed_runtime": tags.get(TAGS.SPEED_RUNTIME),
+        "speed_runtime": tags.get(TAGS.SPEED_RUNTIME), "sequential": tags.get(TAGS.SEQUENTIAL),
+        "sequential_reason": tags.get(TAGS.SEQUENTIAL_REASON),
         **run.metrics,
     }
 

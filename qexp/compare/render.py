@@ -79,7 +79,7 @@ def _heading(text: str, fmt: str, level: int = 2) -> str:
 
 def render(report: Report, fmt: str = "text") -> str:
     """The whole report as terminal text (`text`) or a Markdown document (`markdown`)."""
-    sections = [_preamble, _summary, _vs_baseline, _mmlu, _methods_and_calibration, _ranking]
+    sections = [_preamble, _summary, _sequential, _vs_baseline, _mmlu, _methods_and_calibration, _ranking]
     lines = [line for section in sections for line in section(report, fmt)]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -206,6 +206,24 @@ def _speed(report: Report, fmt: str) -> list[str]:
     paths = [f"{label}: {r.path}" for label, r in table.iterrows() if r.path]
     return [_heading("Speed and memory (vLLM)", fmt, 3), _table(pd.DataFrame(rows), fmt), "", note, ""] + (
         ["Numeric paths: " + "; ".join(paths) + ".", ""] if paths else [])
+
+
+def _sequential(report: Report, fmt: str) -> list[str]:
+    """Sequentially evaluated runs: the verdict valid at the stop, and the documents behind it."""
+    frame = report.sequential
+    if not len(frame):
+        return []
+    rows = [{"Configuration": r.label, "stopped": r.reason, "documents": f"{r.docs:,.0f} of {r.budget_docs:,.0f}",
+             "Δ avg pts [repeated 95%]": f"{r.delta:+.1f} {_interval(r.ci_low, r.ci_high, lambda v: f'{v:+.1f}')}",
+             "p (repeated)": _p(r.p_value), "p Holm": _p(r.p_adjusted),
+             "equivalent: p Holm": _p(r.equivalence_adjusted), "verdict": r.verdict,
+             "recovery ≥ %": _number(r.recovery_low)} for r in frame.itertuples()]
+    note = ("Each run was evaluated in chunks of its budget and stopped at the first look whose repeated interval "
+            "excluded 0 (worse, better) or lay within ±eval.sequential.margin (equivalent); O'Brien-Fleming-type α-spending keeps "
+            f"the error rates at α = {ALPHA} however the run stopped. p-values are the repeated ones, Holm-adjusted "
+            "across these runs; the recovery bound is the repeated interval's lower end over the Baseline's average.")
+    return [_heading("Sequential comparisons: each run against Baseline, stopped once decided", fmt, 3),
+            _table(pd.DataFrame(rows), fmt), "", note, ""]
 
 
 def _vs_baseline(report: Report, fmt: str) -> list[str]:

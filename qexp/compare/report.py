@@ -17,6 +17,7 @@ from .ranking import average_tests, best_vs_others, ranking, recommendations, re
 from .render import render, summary_text
 from .scores import metric_for, repeats_table, scores, settings_warnings, summary_table
 from .speed import speed_fronts, speed_recommendations, speed_table
+from .stopped import sequential_table
 
 __all__ = ["Report", "build_report", "render", "summary_text", "to_json"]
 
@@ -30,6 +31,13 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
         warnings.append(f"FIXTURE DATA: {labels} were evaluated on qexp's small fixture copies of the "
                         "datasets, not the real benchmarks. These scores say nothing about model quality.")
     warnings += settings_warnings(study)
+    sequential = sequential_table(study)
+    if len(sequential):
+        warnings.append(f"SEQUENTIAL: {', '.join(sequential['label'])} stopped evaluating once decided against the "
+                        "baseline (eval.sequential). Their verdicts, intervals and recovery bounds valid at the "
+                        "stopping time are in the table \"Sequential comparisons\"; the other tables' p-values, "
+                        "intervals and bounds treat the documents they used as a fixed sample, so for these runs "
+                        "they are descriptive only.")
     summary = summary_table(study, tasks, metric, overrides)
     vs_baseline = with_power(study, deltas_vs_baseline(study, tasks, metric, overrides), settings)
     tests = average_tests(study, tasks, metric, overrides, settings)
@@ -59,6 +67,7 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
         repeats=repeats_table(study, summary),
         speed=speed,
         speed_fronts=fronts,
+        sequential=sequential,
         warnings=warnings,
         settings=settings,
     )
@@ -114,6 +123,7 @@ def to_json(report: Report) -> dict:
         "sizes": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.sizes.iterrows()},
         "repeats": _records(report.repeats),
         "speed": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.speed.iterrows()},
+        "sequential": _records(report.sequential),
         "speed_fronts": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.speed_fronts.iterrows()},
     }
 

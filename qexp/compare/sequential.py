@@ -39,7 +39,8 @@ from scipy.special import ndtr, ndtri
 
 from .stats import ALPHA
 
-__all__ = ["spent", "boundaries", "Look", "Verdict", "decide", "repeated_p", "Simulated", "simulate"]
+__all__ = ["spent", "boundaries", "Look", "Verdict", "decide", "repeated_p", "repeated_equivalence_p", "Simulated",
+           "simulate"]
 
 GRID = 601  # points per look on which the z-path's density is carried (Simpson's rule)
 
@@ -136,18 +137,35 @@ def _crossed(looks: list[Look], alpha: float) -> bool:
     return any(look.se > 0 and abs(look.delta) / look.se >= c for look, c in zip(looks, limits))
 
 
-def repeated_p(looks: list[Look]) -> float:
-    """The smallest alpha at which the design's boundaries were crossed at one of the looks taken:
-    P(repeated p <= alpha) <= alpha under no difference, however the looks were stopped."""
-    if not looks or not _crossed(looks, 0.9999):
+def _inside(looks: list[Look], margin: float, alpha: float) -> bool:
+    limits = boundaries(tuple(look.fraction for look in looks), min(2 * alpha, 0.9999))
+    return any(look.se > 0 and abs(look.delta) + c * look.se < margin for look, c in zip(looks, limits))
+
+
+def _smallest(shown, top: float) -> float:
+    """The smallest alpha in (0, top] at which `shown(alpha)` (monotone: the larger alpha, the easier) holds; 1 if none."""
+    low, high = 1e-12, top
+    if not shown(high):
         return 1.0
-    low, high = 1e-12, 0.9999  # crossed at high, not (we check) at low
-    if _crossed(looks, low):
+    if shown(low):
         return low
     for _ in range(40):
         middle = math.sqrt(low * high)  # p-values span decades: bisect on the log scale
-        low, high = (low, middle) if _crossed(looks, middle) else (middle, high)
+        low, high = (low, middle) if shown(middle) else (middle, high)
     return high
+
+
+def repeated_p(looks: list[Look]) -> float:
+    """The smallest alpha at which the design's boundaries were crossed at one of the looks taken:
+    P(repeated p <= alpha) <= alpha under no difference, however the looks were stopped."""
+    return _smallest(lambda alpha: _crossed(looks, alpha), 0.9999) if looks else 1.0
+
+
+def repeated_equivalence_p(looks: list[Look], margin: float) -> float:
+    """The smallest alpha at which equivalence within ±`margin` (a fraction) was shown at one of the looks
+    taken (the repeated 1 - 2 alpha interval inside the margin): P(it is <= alpha) <= alpha when the
+    difference is ±margin or beyond, however the looks were stopped. Holm applies across runs."""
+    return _smallest(lambda alpha: _inside(looks, margin, alpha), 0.4999) if looks else 1.0
 
 
 def decide(looks: list[Look], margin: float, alpha: float = ALPHA) -> Verdict:

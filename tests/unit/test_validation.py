@@ -99,6 +99,13 @@ def _same(shown: str, given: str) -> bool:
     (["quant=fp8", "quant.group_size=64"], "quant.group_size"),
     (["quant=rtn", "calib.n=-1"], "calib.n"),
     (["quant=fp8", "+quant.iters=3"], "quant.iters"),
+    (["eval.order=random"], "eval.order"),
+    (["eval.sequential.looks=-1"], "eval.sequential.looks"),
+    (["eval.sequential.looks=many"], "eval.sequential.looks"),
+    (["eval.sequential.looks=4"], "eval.order"),  # the first documents are not a random sample
+    (["eval.order=shuffled", "eval.sequential.looks=4", "eval.limit=null"], "eval.limit"),
+    (["eval.order=shuffled", "eval.sequential.looks=100", "eval.limit=8"], "eval.sequential.looks"),
+    (["eval.order=shuffled", "eval.sequential.looks=4", "eval.sequential.margin=0"], "eval.sequential.margin"),
 ])
 def test_bad_value_names_key_value_and_fix(overrides, key):
     message = _error(*overrides)

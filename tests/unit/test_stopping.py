@@ -1,0 +1,143 @@
+"""A sequential evaluation's mechanics (qexp.stopping): which documents, in which chunks; the look's
+paired statistic; stopping at the first decided look; chunks shared through files, each evaluated once."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+
+import numpy as np
+import pytest
+
+from qexp.compare.sequential import Look, decide, repeated_equivalence_p, repeated_p
+from qexp.compare.stats import ALPHA, weighted_mean_differences
+from qexp.evaluation import EvalResult
+from qexp.stopping import ChunkSource, Decision, budget, chunks, look, order, outcomes, run_looks
+
+SIZES = {"arc_easy": 2376, "hellaswag": 10042, "mmlu_anatomy": 135, "tiny": 3}
+
+
+def test_the_order_is_the_same_for_every_run_and_differs_between_tasks_and_seeds():
+    assert order(500, "arc_easy", 0) == order(500, "arc_easy", 0)  # every run of a study: the same documents
+    assert sorted(order(500, "arc_easy", 0)) == list(range(500))
+    assert order(500, "arc_easy", 0) != order(500, "arc_easy", 1)
+    assert order(500, "arc_easy", 0) != order(500, "arc_challenge", 0)
+    assert order(500, "arc_easy", 0)[:50] != list(range(50))  # not the dataset's order
+
+
+def test_the_chunks_cut_each_tasks_budget_into_sorted_nearly_equal_parts():
+    parts = chunks(SIZES, limit=500, looks=10, seed=0)
+    chosen = budget(SIZES, 500, 0)
+    assert len(parts) == 10
+    for task, n in SIZES.items():
+        got = [i for part in parts for i in part.get(task, [])]
+        assert sorted(got) == sorted(chosen[task]) and len(got) == min(500, n)  # the budget, each document once
+        assert all(part[task] == sorted(part[task]) for part in parts if task in part)  # lm-eval's samples need it
+        sizes = [len(part.get(task, [])) for part in parts]
+        assert max(sizes) - min(sizes) <= 1 or n < 10
+    assert [len(part.get("tiny", [])) for part in parts] == [1, 1, 1] + [0] * 7  # few documents: first looks
+    assert all(set(part) == set(SIZES) for part in parts[:3])
+
+
+def _outcomes(rng, n_tasks=3, docs=40, p=0.5) -> dict:
+    return {f"t{j}": {str(i): float(rng.random() < p) for i in range(docs)} for j in range(n_tasks)}
+
+
+def test_a_look_is_the_reports_paired_average_test_on_the_documents_both_runs_have():
+    rng = np.random.default_rng(0)
+    mine = [_outcomes(rng), _outcomes(rng)]
+    base = [_outcomes(rng), _outcomes(rng)]
+    del base[1]["t2"]["3"]  # the baseline lacks one document: not paired, not counted
+    groups = {"a": ["t0"], "b": ["t1", "t2"]}  # a group pools its leaves, as the report's tables do
+    got = look(mine, base, groups, 0.5)
+    n, sum_d, sum_sq = np.zeros(2), np.zeros(2), np.zeros(2)
+    for j, leaves in enumerate(groups.values()):
+        for a, b in zip(mine, base):
+            for leaf in leaves:
+                d = [a[leaf][k] - b[leaf][k] for k in a[leaf] if k in b[leaf]]
+                n[j], sum_d[j], sum_sq[j] = n[j] + len(d), sum_d[j] + sum(d), sum_sq[j] + sum(x * x for x in d)
+    assert n[1] == 4 * 40 - 1
+    expected = weighted_mean_differences(n[None], sum_d[None], sum_sq[None])
+    assert got == Look(0.5, pytest.approx(expected["delta"][0]), pytest.approx(expected["se"][0]))
+
+
+class Fake:
+    """A model whose chunk outcomes are drawn: `shift` more documents right than the baseline's."""
+
+    def __init__(self, shift: float, seed: int):
+        self.shift, self.seed, self.calls = shift, seed, []
+
+    def __call__(self, documents):
+        self.calls.append(documents)
+        rng = np.random.default_rng([self.seed, len(self.calls)])
+        samples = {task: [{"doc_id": i, "acc": float(rng.random() < 0.5 + self.shift)} for i in docs]
+                   for task, docs in documents.items()}
+        return EvalResult({}, samples)
+
+
+@pytest.mark.parametrize("shift,verdict", [(-0.4, "worse"), (0.4, "better")])
+def test_a_clear_difference_stops_at_the_first_look_that_decides_it(tmp_path, shift, verdict):
+    parts = chunks({"a": 1000, "b": 1000}, limit=400, looks=8, seed=0)
+    mine, base = Fake(shift, 1), Fake(0.0, 2)
+    decision, used = run_looks(parts, ChunkSource(tmp_path / "mine", mine), ChunkSource(tmp_path / "base", base),
+                               {"a": ["a"], "b": ["b"]}, 1.0, lambda k, v: None)
+    assert decision.verdict == verdict and used < len(parts) and len(mine.calls) == used == len(decision.looks)
+    assert decide(decision.looks, 0.01).decided == verdict  # and no earlier look had decided
+    assert all(not decide(decision.looks[:k], 0.01).decided for k in range(1, used))
+    assert decision.documents == {"a": 50 * used, "b": 50 * used} and decision.budget == {"a": 400, "b": 400}
+    assert decision.p_value == repeated_p(decision.looks) < ALPHA
+    low, high = decision.interval
+    assert (high < 0) if verdict == "worse" else (low > 0)
+    assert Decision.from_record(json.loads(json.dumps(decision.record()))) == decision  # kept and read back
+
+
+def test_no_difference_in_few_documents_runs_to_the_budget_undecided(tmp_path):
+    parts = chunks({"a": 100}, limit=40, looks=4, seed=0)
+    decision, used = run_looks(parts, ChunkSource(tmp_path / "m", Fake(0.0, 1)), ChunkSource(tmp_path / "b", Fake(0.0, 2)),
+                               {"a": ["a"]}, 1.0, lambda k, v: None)
+    assert decision.verdict == "undecided" and used == 4 and decision.reason.startswith("budget reached")
+
+
+def test_the_repeated_equivalence_p_value_is_below_alpha_exactly_when_equivalence_was_shown():
+    shown = [Look(0.5, 0.001, 0.002), Look(1.0, 0.0005, 0.0015)]
+    assert decide(shown, 0.01).decided == "equivalent" and repeated_equivalence_p(shown, 0.01) < ALPHA
+    wide = [Look(0.5, 0.001, 0.01)]
+    assert not decide(wide, 0.01).decided and repeated_equivalence_p(wide, 0.01) > ALPHA
+
+
+def test_no_verdict_before_the_runs_have_disagreed_on_a_document():
+    assert decide([Look(0.1, 0.0, 0.0)], 0.01).decided == ""
+
+
+def test_a_chunk_on_file_is_read_not_evaluated_again(tmp_path):
+    parts = chunks({"a": 100}, limit=40, looks=4, seed=0)
+    first = Fake(0.0, 1)
+    one = ChunkSource(tmp_path, first).get(0, parts[0])
+    again = Fake(0.0, 99)
+    assert ChunkSource(tmp_path, again).get(0, parts[0]) == one and again.calls == []  # a resumed run
+    assert outcomes(EvalResult({}, {"p": [{"doc_id": 1, "bits_per_byte": [1.0, 2]}]})) == {}  # no acc: no say
+
+
+def _evaluate_chunk(folder, started, seen):
+    def slow(documents):
+        seen.put(time.time())
+        time.sleep(1.0)
+        return EvalResult({}, {"a": [{"doc_id": i, "acc": 1.0} for i in documents["a"]]})
+    started.wait()
+    ChunkSource(folder, slow).get(0, {"a": [1, 2]})
+
+
+def test_two_jobs_needing_the_same_chunk_evaluate_it_once(tmp_path):
+    """The second job waits for the first's chunk (under the model's lock) and reads it: no chunk of a model
+    is evaluated twice, and no two processes write its answers cache at once."""
+    ctx = multiprocessing.get_context("fork")
+    started, seen = ctx.Event(), ctx.Queue()
+    jobs = [ctx.Process(target=_evaluate_chunk, args=(tmp_path, started, seen)) for _ in range(2)]
+    for job in jobs:
+        job.start()
+    started.set()
+    for job in jobs:
+        job.join(30)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    assert seen.qsize() == 1
