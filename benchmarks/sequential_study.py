@@ -1,21 +1,25 @@
 """The SmolLM2 study again, evaluated sequentially: each run's verdict and documents beside the fixed study's.
 
-    python benchmarks/sequential_study.py --fixed-store DIR/mlruns [--out DIR] [--looks 10] [overrides ...]
+    python benchmarks/sequential_study.py [--out DIR] [--looks 10] [--first-500 DIR/mlruns] [--resume] [overrides ...]
 
-Runs `python -m qexp -m +experiment=smollm2_study eval.order=shuffled eval.sequential.looks=10` (the same
-models, tasks and 500-document budget) with a cache folder of its own for lm-eval's answers, so no
-answer of an earlier evaluation is reused and the times are what a first sequential study costs;
-the models, checkpoints and data come from the usual cache (a checkpoint already quantized is reused:
-this compares evaluations). Then prints, per quantized run against the baseline:
+Runs two sweeps of `+experiment=smollm2_study` (the same models, tasks and 500-document budget), each
+with an answers cache of its own that starts empty, so no answer of an earlier evaluation is reused
+and the times are first-time costs (models, checkpoints and data come from the usual cache: a
+checkpoint already quantized is reused, this compares evaluations):
 
-- the sequential verdict (worse, better, equivalent within ±1 point, or undecided at the budget), the
-  documents it used and its repeated 95% interval and p-value (Holm across the runs);
-- the fixed study's verdict on its average (Holm-adjusted z-test, equivalence by two one-sided tests),
-  read from `--fixed-store` (`benchmarks/smollm2_study.py`'s store), and whether the two contradict;
-- the documents and evaluation seconds of both studies.
+1. sequential: `eval.order=shuffled eval.sequential.looks=10`, in DIR;
+2. fixed on the same documents: `eval.order=shuffled`, in DIR/fixed.
 
-The fixed study evaluated each task's first 500 documents; the sequential one draws 500 at random from
-the whole task, so the two test the same difference on different documents.
+`--first-500` adds the verdicts of the fixed study as `benchmarks/smollm2_study.py` ran it (each task's
+first 500 documents) from its store. `--resume` reuses a sweep whose store is already in DIR.
+Then prints, per quantized run against the baseline:
+
+- how the run stopped (worse, better, equivalent within ±1 point, each at its own alpha; or undecided at
+  the budget), the documents it used, its repeated 95% interval and p-value, and the verdict that
+  survives Holm across the study's runs (what the report states);
+- the fixed studies' verdicts on the average (Holm-adjusted z-test, equivalence by two one-sided
+  tests), and whether the sequential one contradicts them;
+- the documents and evaluation seconds of the sequential and the same-documents fixed study.
 """
 
 from __future__ import annotations
@@ -75,64 +79,86 @@ def sequential_runs(store: Path) -> dict[str, dict]:
             if r.status == "FINISHED"}
 
 
+def sweep(out: Path, overrides: list[str], name: str, resume: bool) -> int:
+    """The SmolLM2 study with `overrides`, in `out`, its answers cache empty at the start."""
+    if resume and (out / "mlruns").is_dir():
+        print(f"{name} sweep: reusing the store in {out}\n")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "qexp", "-m", "+experiment=smollm2_study", *overrides,
+               f"paths.cache_dir={fresh_cache(out)}"]
+    print("$ python " + " ".join(command[1:-1]))
+    started = time.perf_counter()
+    proc = subprocess.run(command, cwd=out)
+    print(f"\n{name} sweep: {(time.perf_counter() - started) / 60:.1f} min wall, exit {proc.returncode}\n")
+    return proc.returncode
+
+
 CONTRADICTS = {"worse": {"better", "equivalent"}, "better": {"worse", "equivalent"}, "equivalent": {"worse", "better"}}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fixed-store", type=Path, required=True, help="the fixed study's mlruns folder")
-    parser.add_argument("--out", type=Path, help="folder for the store, outputs and answers (default: temporary)")
+    parser.add_argument("--out", type=Path, help="folder for the stores, outputs and answers (default: temporary)")
     parser.add_argument("--looks", type=int, default=10, help="chunks of the budget (eval.sequential.looks)")
+    parser.add_argument("--first-500", type=Path, help="the store of the fixed study on each task's first 500 documents")
+    parser.add_argument("--resume", action="store_true", help="reuse a sweep whose store is already in --out")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="qexp-sequential-"))
-    out.mkdir(parents=True, exist_ok=True)
-    cache = fresh_cache(out)
-    command = [sys.executable, "-m", "qexp", "-m", "+experiment=smollm2_study", "eval.order=shuffled",
-               f"eval.sequential.looks={args.looks}", f"paths.cache_dir={cache}", *args.overrides]
-    print("$ " + " ".join(command[1:]))
-    started = time.perf_counter()
-    proc = subprocess.run(command, cwd=out)
-    wall = time.perf_counter() - started
-    print(f"\nsequential sweep: {wall / 60:.1f} min wall, exit {proc.returncode}, store {out / 'mlruns'}\n")
-    if proc.returncode != 0:
-        return proc.returncode
+    shuffled = ["eval.order=shuffled", *args.overrides]
+    for folder, overrides, name in ((out, [*shuffled, f"eval.sequential.looks={args.looks}"], "sequential"),
+                                    (out / "fixed", shuffled, "fixed (same documents)")):
+        code = sweep(folder, overrides, name, args.resume)
+        if code:
+            return code
     from qexp.contract import METRICS, TAGS
-    from qexp.compare.stats import holm
+    from qexp.compare.stats import ALPHA, holm
 
-    fixed, fixed_docs, fixed_seconds = fixed_verdicts(args.fixed_store)
+    same, same_docs, same_seconds = fixed_verdicts(out / "fixed" / "mlruns")
+    first = fixed_verdicts(args.first_500)[0] if args.first_500 else {}
     runs = sequential_runs(out / "mlruns")
-    quantized = sorted(label for label in runs if TAGS.SEQUENTIAL in runs[label] and runs[label][TAGS.SEQUENTIAL] != "baseline")
+    quantized = sorted(label for label in runs if runs[label].get(TAGS.SEQUENTIAL) not in (None, "baseline"))
     adjusted = dict(zip(quantized, holm([runs[label][METRICS.SEQUENTIAL_P] for label in quantized])))
-    print("| run vs Baseline | sequential verdict | documents used | Δ avg pts [repeated 95%] | repeated p | p Holm "
-          "| fixed study's verdict | contradicts | evaluate s (fixed) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    adjusted_eq = dict(zip(quantized, holm([runs[label][METRICS.SEQUENTIAL_EQUIVALENCE_P] for label in quantized])))
+    print("| run vs Baseline | stopped | documents used | Δ avg pts [repeated 95%] | p (repeated) | p Holm | verdict "
+          "(Holm) | fixed, same documents | fixed, first 500 | contradicts | evaluate s (fixed, same documents) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     notes, used_total, fixed_total = [], 0.0, 0.0
     for label in quantized:
         m = runs[label]
-        verdict, fixed_verdict = m[TAGS.SEQUENTIAL], fixed.get(label, "–")
-        contradicts = fixed_verdict in CONTRADICTS.get(verdict, set())
+        verdict, others = m[TAGS.SEQUENTIAL], [same.get(label, "–"), first.get(label, "–")]
+        held = (("worse" if m[METRICS.SEQUENTIAL_DELTA] < 0 else "better") if adjusted[label] < ALPHA
+                else "equivalent" if adjusted_eq[label] < ALPHA else "not shown to differ")
+        contradicts = any(v in CONTRADICTS.get(mine, set()) for v in others for mine in (verdict, held))
         used_total += m[METRICS.SEQUENTIAL_DOCS]
-        fixed_total += fixed_docs.get(label, float("nan"))
+        fixed_total += same_docs.get(label, float("nan"))
         print(f"| {label} | {verdict} | {m[METRICS.SEQUENTIAL_DOCS]:,.0f} of {m[METRICS.SEQUENTIAL_BUDGET]:,.0f} "
               f"({100 * m[METRICS.SEQUENTIAL_DOCS] / m[METRICS.SEQUENTIAL_BUDGET]:.0f}%) | "
               f"{m[METRICS.SEQUENTIAL_DELTA]:+.1f} [{m[METRICS.SEQUENTIAL_LOW]:+.1f}, {m[METRICS.SEQUENTIAL_HIGH]:+.1f}] | "
-              f"{m[METRICS.SEQUENTIAL_P]:.3g} | {adjusted[label]:.3g} | {fixed_verdict} | {'YES' if contradicts else 'no'} | "
-              f"{m[METRICS.EVAL_SECONDS]:.0f} ({fixed_seconds.get(label, float('nan')):.0f}) |")
-        if verdict == "undecided" and fixed_verdict in CONTRADICTS:
-            notes.append(f"- {label}: undecided at the budget where the fixed study found it {fixed_verdict}. The "
-                         f"repeated interval at the last look is wider than the fixed test's (the price of looking "
-                         f"{args.looks} times), and its documents are another random 500 per task.")
+              f"{m[METRICS.SEQUENTIAL_P]:.3g} | {adjusted[label]:.3g} | {held} | {others[0]} | {others[1]} | "
+              f"{'YES' if contradicts else 'no'} | "
+              f"{m[METRICS.EVAL_SECONDS]:.0f} ({same_seconds.get(label, float('nan')):.0f}) |")
+        for name, other in zip(("the fixed study of the same documents", "the first-500 fixed study"), others):
+            if verdict in CONTRADICTS and held not in CONTRADICTS and other == verdict and label not in str(notes):
+                notes.append(f"- {label}: stopped {verdict} at its own alpha, as {name} found it, but not {verdict} "
+                             f"after Holm across the study's {len(quantized)} runs: each run stops as soon as its "
+                             f"repeated p-value crosses alpha, and Holm's first step asks for alpha/{len(quantized)}.")
+            if verdict == "undecided" and other in CONTRADICTS:
+                notes.append(f"- {label}: undecided at the budget where {name} found it {other}. A repeated "
+                             f"interval is wider at the last look than the fixed test's (the price of looking "
+                             f"{args.looks} times), so a difference near the budget's detectable one can be "
+                             f"decided by the fixed test and not by the sequential one.")
     base = next((label for label in runs if runs[label].get(TAGS.SEQUENTIAL) == "baseline"), None)
-    seq_seconds = sum(runs[label][METRICS.EVAL_SECONDS] for label in runs)
     print(f"\nQuantized runs: {used_total:,.0f} documents against the fixed study's {fixed_total:,.0f} "
           f"({100 * used_total / fixed_total:.0f}%).")
     if base:
-        print(f"The baseline evaluates the whole budget in both: {runs[base][METRICS.SEQUENTIAL_DOCS]:,.0f} documents "
-              f"({fixed_docs.get(base, float('nan')):,.0f} in the fixed study).")
-    print(f"Evaluation, all runs: {seq_seconds / 60:.1f} min sequential against "
-          f"{sum(fixed_seconds.values()) / 60:.1f} min fixed (the runs' perf/eval_seconds).")
-    print("\n".join(notes) or "No comparison ended undecided where the fixed study decided.")
+        print(f"The baseline evaluates the whole budget in both: {runs[base][METRICS.SEQUENTIAL_DOCS]:,.0f} documents.")
+    seconds = {label: runs[label][METRICS.EVAL_SECONDS] for label in runs}
+    print(f"Evaluation (the runs' perf/eval_seconds): quantized runs {sum(seconds[q] for q in quantized) / 60:.1f} min "
+          f"sequential against {sum(same_seconds[q] for q in quantized) / 60:.1f} min fixed on the same documents; "
+          f"all runs {sum(seconds.values()) / 60:.1f} against {sum(same_seconds.values()) / 60:.1f} min.")
+    print("\n".join(notes) or "No comparison ended undecided where a fixed study decided.")
     return 0
 
 

@@ -235,10 +235,17 @@ def load_model(model_path: str | Path, *, dtype: str, device: str, batch_size: i
                                                {"batch_size": batch_size, "device": device})
 
 
-def load_tasks(plan: TaskPlan, cache_dir: Path) -> dict[str, Any]:
-    """Each leaf task of `plan` as lm-eval's Task, its data loaded: `evaluate(tasks=[...])` takes them, so an
-    evaluation in chunks loads the data once (`len(task.eval_docs)` counts its documents)."""
-    return _tasks_for(plan, cache_dir).load(list(plan.tasks))["tasks"]
+def load_tasks(plan: TaskPlan, cache_dir: Path) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Each leaf task of `plan` as lm-eval's Task, its data loaded (`evaluate(tasks=[...])` takes them, so an
+    evaluation in chunks loads the data once; `len(task.eval_docs)` counts its documents), and each
+    requested task's leaves (a group's, or the task itself)."""
+    loaded = _tasks_for(plan, cache_dir).load(list(plan.tasks))
+    children = loaded.get("group_map") or {}
+
+    def leaves(name: str) -> list[str]:
+        return [leaf for child in children[name] for leaf in leaves(child)] if name in children else [name]
+
+    return loaded["tasks"], {task: leaves(task) for task in plan.tasks}
 
 
 def evaluate(

@@ -115,10 +115,11 @@ def _comments_for(prefix: str, option: str | None = None) -> dict[str, str]:
     if not prefix:
         found = _yaml_comments(CONF_DIR / "config.yaml")
         return {k: v for k, v in found.items() if "." not in k}
-    group = prefix[:-1]
+    group, _, nested = prefix[:-1].partition(".")
     if group == "paths":
         return {k[len(prefix):]: v for k, v in _yaml_comments(CONF_DIR / "config.yaml").items() if k.startswith(prefix)}
-    return _yaml_comments(CONF_DIR / group / f"{option or _defaults()[group]}.yaml")
+    found = _yaml_comments(CONF_DIR / group / f"{option or _defaults()[group]}.yaml")
+    return {k[len(nested) + 1:]: v for k, v in found.items() if k.startswith(f"{nested}.")} if nested else found
 
 
 def _schema_rows(cls: type, prefix: str, values: dict, fields: dict, option: str | None = None) -> list[list[str]]:
@@ -171,7 +172,10 @@ def _section_type(field: dataclasses.Field) -> type | None:
 def _config_sections() -> list[tuple[type, str]]:
     """(schema, key prefix) for the top level, each group, and each quantization method and speed schema."""
     sections = [(schema.Config, "")]
-    sections += [(cls, f"{f.name}.") for f in dataclasses.fields(schema.Config) if (cls := _section_type(f))]
+    for f in dataclasses.fields(schema.Config):
+        if cls := _section_type(f):  # a group, then any section nested in it (eval.sequential)
+            sections += [(cls, f"{f.name}.")] + [(sub, f"{f.name}.{g.name}.") for g in dataclasses.fields(cls)
+                                                 if (sub := _section_type(g))]
     sections += [(cls, "quant.") for cls in schema.QUANT_SCHEMAS.values()]
     return sections + [(cls, "speed.") for cls in schema.SPEED_SCHEMAS.values()]
 
@@ -189,7 +193,9 @@ def config_reference() -> str:
     out += ["## Top-level keys", "", _table(header, _schema_rows(schema.Config, "", default, fields)), ""]
     for cls, prefix in _config_sections()[1:]:
         if prefix not in ("quant.", "speed."):
-            values = default.get(prefix[:-1]) or {}
+            values = default
+            for part in prefix[:-1].split("."):
+                values = values.get(part) or {}
             out += [f"## `{prefix[:-1]}`", "", _table(header, _schema_rows(cls, prefix, values, fields)), ""]
     out += ["## `quant`: one set of keys per method", ""]
     for method, cls in schema.QUANT_SCHEMAS.items():

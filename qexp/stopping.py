@@ -34,9 +34,8 @@ import numpy as np
 
 from .compare.sequential import Look, Verdict, decide, repeated_equivalence_p, repeated_p
 from .compare.stats import weighted_mean_differences
-from .evaluation import QEXP_TASKS, EvalResult, task_info
+from .evaluation import QEXP_TASKS, EvalResult
 from .files import write_atomic
-from .task_plan import TaskPlan
 
 __all__ = ["order", "budget", "chunks", "Outcomes", "ChunkSource", "Decision", "look", "run_looks", "Model",
            "evaluate_shuffled"]
@@ -114,11 +113,6 @@ class ChunkSource:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def task_groups(plan: TaskPlan, cache_dir: Path) -> dict[str, list[str]]:
-    """Each requested lm-eval task (a group pools its leaves, as the report's tables do) -> its leaves."""
-    return {task: list(task_info([task], cache_dir)) for task in plan.tasks if task not in QEXP_TASKS}
 
 
 def look(mine: list[Outcomes], base: list[Outcomes], groups: dict[str, list[str]], fraction: float) -> Look:
@@ -218,7 +212,7 @@ def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult
     from .evaluation import evaluate, load_model, load_tasks
 
     cfg = spec.cfg
-    objects = load_tasks(spec.plan, spec.cache_dir)
+    objects, requested = load_tasks(spec.plan, spec.cache_dir)
     sizes = {name: len(task.eval_docs) for name, task in objects.items()}
     leaves = {task: n for task, n in sizes.items() if task not in QEXP_TASKS}
     planned = cfg.eval.sequential.looks
@@ -226,7 +220,7 @@ def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult
     settings = dict(dtype=cfg.eval.dtype, device=spec.device, num_fewshot=cfg.eval.num_fewshot, limit=None,
                     batch_size=cfg.eval.batch_size, seed=cfg.seed, cache_dir=spec.cache_dir)
     loaded: dict[Path, object] = {}
-    label = ["evaluating"]
+    label, look_at = ["evaluating"], [0]
 
     def run(model: Model, documents: dict[str, list[int]] | None, what: str) -> EvalResult:
         if model.path not in loaded:
@@ -240,7 +234,7 @@ def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult
                             model=loaded[model.path], **({} if final else {"bootstrap_iters": 0}))
 
     def announce(k: int, verdict: Verdict | None) -> None:
-        label[0] = f"evaluating chunk {k + 1}/{len(parts)}"
+        look_at[0], label[0] = k, f"evaluating chunk {k + 1}/{len(parts)}" if planned else "evaluating"
         if verdict is not None:
             label[0] += (f" (vs baseline {100 * (verdict.ci_low + verdict.ci_high) / 2:+.1f} pts, repeated interval "
                          f"[{100 * verdict.ci_low:+.1f}, {100 * verdict.ci_high:+.1f}]; stops once it excludes 0 "
@@ -248,9 +242,9 @@ def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult
 
     own = ChunkSource(mine.folder, lambda documents: run(mine, documents, label[0]))
     other = None if base is None or not planned else ChunkSource(
-        base.folder, lambda documents: run(base, documents, f"evaluating the baseline's {label[0][11:]}"))
-    decision, used = run_looks(parts, own, other, task_groups(spec.plan, spec.cache_dir),
-                               float(cfg.eval.sequential.margin), announce)
+        base.folder, lambda documents: run(base, documents, f"evaluating the baseline's chunk {look_at[0] + 1}/{len(parts)}"))
+    groups = {task: leaves for task, leaves in requested.items() if task not in QEXP_TASKS}
+    decision, used = run_looks(parts, own, other, groups, float(cfg.eval.sequential.margin), announce)
     documents = {task: sorted(i for part in parts[:used] for i in part.get(task, [])) for task in leaves}
     documents.update({task: list(range(n if cfg.eval.limit is None else min(cfg.eval.limit, n)))
                       for task, n in sizes.items() if task in QEXP_TASKS})

@@ -141,3 +141,31 @@ def test_two_jobs_needing_the_same_chunk_evaluate_it_once(tmp_path):
         job.join(30)
     assert [job.exitcode for job in jobs] == [0, 0]
     assert seen.qsize() == 1
+
+
+def test_the_reports_sequential_verdicts_survive_holm_across_the_studys_sequential_comparisons():
+    import pandas as pd
+
+    from qexp.compare.data import Study
+    from qexp.compare.stats import holm
+    from qexp.compare.stopped import sequential_table
+    from qexp.contract import METRICS
+
+    def row(stopped, delta, low, high, p, eq_p):
+        return {"sequential": stopped, "sequential_reason": f"decided {stopped}", METRICS.SEQUENTIAL_LOOKS: 3,
+                METRICS.SEQUENTIAL_DOCS: 600, METRICS.SEQUENTIAL_BUDGET: 1000, METRICS.SEQUENTIAL_DELTA: delta,
+                METRICS.SEQUENTIAL_LOW: low, METRICS.SEQUENTIAL_HIGH: high, METRICS.SEQUENTIAL_P: p,
+                METRICS.SEQUENTIAL_EQUIVALENCE_P: eq_p, METRICS.SEQUENTIAL_MARGIN: 1.0, METRICS.task("a"): 0.3}
+
+    runs = pd.DataFrame.from_dict({
+        "Baseline": {"sequential": "baseline", METRICS.task("a"): 0.4},
+        "GPTQ-8": row("worse", -4.0, -6.0, -2.0, 0.001, 1.0),     # stands after Holm
+        "AWQ-8": row("worse", -2.0, -3.9, -0.1, 0.04, 1.0),      # 0.04 alone, 0.08 after Holm: not shown
+        "RTN": row("equivalent", 0.1, -0.5, 0.7, 0.9, 0.001),     # equivalence stands
+        "Fixed": {"sequential": None, METRICS.task("a"): 0.35},  # evaluated at a fixed size: not in the table
+    }, orient="index")
+    table = sequential_table(Study(runs=runs, docs={}, tasks=["a"])).set_index("label")
+    assert list(table.index) == ["GPTQ-8", "AWQ-8", "RTN"]
+    assert list(table["p_adjusted"]) == pytest.approx(list(holm([0.001, 0.04, 0.9])))
+    assert list(table["verdict"]) == ["worse", "not shown to differ", "equivalent"]
+    assert table.loc["GPTQ-8", "recovery_low"] == pytest.approx(100 * (1 - 6.0 / 40.0))  # from the repeated interval
