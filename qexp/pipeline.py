@@ -175,7 +175,7 @@ def _responses(spec: RunSpec, checkpoint: Path) -> Path:
     return spec.cache_dir / "lm_eval_responses" / responses_key(spec.identity, _weight_files(checkpoint))
 
 
-def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path, base: RunSpec | None
+def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path, base: RunSpec | None = None
               ) -> tuple[EvalResult, float, stopping.Decision | None]:
     """lm-eval on the checkpoint (the `eval` phase), or the evaluation an earlier attempt finished and
     kept; returns it, its seconds and, for a sequential evaluation, how it ended."""

@@ -161,8 +161,8 @@ class Decision:
 
 
 def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSource | None,
-              groups: dict[str, list[str]], margin: float, announce: Callable[[int, Verdict | None], object]
-              ) -> tuple[Decision, int]:
+              groups: dict[str, list[str]], margin: float, announce: Callable[[int, Verdict | None], object],
+              name: str = "") -> tuple[Decision, int]:
     """Evaluate `own`'s chunks in turn; with a `base`line, stop at the first look that decides.
     `announce(k, verdict_so_far)` runs before each chunk (progress). Returns the decision and how many
     chunks were used."""
@@ -178,7 +178,7 @@ def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSo
         theirs.append(base.get(k, documents))
         looks.append(look(mine, theirs, groups, (k + 1) / len(parts)))
         verdict = decide(looks, margin / 100)
-        log.info("look %d/%d: %+.2f pts, repeated interval [%+.2f, %+.2f]%s", k + 1, len(parts),
+        log.info("%s: look %d/%d: %+.2f pts, repeated interval [%+.2f, %+.2f]%s", name, k + 1, len(parts),
                  100 * looks[-1].delta, 100 * verdict.ci_low, 100 * verdict.ci_high,
                  f": {verdict.decided}" if verdict.decided else "")
         if verdict.decided:
@@ -243,13 +243,12 @@ def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult
     own = ChunkSource(mine.folder, lambda documents: run(mine, documents, label[0]))
     other = None if base is None or not planned else ChunkSource(
         base.folder, lambda documents: run(base, documents, f"evaluating the baseline's chunk {look_at[0] + 1}/{len(parts)}"))
-    groups = {task: leaves for task, leaves in requested.items() if task not in QEXP_TASKS}
-    decision, used = run_looks(parts, own, other, groups, float(cfg.eval.sequential.margin), announce)
+    groups = {task: members for task, members in requested.items() if task not in QEXP_TASKS}
+    decision, used = run_looks(parts, own, other, groups, float(cfg.eval.sequential.margin), announce, spec.run_name)
     documents = {task: sorted(i for part in parts[:used] for i in part.get(task, [])) for task in leaves}
     documents.update({task: list(range(n if cfg.eval.limit is None else min(cfg.eval.limit, n)))
                       for task, n in sizes.items() if task in QEXP_TASKS})
-    label[0] = "final"
-    with own.lock():  # every answer is cached by now: lm-eval's own results and samples for what was used
+    with own.lock():  # the chunks' answers come from the cache (the held-out task's are computed now)
         result = run(mine, {task: docs for task, docs in documents.items() if docs}, "final")
     if decision.verdict:
         log.info("%s: %s; %d of %d documents", spec.run_name, decision.reason, sum(decision.documents.values()),
