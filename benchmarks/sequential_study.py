@@ -113,14 +113,15 @@ def main() -> int:
         if code:
             return code
     from qexp.contract import METRICS, TAGS
-    from qexp.compare.stats import ALPHA, holm
+    from qexp.compare import load_study
+    from qexp.compare.stopped import sequential_table
 
     same, same_docs, same_seconds = fixed_verdicts(out / "fixed" / "mlruns")
     first = fixed_verdicts(args.first_500)[0] if args.first_500 else {}
     runs = sequential_runs(out / "mlruns")
     quantized = sorted(label for label in runs if runs[label].get(TAGS.SEQUENTIAL) not in (None, "baseline"))
-    adjusted = dict(zip(quantized, holm([runs[label][METRICS.SEQUENTIAL_P] for label in quantized])))
-    adjusted_eq = dict(zip(quantized, holm([runs[label][METRICS.SEQUENTIAL_EQUIVALENCE_P] for label in quantized])))
+    table = sequential_table(load_study(f"sqlite:///{out / 'mlruns' / 'mlflow.db'}", "qexp")).set_index("label")
+    adjusted = table["p_adjusted"].to_dict()  # the report's own verdicts after Holm
     print("| run vs Baseline | stopped | documents used | Δ avg pts [repeated 95%] | p (repeated) | p Holm | verdict "
           "(Holm) | fixed, same documents | fixed, first 500 | contradicts | evaluate s (fixed, same documents) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -128,8 +129,7 @@ def main() -> int:
     for label in quantized:
         m = runs[label]
         verdict, others = m[TAGS.SEQUENTIAL], [same.get(label, "–"), first.get(label, "–")]
-        held = (("worse" if m[METRICS.SEQUENTIAL_DELTA] < 0 else "better") if adjusted[label] < ALPHA
-                else "equivalent" if adjusted_eq[label] < ALPHA else "not shown to differ")
+        held = table.loc[label, "verdict"]
         contradicts = any(v in CONTRADICTS.get(mine, set()) for v in others for mine in (verdict, held))
         used_total += m[METRICS.SEQUENTIAL_DOCS]
         fixed_total += same_docs.get(label, float("nan"))
