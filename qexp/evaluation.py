@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import heldout, mirrors, packaged
 from .errors import DataError, config_error
 from .files import atomic_folder, default_cache_dir, digest, write_atomic
+from .speed.served import ServedPlan, evaluate_served
 from .task_plan import TaskPlan
 
 __all__ = ["EvalResult", "TaskPlan", "plan_tasks", "evaluate", "load_model", "load_tasks", "default_task_manager",
@@ -34,6 +35,7 @@ QEXP_TASKS = (heldout.TASK,)
 class EvalResult:
     results: dict[str, Any]  # lm-eval's output minus samples, JSON-safe
     samples: dict[str, list[dict]]  # leaf task -> per-document records
+    kernels: list[str] = field(default_factory=list)  # in vLLM: the linear kernels it chose (`speed.served`)
 
 
 @functools.cache
@@ -123,17 +125,23 @@ def task_files(tasks: list[str], cache_dir: Path) -> dict[str, str]:
 
 
 def _tasks_for(plan: TaskPlan, cache_dir: Path):
-    """lm-eval's TaskManager for `plan`: the folders of its tasks' files (see `task_files`), then the
-    folder of qexp's own task files (mirrored data, its own tasks), which overrides them. Should that
-    index name any file other than the full index does, the full index is used."""
+    """lm-eval's TaskManager for `plan` (see `task_folders`)."""
+    return _task_manager(*task_folders(plan, cache_dir))
+
+
+def task_folders(plan: TaskPlan, cache_dir: Path) -> tuple[tuple[str, ...], bool]:
+    """What lm-eval's TaskManager indexes for `plan`: the folders of its tasks' files (see `task_files`),
+    then the folder of qexp's own task files (mirrored data, its own tasks), which overrides them; and
+    whether to index every lm-eval task too: should the folders' index name any file other than the full
+    index does, the full index is used (with qexp's folder)."""
     own = (str(_override_dir(plan, cache_dir)),) if plan.local or plan.own else ()
     files = task_files([t for t in plan.tasks if t not in QEXP_TASKS], cache_dir)
-    tm = _task_manager(tuple(sorted({str(Path(f).parent) for f in files.values() if f})) + own)
-    index = tm.task_index
+    folders = tuple(sorted({str(Path(f).parent) for f in files.values() if f})) + own
+    index = _task_manager(folders).task_index
     same = all(name in index and (not file or str(index[name].yaml_path) == file
                                   or (own and str(Path(str(index[name].yaml_path)).parent) == own[0]))
                for name, file in files.items())
-    return tm if same else _task_manager(own, include_defaults=True)
+    return (folders, False) if same else (own, True)
 
 
 def plan_tasks(tasks: list[str], data_dir: str | Path | None, cache_dir: Path | None = None,
@@ -264,6 +272,9 @@ def evaluate(
     tasks: list | None = None,
     model=None,
     bootstrap_iters: int = 100000,
+    served: ServedPlan | None = None,
+    log_path: Path | None = None,
+    on_bar: Callable[[str, int, int | None], None] | None = None,
 ) -> EvalResult:
     """Run lm-eval's `simple_evaluate` on a saved checkpoint and keep per-document samples.
 
@@ -277,9 +288,17 @@ def evaluate(
     (lm-eval's `samples`); `tasks`: a subset of the plan's tasks (names, or `load_tasks`' Tasks);
     `model`: a `load_model` to reuse; `bootstrap_iters`: lm-eval's resampling for its standard errors
     (0: none, when only the per-document samples are wanted).
+
+    `served`: evaluate in vLLM instead (eval.backend=vllm; `speed.served`), as a subprocess in vLLM's
+    environment with these same arguments; its output goes to `log_path`, lm-eval's progress bars to `on_bar`.
     """
     import lm_eval
 
+    if served is not None:
+        return _evaluate_served(model_path, plan, served, dtype=dtype, num_fewshot=num_fewshot, limit=limit,
+                                batch_size=batch_size, seed=seed, cache_dir=cache_dir, responses=responses,
+                                documents=documents, tasks=tasks, bootstrap_iters=bootstrap_iters,
+                                log_path=log_path, on_bar=on_bar)
     tm = _tasks_for(plan, cache_dir)
     try:
         with _no_git_describe():
@@ -311,3 +330,19 @@ def evaluate(
         raise
     samples = out.pop("samples", {}) or {}
     return EvalResult(results=_json_safe(out), samples=_json_safe(samples))
+
+
+def _evaluate_served(model_path: str | Path, plan: TaskPlan, served: ServedPlan, *, dtype: str, num_fewshot: int,
+                     limit: int | None, batch_size: int | str, seed: int, cache_dir: Path, responses: Path | None,
+                     documents: dict[str, list[int]] | None, tasks: list | None, bootstrap_iters: int,
+                     log_path: Path | None, on_bar) -> EvalResult:
+    """`evaluate`'s work done by lm-eval's `vllm` backend in vLLM's environment (`speed.served`)."""
+    folders, include_defaults = task_folders(plan, cache_dir)
+    log_path = Path(log_path or Path(cache_dir) / "vllm_eval.log")
+    settings = {"tasks": list(tasks or plan.tasks), "task_folders": list(folders), "include_defaults": include_defaults,
+                "num_fewshot": num_fewshot, "limit": None if documents is not None else limit, "samples": documents,
+                "batch_size": batch_size, "seed": seed, "bootstrap_iters": bootstrap_iters,
+                "responses": str(responses) if responses else None, "dtype": dtype}
+    out = evaluate_served(str(model_path), served, settings, cache_dir=Path(cache_dir),
+                          workdir=log_path.parent / "vllm_eval", log_path=log_path, on_bar=on_bar)
+    return EvalResult(results=out["results"], samples=out["samples"], kernels=out["kernels"])

@@ -138,5 +138,8 @@ def responses_key(ident: dict, weights: list) -> str:
     evaluated in, and `weights`, the name, size and modification time of each weight file evaluated, so
     a checkpoint written again (a rerun that quantizes afresh, a local model saved over) never reads
     answers computed on the old one, nor a bfloat16 evaluation a float32 one's answers. lm-eval's
-    version is left out: the cache is keyed by each request's text, whatever formatted it."""
-    return digest([quant_identity(ident), ident["eval"].get("dtype"), weights])
+    version is left out: the cache is keyed by each request's text, whatever formatted it. An evaluation in
+    vLLM (eval.backend=vllm) adds its backend (vLLM's version, its numeric path): answers computed by one
+    runtime never pass for another's."""
+    backend = ident["eval"].get("backend")
+    return digest([quant_identity(ident), ident["eval"].get("dtype"), weights, *([backend] if backend else [])])

@@ -116,7 +116,7 @@ def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = 
             metrics.update({**perf, **memory.metrics(), **size_metrics(checkpoint, spec.model_path, spec.is_baseline),
                             **(speed.metrics if speed else {})})
             run.log_metrics(metrics)
-            for key, value in records.speed_tags(speed).items():
+            for key, value in {**records.eval_tags(spec, checkpoint, evaluation), **records.speed_tags(speed)}.items():
                 run.set_tag(key, value)
             records.log_checkpoint(spec, run, checkpoint)
         kept.unlink(missing_ok=True)  # logged: the store has it now
@@ -132,7 +132,7 @@ def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = 
         raise
     finally:
         try:
-            for path in (log_file, libraries_log, _speed_log(spec)):
+            for path in (log_file, libraries_log, _speed_log(spec), _served_log(spec)):
                 if path and Path(path).is_file():
                     run.log_path(Path(path), ARTIFACTS.LOGS)
         finally:
@@ -186,7 +186,7 @@ def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path, 
                  spec.run_name, saved["seconds"], kept)
         memory.phases["eval"] = saved["memory"]
         decision = saved.get("decision") and stopping.Decision.from_record(saved["decision"])
-        return EvalResult(saved["results"], saved["samples"]), saved["seconds"], decision
+        return EvalResult(saved["results"], saved["samples"], saved.get("kernels", [])), saved["seconds"], decision
     log.info("%s: evaluating %s on %s (%s data, %s)", spec.run_name, checkpoint, list(cfg.eval.tasks),
              spec.plan.eval_data, f"limit {cfg.eval.limit}" if cfg.eval.order == "dataset" else
              f"{cfg.eval.limit} shuffled documents per task" + (f" in {cfg.eval.sequential.looks} looks"
@@ -198,13 +198,15 @@ def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path, 
             evaluation, decision = stopping.evaluate_shuffled(
                 spec, _model(spec, checkpoint), _model(base, Path(base.model_path)) if base else None)
         else:
-            with progress.phase(spec.run_name, "evaluating", "requests", not cfg.verbose):
+            with progress.phase(spec.run_name, "evaluating", "requests", not cfg.verbose) as live:
                 evaluation = evaluate(
                     checkpoint, spec.plan, dtype=cfg.eval.dtype, device=spec.device, num_fewshot=cfg.eval.num_fewshot,
                     limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,  # set per device
-                    seed=cfg.seed, cache_dir=spec.cache_dir, responses=_responses(spec, checkpoint))
+                    seed=cfg.seed, cache_dir=spec.cache_dir, responses=_responses(spec, checkpoint),
+                    served=spec.served, log_path=_served_log(spec), on_bar=live.report if live else None)
     seconds = time.perf_counter() - started
-    write_atomic(kept, json.dumps({"results": evaluation.results, "samples": evaluation.samples, "seconds": seconds,
+    write_atomic(kept, json.dumps({"results": evaluation.results, "samples": evaluation.samples,
+                                   "kernels": evaluation.kernels, "seconds": seconds,
                                    "memory": memory.phases["eval"], "decision": decision and decision.record()}))
     return evaluation, seconds, decision
 
@@ -217,6 +219,11 @@ def _model(spec: RunSpec, checkpoint: Path) -> stopping.Model:
 
 def _speed_log(spec: RunSpec) -> Path:
     return spec.output_dir / "speed.log"
+
+
+def _served_log(spec: RunSpec) -> Path:
+    """vLLM's and lm-eval's output while evaluating in vLLM (eval.backend=vllm)."""
+    return spec.output_dir / "vllm_eval.log"
 
 
 def _measure_speed(spec: RunSpec, checkpoint: Path) -> SpeedOutcome | None:

@@ -16,11 +16,12 @@ from .evaluation import EvalResult
 from .files import digest, read_jsonl
 from .identity import method_name
 from .spec import RunSpec
-from .speed import SpeedOutcome
+from .speed import SpeedOutcome, quantization_config
+from .speed.served import accuracy_path, backend_label
 from .stopping import Decision
 from .tracking import Run, Store, redact, source_tags
 
-__all__ = ["run_tags", "description", "log_inputs", "log_evaluation", "speed_tags", "log_sequential",
+__all__ = ["run_tags", "description", "log_inputs", "log_evaluation", "eval_tags", "speed_tags", "log_sequential",
            "log_checkpoint"]
 
 log = logging.getLogger("qexp")
@@ -38,6 +39,7 @@ def run_tags(spec: RunSpec, store: Store, sweep_id: str) -> dict[str, str]:
         **({TAGS.EVAL_SOURCE: spec.plan.source} if spec.plan.source else {}),
         TAGS.CONFIG_HASH: spec.config_hash,
         TAGS.EVAL_HASH: spec.eval_hash,
+        TAGS.EVAL_BACKEND: backend_label(spec.served),
         TAGS.SWEEP_ID: sweep_id,
         TAGS.HOST: socket.gethostname(),
         TAGS.PID: str(os.getpid()),
@@ -91,6 +93,13 @@ def log_inputs(spec: RunSpec, run: Run) -> None:
                         {"num_rows": len(ids), "selection": f"seed {spec.cfg.calib.seed}, first {len(ids)}"})
     for dataset in spec.plan.datasets():
         run.log_dataset(**dataset, context="evaluation")
+
+
+def eval_tags(spec: RunSpec, checkpoint: Path, evaluation: EvalResult) -> dict[str, str]:
+    """What computed the accuracy, in words (`qexp.eval_path`): the checkpoint's scheme as transformers or
+    vLLM ran it."""
+    return {TAGS.EVAL_PATH: accuracy_path(quantization_config(str(checkpoint)), str(spec.cfg.eval.dtype),
+                                          spec.served, evaluation.kernels)}
 
 
 def speed_tags(speed: SpeedOutcome | None) -> dict[str, str]:

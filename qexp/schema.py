@@ -125,6 +125,12 @@ class SequentialConfig:
 
 
 @dataclass
+class EvalVllmConfig:
+    w4a8: bool | None = MISSING  # null: as speed.w4a8 (false with speed=none); CPU: int4 kernels quantize activations to int8
+    enforce_eager: bool = MISSING  # true: no graph compilation (starts faster; may compute slightly differently)
+
+
+@dataclass
 class EvalConfig:
     tasks: list[str] = MISSING  # lm-eval task or group names; sharegpt_heldout is qexp's own perplexity task
     num_fewshot: int = MISSING  # examples in each prompt (0: zero-shot, as the original study)
@@ -136,6 +142,8 @@ class EvalConfig:
     dtype: str = MISSING  # auto | float32 | bfloat16 | float16: what the evaluated model computes in
     order: str = MISSING  # dataset (the first eval.limit documents) | shuffled (a seeded random sample)
     sequential: SequentialConfig = field(default_factory=SequentialConfig)
+    backend: str = MISSING  # hf (transformers, in the job) | vllm (the serving runtime, in its own environment)
+    vllm: EvalVllmConfig = field(default_factory=EvalVllmConfig)
 
 
 @dataclass

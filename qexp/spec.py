@@ -26,6 +26,7 @@ from .schema import validate
 from .speed import SpeedPlan, plan_speed
 from .speed.plan import check_speed_values
 from .speed.device import describe as describe_device
+from .speed.served import ServedPlan, plan_backend
 
 __all__ = ["RunSpec", "prepare", "baseline_config"]
 
@@ -45,6 +46,7 @@ class RunSpec:
     identity: dict  # what the config hash covers (logged as identity.json)
     checkpoint: Path | None  # where this configuration's checkpoint lives (None for the baseline)
     speed: SpeedPlan | None = None  # the speed phase's plan; None with speed=none
+    served: ServedPlan | None = None  # how the run is evaluated in vLLM; None with eval.backend=hf
 
     @property
     def method(self) -> str:
@@ -88,9 +90,9 @@ def baseline_config(cfg: DictConfig) -> DictConfig:
 
 
 def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path | None,
-              speed: SpeedPlan | None) -> dict:
+              speed: SpeedPlan | None, served: ServedPlan | None = None) -> dict:
     """What the config hash covers: `calib_path` is the calibration file, None when nothing calibrates;
-    `speed` the speed phase's plan, None when there is none."""
+    `speed` the speed phase's plan, None when there is none; `served` the evaluation's in vLLM, if any."""
     evaluation = {
         "tasks": list(cfg.eval.tasks),
         "num_fewshot": cfg.eval.num_fewshot,
@@ -105,6 +107,8 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
         evaluation["order"] = cfg.eval.order
     if cfg.eval.sequential.looks:
         evaluation["sequential"] = {"looks": cfg.eval.sequential.looks, "margin": float(cfg.eval.sequential.margin)}
+    if served is not None:
+        evaluation["backend"] = served.identity
     model = models.model_fingerprint(str(cfg.model.path), model_path)
     measured = speed.identity if speed is not None else None
     if cfg.quant.name == identity.BASELINE:  # nothing is quantized, so model.dtype changes nothing
@@ -187,13 +191,14 @@ def prepare(cfg: DictConfig, pinned: str | None = None) -> RunSpec:
     if cfg.speed.name != "none":
         checks.check_speed_length(cfg, model_path)
     speed = plan_speed(cfg, device_kind, None if is_baseline else str(cfg.quant.scheme))
+    served = plan_backend(cfg, device_kind, None if is_baseline else str(cfg.quant.scheme))
 
-    ident = _identity(cfg, model_path, plan, calib_path if calibrates else None, speed)
+    ident = _identity(cfg, model_path, plan, calib_path if calibrates else None, speed, served)
     checkpoint = None
     if not is_baseline:
         root = Path(cfg.paths.checkpoint_dir or cache_dir / "checkpoints").expanduser()
         checkpoint = identity.checkpoint_folder(root, cfg.model.name, cfg.quant.name, cfg.calib.n, ident)
     return RunSpec(cfg=cfg, model_path=model_path, plan=plan, calib_path=calib_path if calibrates else None,
                    calibration=samples, cache_dir=cache_dir, output_dir=Path(cfg.paths.output_dir), device=device,
-                   identity=ident, checkpoint=checkpoint, speed=speed)
+                   identity=ident, checkpoint=checkpoint, speed=speed, served=served)
 

@@ -28,7 +28,7 @@ from .environment import SpeedEnvError, interpreter
 from .measure import SpeedError, measure, metric_names, numeric_path, speed_key
 from .plan import SpeedPlan, plan_speed
 
-__all__ = ["SpeedPlan", "SpeedOutcome", "plan_speed", "measure_checkpoint", "metric_names"]
+__all__ = ["SpeedPlan", "SpeedOutcome", "plan_speed", "measure_checkpoint", "metric_names", "quantization_config"]
 
 log = logging.getLogger("qexp")
 
@@ -77,7 +77,7 @@ def measure_checkpoint(checkpoint: str, weights: list, plan: SpeedPlan, *, cache
     except (SpeedEnvError, SpeedError) as err:
         log.warning("%s: speed not measured: %s", job, err)
         return SpeedOutcome("failed", labels=labels, note=str(err))
-    quantization = _quantization_config(checkpoint)
+    quantization = quantization_config(checkpoint)
     labels.update({"runtime": result.runtime,
                    "kernel": ", ".join(result.kernels) or ("dense" if not quantization else "not reported by vLLM"),
                    "path": numeric_path(quantization, result.kernels, plan)})
@@ -87,7 +87,8 @@ def measure_checkpoint(checkpoint: str, weights: list, plan: SpeedPlan, *, cache
     return SpeedOutcome("measured", metrics, labels)
 
 
-def _quantization_config(checkpoint: str) -> dict | None:
+def quantization_config(checkpoint: str) -> dict | None:
+    """The checkpoint's `quantization_config` (compressed-tensors'), None for a dense model."""
     config = Path(checkpoint) / "config.json"
     try:
         return json.loads(config.read_text()).get("quantization_config")

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from wire import BenchResult, BenchSettings, batch_series, progress_line, FIRST_TOKEN, BATCH_1_FULL
+from wire import BenchResult, BenchSettings, batch_series, kv_bytes_per_token, progress_line, FIRST_TOKEN, BATCH_1_FULL
 
 TEXT = ("The history of measurement is the history of agreement: a length, a weight or a second means "
         "something only when two people who never met obtain the same number for it. ")
@@ -40,19 +40,10 @@ def _prompts(tokenizer, count: int, length: int) -> list[list[int]]:
 def _kv_cache_bytes(model: str, tokens: int, dtype_bytes: int) -> int | None:
     """The KV cache the workload needs (every sequence of the largest batch at full length), with
     headroom, from the model's config; None when the config does not say (vLLM's default then)."""
-    try:
-        config = json.load(open(os.path.join(model, "config.json")))
-    except OSError:
+    sized = kv_bytes_per_token(model, dtype_bytes)
+    if sized is None:
         return None
-    config = config.get("text_config", config)
-    try:
-        layers, heads = config["num_hidden_layers"], config["num_attention_heads"]
-        kv_heads = config.get("num_key_value_heads") or heads
-        head_dim = config.get("head_dim") or config["hidden_size"] // heads
-    except KeyError:
-        return None
-    need = 2 * layers * kv_heads * head_dim * dtype_bytes * tokens
-    return max(int(need * 1.25), 64 * 2**20)
+    return max(int(sized[0] * tokens * 1.25), 64 * 2**20)
 
 
 def main(settings_path: str, result_path: str) -> None:

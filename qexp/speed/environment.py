@@ -15,6 +15,10 @@ the two cannot share one environment (checkpoints written with 0.19 load under 0
 
 An environment is checked (step 3) before every use; one that fails the check is rebuilt, never used.
 Jobs that need the same environment at once build it once: the build holds a file lock.
+
+An evaluation in vLLM (`eval.backend=vllm`) also needs lm-eval there: `with_lm_eval` installs it into qexp's
+own environment at the version qexp runs, with the same `datasets` (both read qexp's cached task data), and
+asks a user's interpreter (`speed.python`) to have them.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from typing import Iterator
 
 from ..errors import QexpError
 
-__all__ = ["SpeedEnvError", "Interpreter", "interpreter", "env_folder", "check", "PACKAGES", "VLLM_VERSION"]
+__all__ = ["SpeedEnvError", "Interpreter", "interpreter", "env_folder", "check", "with_lm_eval", "PACKAGES",
+           "VLLM_VERSION", "EVAL_PACKAGES"]
 
 log = logging.getLogger("qexp")
 
@@ -48,6 +53,15 @@ PROBE = ("import importlib.metadata as m, json\n"
          "dists = m.packages_distributions().get('vllm', [])\n"
          "print(json.dumps({'version': m.version(dists[0]) if dists else '', 'dist': dists[0] if dists else ''}))\n")
 CHECK = "from vllm import LLM\n" + PROBE
+# What an evaluation in vLLM needs besides vLLM, at the versions qexp itself runs.
+EVAL_PACKAGES = ("lm_eval", "datasets")
+VERSIONS = ("import importlib.metadata as m, json, sys\n"
+            "def v(name):\n"
+            "    try:\n"
+            "        return m.version(name)\n"
+            "    except m.PackageNotFoundError:\n"
+            "        return ''\n"
+            "print(json.dumps({name: v(name) for name in sys.argv[1:]}))\n")
 
 
 class SpeedEnvError(QexpError):
@@ -98,6 +112,37 @@ def interpreter(python: str | None, device_kind: str, cache_dir: Path, version: 
             shutil.rmtree(folder, ignore_errors=True)  # never used: a partial or broken environment
             built = _build(folder, package, version, device_kind)
         return Interpreter(folder / "bin" / "python", package, version, built)
+
+
+def with_lm_eval(python: Interpreter, own: bool) -> Interpreter:
+    """`python` with lm-eval and datasets at the versions qexp runs (EVAL_PACKAGES): installed into qexp's
+    own environment (`own`) when missing (about 25 s, once), else SpeedEnvError with the line to install them."""
+    import importlib.metadata
+
+    wanted = {name: importlib.metadata.version(name) for name in EVAL_PACKAGES}
+    specs = [f"{name}=={version}" for name, version in wanted.items()]
+
+    def missing() -> list[str]:
+        proc = subprocess.run([str(python.python), "-c", VERSIONS, *wanted], capture_output=True, text=True,
+                              timeout=60)
+        found = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {}
+        return [spec for spec, (name, version) in zip(specs, wanted.items()) if found.get(name) != version]
+
+    if not missing():
+        return python
+    if not own:
+        raise SpeedEnvError(f"{python.python} lacks {', '.join(missing())}, which an evaluation in vLLM needs: "
+                            f"{python.python} -m pip install {' '.join(specs)}")
+    folder = python.python.parent.parent
+    with _lock(folder.with_name(folder.name + ".lock")):
+        absent = missing()
+        if absent:
+            log.info("Installing %s into vLLM's environment %s, once", " ".join(absent), folder)
+            _run([str(python.python), "-m", "pip", "install", "--disable-pip-version-check", "--retries", "1",
+                  "--timeout", "30", *specs], f"pip install {' '.join(specs)}", " ".join(specs))
+            if missing():
+                raise SpeedEnvError(f"{folder} still lacks {', '.join(missing())} after pip install")
+    return python
 
 
 def _usable(folder: Path, package: str, version: str) -> bool:

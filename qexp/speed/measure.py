@@ -35,8 +35,8 @@ from .environment import Interpreter
 from .plan import SpeedPlan
 from .wire import BATCH_1_FULL, FIRST_TOKEN, BenchResult, BenchSettings, batch_series, parse_progress
 
-__all__ = ["SpeedError", "Measurement", "measure", "summarize", "kernels_from_log", "numeric_path", "speed_key",
-           "metric_names"]
+__all__ = ["SpeedError", "Measurement", "measure", "summarize", "kernels_from_log", "numeric_path", "path_in_words", "speed_key",
+           "metric_names", "relay", "stop_group", "last_error"]
 
 log = logging.getLogger("qexp")
 
@@ -100,11 +100,16 @@ def kernels_from_log(text: str) -> list[str]:
 
 
 def numeric_path(quantization: dict | None, kernels: list[str], plan: SpeedPlan) -> str:
-    """What the matmuls compute in, in words; W4A8 when vLLM's CPU int4 kernel quantizes activations to int8.
+    """What the matmuls of a speed measurement compute in, in words (see `path_in_words`)."""
+    return path_in_words(quantization, kernels, plan.settings["dtype"], plan.settings["w4a8"],
+                         plan.device.get("features", []))
+
+
+def path_in_words(quantization: dict | None, kernels: list[str], dtype: str, w4a8: bool, features: list[str]) -> str:
+    """What vLLM's matmuls compute in, in words; W4A8 when its CPU int4 kernel quantizes activations to int8.
 
     vLLM 0.32 takes that path (kernels/linear/mixed_precision/cpu.py) when VLLM_CPU_INT4_W4A8 is on
-    (speed.w4a8), activations are bf16 and the CPU has AMX."""
-    dtype = plan.settings["dtype"]
+    (speed.w4a8, eval.vllm.w4a8), activations are bf16 and the CPU has AMX (`features`)."""
     if not quantization:
         return f"{dtype} weights and activations (dense)"
     groups = list((quantization.get("config_groups") or {}).values())
@@ -113,11 +118,10 @@ def numeric_path(quantization: dict | None, kernels: list[str], plan: SpeedPlan)
     bits, kind = weights.get("num_bits"), weights.get("type", "int")
     if inputs:
         return f"W{bits}A{inputs.get('num_bits')}: {kind}{bits} weights and activations"
-    amx = any(f.startswith("AMX") for f in plan.device.get("features", []))
-    if (plan.settings["w4a8"] and bits == 4 and dtype == "bfloat16" and amx
-            and "CPUWNA16LinearKernel" in kernels):
+    amx = any(f.startswith("AMX") for f in features)
+    if w4a8 and bits == 4 and dtype == "bfloat16" and amx and "CPUWNA16LinearKernel" in kernels:
         return ("W4A8: int4 weights, activations quantized to int8 at run time (vLLM's CPU int4 path, "
-                "speed.w4a8=true), not the W4A16 the checkpoint asks for")
+                "VLLM_CPU_INT4_W4A8=1), not the W4A16 the checkpoint asks for")
     return f"W{bits}A16: {kind}{bits} weights, {dtype} activations"
 
 
@@ -139,17 +143,17 @@ def measure(model: str, plan: SpeedPlan, python: Interpreter, workdir: Path, log
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 cwd=workdir, start_new_session=True)  # its own group: stopped as one
         watcher = _MemoryWatcher(proc.pid, plan.device["kind"])
-        reader = threading.Thread(target=_relay, args=(proc, sink, on_progress), daemon=True)
+        reader = threading.Thread(target=relay, args=(proc, sink, parse_progress, on_progress), daemon=True)
         watcher.start()
         reader.start()
         try:
             proc.wait(timeout=plan.timeout_seconds)
         except subprocess.TimeoutExpired:
-            _stop(proc)
+            stop_group(proc)
             raise SpeedError(f"vLLM did not finish measuring {model} within speed.timeout_seconds="
                              f"{plan.timeout_seconds}: raise it, or lower speed.repetitions or speed.batch_sizes") from None
         except BaseException:  # Ctrl-C, SIGTERM: vLLM's processes stop with the job
-            _stop(proc)
+            stop_group(proc)
             raise
         finally:
             watcher.stop()
@@ -157,7 +161,7 @@ def measure(model: str, plan: SpeedPlan, python: Interpreter, workdir: Path, log
     text = log_path.read_text(encoding="utf-8", errors="replace")
     ours = text[text.rfind(f"--- speed: {python.python}"):]
     if proc.returncode != 0 or not result_file.is_file():
-        raise SpeedError(f"vLLM could not measure {model} (exit status {proc.returncode}): {_last_error(ours)}; "
+        raise SpeedError(f"vLLM could not measure {model} (exit status {proc.returncode}): {last_error(ours)}; "
                          f"its log is in {log_path}")
     raw = BenchResult.read(result_file)
     metrics = summarize(raw.seconds, plan.settings["batch_sizes"], plan.settings["output_tokens"])
@@ -168,10 +172,11 @@ def measure(model: str, plan: SpeedPlan, python: Interpreter, workdir: Path, log
                        {"kv_cache_bytes": raw.kv_cache_bytes, "seconds": raw.seconds})
 
 
-def _relay(proc: subprocess.Popen, sink, on_progress) -> None:
-    """vLLM's output to the log; bench.py's progress lines (`wire.progress_line`) to the progress line."""
+def relay(proc: subprocess.Popen, sink, parse: Callable[[str], tuple | None], on_progress) -> None:
+    """vLLM's output to the log; the subprocess's progress lines (those `parse` reads: `wire.parse_progress`,
+    `wire.parse_bar`) to `on_progress`."""
     for line in proc.stdout:
-        progress = parse_progress(line)
+        progress = parse(line)
         if progress is None:
             sink.write(line)
         elif on_progress is not None:
@@ -182,7 +187,7 @@ def _relay(proc: subprocess.Popen, sink, on_progress) -> None:
     sink.flush()
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_group(proc: subprocess.Popen) -> None:
     """Stop vLLM's whole process group (its engine and workers), gently then firmly."""
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         try:
@@ -196,10 +201,10 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def _last_error(text: str) -> str:
+def last_error(text: str) -> str:
     """The line that says why: a vLLM process that died (by which signal), else the last exception line
     vLLM printed, else its last line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("--- speed")]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(("--- speed", "--- eval"))]
     died = [line for line in lines if "died unexpectedly" in line]
     if died:
         code = re.search(r"exit code: -(\d+)", died[0])

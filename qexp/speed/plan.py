@@ -81,7 +81,7 @@ def plan_speed(cfg: DictConfig, device_kind: str, scheme: str | None) -> SpeedPl
     check_speed_values(speed, device_kind)
     package, version = PACKAGES[device_kind], VLLM_VERSION
     if speed.python:
-        package, version = _installed_vllm(str(speed.python))
+        package, version = installed_vllm(str(speed.python))
     device = devices.describe(device_kind)
     settings = {key: OmegaConf.to_container(speed)[key] for key in SETTINGS}
     return SpeedPlan(settings=settings, device=device, python=str(speed.python) if speed.python else None,
@@ -89,7 +89,7 @@ def plan_speed(cfg: DictConfig, device_kind: str, scheme: str | None) -> SpeedPl
                      skip=devices.no_fast_kernel(scheme, device))
 
 
-def _installed_vllm(python: str) -> tuple[str, str]:
+def installed_vllm(python: str) -> tuple[str, str]:
     """The vLLM distribution and version `python` has, read from its metadata (vLLM is not imported)."""
     if not (Path(python).is_file() and os.access(python, os.X_OK)):
         raise config_error("speed.python", python, "No such Python interpreter",

@@ -1,5 +1,6 @@
-"""What the speed phase and its measurement subprocess say to each other, defined once: the settings
-file qexp writes, the result file `bench.py` writes, the names of the timed series, and the progress line.
+"""What qexp and its subprocesses in vLLM's environment say to each other, defined once: for the speed
+phase, the settings file qexp writes, the result file `bench.py` writes, the names of the timed series and
+the progress line; for an evaluation in vLLM (`harness.py`), its settings file and lm-eval's progress bars.
 
 Both sides import this module: qexp as `qexp.speed.wire`, and `bench.py`, which runs under vLLM's own
 interpreter where qexp is not installed, as `wire` from its own folder. So it uses the standard library only.
@@ -11,8 +12,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["BenchSettings", "BenchResult", "FIRST_TOKEN", "BATCH_1_FULL", "batch_series", "progress_line",
-           "parse_progress"]
+__all__ = ["BenchSettings", "BenchResult", "EvalSettings", "FIRST_TOKEN", "BATCH_1_FULL", "batch_series",
+           "progress_line", "parse_progress", "bar_line", "parse_bar", "kv_bytes_per_token"]
 
 # The timed series, each one duration per repetition (seconds).
 FIRST_TOKEN = "first_token"  # batch 1, one output token: the prefill
@@ -67,7 +68,67 @@ class BenchResult:
         return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """The settings file of an evaluation in vLLM: lm-eval's `simple_evaluate` arguments as qexp sets them
+    (`evaluation.evaluate`), the folders its TaskManager indexes, and vLLM's engine arguments."""
+
+    model: str
+    tasks: list[str]
+    task_folders: list[str]  # TaskManager(include_path=...): lm-eval's task files qexp uses, then qexp's own
+    include_defaults: bool  # index every lm-eval task too (when the folders alone would not match)
+    num_fewshot: int
+    limit: int | None
+    samples: dict[str, list[int]] | None  # leaf task -> document indices, instead of the first `limit`
+    batch_size: int | str
+    seed: int
+    bootstrap_iters: int
+    responses: str | None  # lm-eval's answers cache (`use_cache`)
+    engine: dict  # vLLM's engine arguments (dtype, kv_cache_memory_bytes, enforce_eager...)
+
+    def write(self, path: Path) -> str:
+        text = json.dumps(asdict(self))
+        Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def read(cls, path: str | Path) -> EvalSettings:
+        data = json.loads(Path(path).read_text())
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def kv_bytes_per_token(model: str, dtype_bytes: int) -> tuple[int, int] | None:
+    """(KV-cache bytes per token, the model's longest sequence) from a checkpoint's config.json; None when the
+    config does not say. Both sides size vLLM's KV cache with it: on a CPU vLLM otherwise reserves 90% of RAM."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    config = config.get("text_config", config)
+    try:
+        layers, heads = config["num_hidden_layers"], config["num_attention_heads"]
+        kv_heads = config.get("num_key_value_heads") or heads
+        head_dim = config.get("head_dim") or config["hidden_size"] // heads
+        return 2 * layers * kv_heads * head_dim * dtype_bytes, int(config.get("max_position_embeddings") or 0)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 _PROGRESS = "qexp-progress"
+_BAR = "qexp-bar"
+
+
+def bar_line(n: float, total: float | None, desc: str) -> str:
+    """What harness.py prints when one of lm-eval's progress bars moves: `qexp-bar <n> <total> <desc>`."""
+    return f"{_BAR} {int(n)} {int(total or 0)} {' '.join(str(desc or '').split())}"
+
+
+def parse_bar(line: str) -> tuple[str, int, int | None] | None:
+    """(desc, n, total or None) from a bar line; None for any other line."""
+    parts = line.rstrip("\n").split(" ", 3)
+    if len(parts) >= 3 and parts[0] == _BAR and parts[1].isdigit() and parts[2].isdigit():
+        return (parts[3] if len(parts) > 3 else ""), int(parts[1]), int(parts[2]) or None
+    return None
 
 
 def progress_line(done: int, total: int) -> str:

@@ -15,7 +15,7 @@ from qexp.errors import ConfigError
 from qexp.spec import prepare
 from qexp.speed import SpeedPlan, environment, measure_checkpoint
 from qexp.speed.device import describe, label, no_fast_kernel
-from qexp.speed.measure import _last_error, kernels_from_log, numeric_path, speed_key, summarize
+from qexp.speed.measure import last_error, kernels_from_log, numeric_path, speed_key, summarize
 from tests.conftest import compose_config
 
 BASE = ("model=tiny", "eval=fixtures", "quant=rtn", "speed=vllm", "device=cpu")
@@ -147,8 +147,8 @@ def test_a_worker_that_died_is_named_with_its_signal():
     text = ("(EngineCore pid=1) ERROR 12-05 [multiproc_executor.py:315] Worker proc VllmWorker-0 died unexpectedly "
             "(exit code: -4), shutting down executor.\n"
             "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue.\n")
-    assert _last_error(text).endswith("(exit code: -4), shutting down executor. (SIGILL)")
-    assert _last_error("Traceback\nValueError: no such model\n") == "ValueError: no such model"
+    assert last_error(text).endswith("(exit code: -4), shutting down executor. (SIGILL)")
+    assert last_error("Traceback\nValueError: no such model\n") == "ValueError: no such model"
 
 
 def test_a_kept_measurement_is_reused_and_a_changed_setting_is_not(tmp_path):
