@@ -79,14 +79,15 @@ def sequential_runs(store: Path) -> dict[str, dict]:
             if r.status == "FINISHED"}
 
 
-def sweep(out: Path, overrides: list[str], name: str, resume: bool) -> int:
-    """The SmolLM2 study with `overrides`, in `out`, its answers cache empty at the start."""
+def sweep(out: Path, overrides: list[str], name: str, resume: bool, cache: Path | None = None) -> int:
+    """The SmolLM2 study with `overrides`, in `out`, its answers cache empty at the start (or `cache`, another
+    sweep's: `fresh_cache`)."""
     if resume and (out / "mlruns").is_dir():
         print(f"{name} sweep: reusing the store in {out}\n")
         return 0
     out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "qexp", "-m", "+experiment=smollm2_study", *overrides,
-               f"paths.cache_dir={fresh_cache(out)}"]
+               f"paths.cache_dir={cache or fresh_cache(out)}"]
     print("$ python " + " ".join(command[1:-1]))
     started = time.perf_counter()
     proc = subprocess.run(command, cwd=out)

@@ -15,8 +15,6 @@ are used here.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 

@@ -91,6 +91,8 @@ def plan_backend(cfg: DictConfig, device_kind: str, scheme: str | None) -> Serve
     w4a8 = vllm_cfg.w4a8
     if w4a8 is None:  # the speed phase's numeric path, so accuracy and speed are of the same computation
         w4a8 = bool(speed.name == "vllm" and speed.w4a8)
+    if w4a8 and not (scheme or "").upper().startswith("W4A16"):
+        w4a8 = False  # only int4 weights with 16-bit activations take that path: nothing changes, nothing differs
     if w4a8 and device_kind != "cpu":
         raise config_error("eval.vllm.w4a8", w4a8, "W4A8 is vLLM's CPU int4 path; this job runs on a GPU",
                            "Set eval.vllm.w4a8=false (or null).")
