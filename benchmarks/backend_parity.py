@@ -65,9 +65,43 @@ def compare(a_study, b_study, a_label: str, b_label: str, tasks: list[str]) -> t
                   "p": float(avg["p_value"][0]), "equivalence_p": _equivalence_p(delta, se)}
 
 
+def _loglikelihoods(store: Path, study, label: str, task: str) -> dict[int, list[float]]:
+    """Per document, the log-likelihood of each choice as lm-eval logged it (`filtered_resps`)."""
+    import json
+
+    path = store / "artifacts" / study.runs.loc[label, "run_id"] / "artifacts" / "lm_eval" / "samples" / f"{task}.jsonl"
+    out = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        out[record["doc_id"]] = [float(r[0] if isinstance(r, list) else r) for r in record["filtered_resps"]]
+    return out
+
+
+def why(out: Path, a_name: str, a, b_name: str, b, label: str, tasks: list[str]) -> list[str]:
+    """How far apart the two backends' log-likelihoods are, and whether the answers that differ were near-ties."""
+    lines = []
+    stores = {"hf": out / "hf" / "mlruns", "vLLM": out / "vllm" / "mlruns", "vLLM W4A8": out / "w4a8" / "mlruns"}
+    for task in tasks:
+        x = _loglikelihoods(stores[a_name], a, label, task)
+        y = _loglikelihoods(stores[b_name], b, label, task)
+        shared = [d for d in x if d in y and len(x[d]) == len(y[d])]
+        diffs = np.concatenate([np.abs(np.subtract(x[d], y[d])) for d in shared])
+        flipped = [d for d in shared if len(x[d]) > 1 and int(np.argmax(x[d])) != int(np.argmax(y[d]))]
+
+        def gap(d):  # how far A's best choice was ahead of its second
+            top = sorted(x[d], reverse=True)
+            return top[0] - top[1]
+
+        gaps = [gap(d) for d in shared if len(x[d]) > 1]
+        lines.append(f"| {label} | {a_name} | {b_name} | {task} | {np.median(diffs):.3f} | {np.percentile(diffs, 99):.3f} "
+                     f"| {len(flipped)} | {np.median([gap(d) for d in flipped]) if flipped else math.nan:.3f} | "
+                     f"{np.median(gaps) if gaps else math.nan:.3f} |")
+    return lines
+
+
 def report(out: Path) -> None:
     from qexp.compare import load_study
-    from qexp.contract import METRICS, TAGS
+    from qexp.contract import METRICS
 
     hf, vllm = (load_study(f"sqlite:///{out / name / 'mlruns' / 'mlflow.db'}", "qexp") for name in ("hf", "vllm"))
     w4a8 = load_study(f"sqlite:///{out / 'w4a8' / 'mlruns' / 'mlflow.db'}", "qexp")
@@ -78,7 +112,7 @@ def report(out: Path) -> None:
     pairs += [(label, hf, label, w4a8, "vLLM W4A8") for label in w4a8.labels if label != w4a8.baseline]
     pairs += [(label, vllm, label, w4a8, "vLLM W4A8") for label in w4a8.labels if label != w4a8.baseline]
     print("## Per run: the average over tasks (B - A, points), A and B on the same documents\n")
-    print("| run | A | B | A avg | B avg | same answer | Δ avg [95%] | p | equivalent ±1 (p) | A eval s | B eval s |")
+    print("| run | A | B | A avg | B avg | scored alike | Δ avg [95%] | p | equivalent ±1 (p) | A eval s | B eval s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     details = []
     for label, a, b_label, b, b_name in pairs:
@@ -93,12 +127,32 @@ def report(out: Path) -> None:
               f"{seconds[0]:.0f} | {seconds[1]:.0f} |")
         details.append((label, a_name, b_name, rows))
     print("\n## Per task: accuracy, agreement and the exact McNemar test between the backends\n")
-    print("| run | A | B | task | n | A acc | B acc | same answer | only A right | only B right | McNemar p |")
+    print("| run | A | B | task | n | A acc | B acc | scored alike | only A right | only B right | McNemar p |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for label, a_name, b_name, rows in details:
         for r in rows:
             print(f"| {label} | {a_name} | {b_name} | {r['task']} | {r['n']} | {r['a']:.1f} | {r['b']:.1f} | "
                   f"{r['agree']:.1f}% | {r['a_only']} | {r['b_only']} | {r['p']:.3g} |")
+    print("\n## Why answers differ: log-likelihoods of the same choices (nats), and the argmax flips\n")
+    print("| run | A | B | task | median abs Δ log-likelihood | 99th percentile | argmax differs | A's gap, those docs "
+          "(median) | A's gap, all docs (median) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, a, b_label, b, b_name in pairs:
+        for line in why(out, "hf" if a is hf else "vLLM", a, b_name, b, label, tasks):
+            print(line)
+    print("\n## Resolution of the log-likelihoods: documents whose choices tie exactly, values on a 1/64 grid\n")
+    print("| backend | run | task | tied choices | on the 1/64 grid |")
+    print("|---|---|---|---|---|")
+    for name, study in (("hf", hf), ("vLLM", vllm)):
+        for label in (hf.baseline, "GPTQ-32"):
+            for task in tasks:
+                ll = _loglikelihoods(out / ("hf" if name == "hf" else "vllm") / "mlruns", study, label, task)
+                choices = [v for v in ll.values() if len(v) > 1]
+                if not choices:
+                    continue
+                tied = np.mean([len(set(v)) < len(v) for v in choices])
+                grid = np.mean([abs(x * 64 - round(x * 64)) < 1e-9 for v in ll.values() for x in v])
+                print(f"| {name} | {label} | {task} | {100 * tied:.1f}% | {100 * grid:.1f}% |")
     print("\n## Held-out perplexity (word perplexity, lower is better)\n")
     print("| run | hf | vLLM | vLLM W4A8 |")
     print("|---|---|---|---|")
@@ -113,7 +167,7 @@ def report(out: Path) -> None:
     for name, study in (("hf", hf), ("vllm", vllm), ("w4a8", w4a8)):
         for label in study.labels:
             run = study.runs.loc[label]
-            print(f"- {name} {label}: {run.get(TAGS.EVAL_BACKEND, '?')}: {run.get(TAGS.EVAL_PATH, '?')}")
+            print(f"- {name} {label}: {run.get('eval_backend')}: {run.get('eval_path')}")
     seconds = {name: float(np.nansum([s.runs.loc[label, METRICS.EVAL_SECONDS] for label in hf.labels
                                       if label in s.labels])) for name, s in (("hf", hf), ("vllm", vllm))}
     print(f"\nEvaluation wall time, all {len(hf.labels)} runs: hf {seconds['hf'] / 60:.1f} min, vLLM "

@@ -18,7 +18,10 @@ and for each method's largest sample count `qexp.evaluation.evaluate` on qexp's 
 tasks (the `eval` phase), each measured like a qexp run (`qexp.perf.PhaseMemory`): wall
 time, peak GPU memory allocated, peak RSS, and GPU memory and RSS still held after the
 phase, once memory was released. From two or more sample counts it extrapolates the
-`quant` phase to `--target` samples (512), linear in the sample count.
+`quant` phase to `--target` samples (512), linear in the sample count. On a GPU each checkpoint
+is evaluated by both lm-eval backends (`--eval-backends`): `eval` (transformers) and `eval-vllm`
+(lm-eval's vllm backend in vLLM's environment, as `eval.backend=vllm` runs it, engine start
+included), so the first GPU this project is lent says which is faster there.
 
 Then (unless `--no-speed`) the `speed` phase of `qexp.speed`: the unquantized model and each
 method's largest checkpoint served by vLLM (the `vllm` wheel on a GPU, in qexp's environment
@@ -152,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="quant.offload_device for AWQ (qexp's default on a GPU is cpu)")
     parser.add_argument("--eval-limit", type=int, default=20, help="documents per evaluation task")
     parser.add_argument("--no-eval", action="store_true", help="measure quantization only")
+    parser.add_argument("--eval-backends", nargs="+", choices=["hf", "vllm"], default=None,
+                        help="lm-eval backends to evaluate each checkpoint with (default: both on a GPU, where "
+                             "which is faster is to be measured; hf on a CPU)")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed phase (vLLM)")
     parser.add_argument("--vllm-python", default=None,
                         help="a Python that has vLLM (default: qexp builds vLLM's environment under its cache)")
@@ -208,8 +214,10 @@ def study(args: argparse.Namespace) -> int:
                 record(method, n, "quant", lambda: _quantize(model_path, q, n, args.seq_len, args.dtype, out))
             if not args.no_eval:
                 checkpoint = work / f"{method}-{max(args.samples)}"
-                record(method, max(args.samples), "eval",
-                       lambda: _evaluate(checkpoint, device, args.eval_limit, args.dtype, work / "cache"))
+                for backend in args.eval_backends or (["hf", "vllm"] if device.startswith("cuda") else ["hf"]):
+                    record(method, max(args.samples), "eval" if backend == "hf" else f"eval-{backend}",
+                           lambda: _evaluate(checkpoint, device, args.eval_limit, args.dtype, work / "cache", backend,
+                                             args.vllm_python))
         if not args.no_speed:
             for method, n, folder in [("none", 0, model_path)] + [(m, max(args.samples), work / f"{m}-{max(args.samples)}")
                                                                    for m in args.methods]:
@@ -246,13 +254,26 @@ def _quantize(model_path: Path, q, n: int, seq_len: int, dtype: str, out: Path) 
     quantize(str(model_path), conversations(n, 2 * seq_len), q, dtype=dtype, max_seq_length=seq_len, out=out)
 
 
-def _evaluate(checkpoint: Path, device: str, limit: int, dtype: str, cache_dir: Path) -> None:
+def _evaluate(checkpoint: Path, device: str, limit: int, dtype: str, cache_dir: Path, backend: str = "hf",
+              vllm_python: str | None = None) -> None:
+    """lm-eval on the checkpoint with `backend`: hf (transformers, in this process) or vllm (lm-eval's vllm
+    backend in vLLM's environment, as eval.backend=vllm runs it; its engine start is part of the time)."""
     from qexp.evaluation import evaluate, plan_tasks
     from qexp.fixtures import FIXTURES_DIR
+    from qexp.speed.environment import PACKAGES, VLLM_VERSION
+    from qexp.speed.plan import installed_vllm
+    from qexp.speed.served import ServedPlan
 
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    served = None
+    if backend == "vllm":
+        package, version = installed_vllm(vllm_python) if vllm_python else (PACKAGES[kind], VLLM_VERSION)
+        served = ServedPlan(device_kind=kind, python=vllm_python, package=package, version=version, w4a8=False,
+                            enforce_eager=False)
     plan = plan_tasks(EVAL_TASKS, FIXTURES_DIR, cache_dir)
     evaluate(checkpoint, plan, dtype=dtype, device=device, num_fewshot=0, limit=limit,
-             batch_size="auto" if device.startswith("cuda") else 8, seed=0, cache_dir=cache_dir)
+             batch_size="auto" if kind == "cuda" else 8, seed=0, cache_dir=cache_dir, served=served,
+             log_path=Path("gpu_study.vllm_eval.log").resolve())
 
 
 def _speed(model: Path, device: str, args: argparse.Namespace, work: Path) -> dict:

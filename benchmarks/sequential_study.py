@@ -34,7 +34,7 @@ from pathlib import Path
 
 from record import tee  # docs/results/sequential_study.md
 
-SHARED = ("models", "checkpoints", "eval_data", "datasets", "downloads", "heldout", "library", "lm_eval_index")
+SHARED = ("models", "checkpoints", "eval_data", "datasets", "downloads", "heldout", "library", "lm_eval_index", "envs")
 
 
 def fresh_cache(out: Path) -> Path:

@@ -28,10 +28,11 @@ def docs(correct: list[int], prefix: str, metric: str = "acc") -> list[dict]:
 def log_run(client: MlflowClient, experiment_id: str, quant: str, n: int, samples: dict[str, list[dict]] | None,
             metrics: dict[str, float], *, tasks: list[str], groups: dict | None = None, limit: int = 50,
             own_data: dict | None = None, extra_params: dict | None = None, model: str = "m",
-            eval_data: str = "local", size_mb: float | None = None) -> str:
-    """One FINISHED run; `samples` maps a task to its records (None: no samples artifact at all)."""
+            eval_data: str = "local", size_mb: float | None = None, backend: dict | None = None) -> str:
+    """One FINISHED run; `samples` maps a task to its records (None: no samples artifact at all); `backend`: its
+    evaluation's in vLLM (`speed.served.ServedPlan.identity`), None for transformers."""
     evaluation = {"tasks": tasks, "num_fewshot": 0, "limit": limit, "seed": 0, "data": {"t": "d1"},
-                  "own_data": own_data or {}}
+                  "own_data": own_data or {}, **({"backend": backend} if backend else {})}
     identity = {"model": {"hub": model, "dtype": "float32"}, "eval": evaluation, "versions": VERSIONS}
     eval_identity = {**evaluation, "dtype": "float32", "versions": VERSIONS}
     eval_hash = hashlib.sha256(json.dumps(eval_identity, sort_keys=True).encode()).hexdigest()[:16]

@@ -27,7 +27,7 @@ __all__ = ["Study", "load_study", "run_label"]
 
 # How the parts of a run's eval identity (qexp.identity.eval_identity) are named in the report.
 SETTING_NAMES = {"tasks": "tasks", "num_fewshot": "few-shot", "limit": "limit", "seed": "seed",
-                 "data": "data", "own_data": "held-out data", "dtype": "dtype"}
+                 "data": "data", "own_data": "held-out data", "dtype": "dtype", "backend": "backend"}
 
 
 @dataclass
@@ -87,8 +87,13 @@ def settings_of(ident: dict) -> dict[str, str]:
     for key, value in eval_identity(ident).items():
         if key == "versions":
             out.update({f"{lib} version": str(version) for lib, version in value.items()})
+        elif key == "backend":  # eval.backend=vllm (speed.served.ServedPlan.identity)
+            extras = [value.get("runtime", "?")] + ["W4A8"] * bool(value.get("w4a8")) + [
+                "eager"] * bool(value.get("enforce_eager"))
+            out[SETTING_NAMES[key]] = f"{value.get('name', '?')} ({', '.join(extras)})"
         else:
             out[SETTING_NAMES.get(key, key)] = digest(value, 8) if isinstance(value, (dict, list)) else str(value)
+    out.setdefault(SETTING_NAMES["backend"], "hf")  # runs evaluated in transformers name no backend
     return out
 
 
@@ -216,7 +221,8 @@ def _row(names: dict[str, str], run: RunRecord) -> dict:
         "eval_hash": tags.get(TAGS.EVAL_HASH), "sweep_id": tags.get(TAGS.SWEEP_ID),
         "start_time": pd.to_datetime(run.start_time, unit="ms"), "eval_tasks": run.params.get("eval.tasks"),
         "speed": tags.get(TAGS.SPEED), "speed_note": tags.get(TAGS.SPEED_NOTE), "speed_kernel": tags.get(TAGS.SPEED_KERNEL),
-        "speed_path": tags.get(TAGS.SPEED_PATH), "speed_device": tags.get(TAGS.SPEED_DEVICE),
+        "speed_path": tags.get(TAGS.SPEED_PATH), "eval_backend": tags.get(TAGS.EVAL_BACKEND),
+        "eval_path": tags.get(TAGS.EVAL_PATH), "speed_device": tags.get(TAGS.SPEED_DEVICE),
         "speed_runtime": tags.get(TAGS.SPEED_RUNTIME), "sequential": tags.get(TAGS.SEQUENTIAL),
         "sequential_reason": tags.get(TAGS.SEQUENTIAL_REASON),
         **run.metrics,

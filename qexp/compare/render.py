@@ -204,8 +204,14 @@ def _speed(report: Report, fmt: str) -> list[str]:
             "tokens per second, prefill included; TTFT and TPOT at batch 1; peak memory: all vLLM processes "
             "(PSS on a CPU, KV cache sized to the workload; GPU memory on a GPU).")
     paths = [f"{label}: {r.path}" for label, r in table.iterrows() if r.path]
+    measured = table[table["status"].isin(["measured", "reused"])]
+    apart = [f"{label} (accuracy from {r.accuracy_from})" for label, r in measured.iterrows() if not r.same_path]
+    mismatch = ([f"Accuracy and speed come from different numeric paths for {'; '.join(apart)}: the accuracy "
+                 "beside a speed is not that of the computation timed. eval.backend=vllm evaluates in the serving "
+                 "runtime (with eval.vllm.w4a8 following speed.w4a8).", ""] if apart else
+                ["Every run's accuracy and speed come from the same numeric path in vLLM.", ""])
     return [_heading("Speed and memory (vLLM)", fmt, 3), _table(pd.DataFrame(rows), fmt), "", note, ""] + (
-        ["Numeric paths: " + "; ".join(paths) + ".", ""] if paths else [])
+        ["Numeric paths: " + "; ".join(paths) + ".", ""] if paths else []) + mismatch
 
 
 def _sequential(report: Report, fmt: str) -> list[str]:

@@ -17,7 +17,8 @@ from ..contract import METRICS
 from .costs import pareto_front, shown_better
 from .data import Study
 
-__all__ = ["batch_sizes", "speed_table", "speed_fronts", "ratio", "speed_missing", "speed_words", "speed_recommendations"]
+__all__ = ["batch_sizes", "same_path", "speed_table", "speed_fronts", "ratio", "speed_missing", "speed_words",
+           "speed_recommendations"]
 
 def batch_sizes(study: Study) -> list[int]:
     """The batch sizes any run measured tokens per second at, smallest first."""
@@ -42,10 +43,24 @@ def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
+def same_path(run: pd.Series) -> bool:
+    """Whether a run's accuracy and speed come from the same numeric path: evaluated in vLLM (eval.backend=vllm)
+    on the path its speed was measured on. An accuracy from transformers never is: other kernels compute it."""
+    backend, path = _text(run.get("eval_backend")), _text(run.get("eval_path"))
+    return backend.startswith("vllm") and bool(path) and path == _text(run.get("speed_path"))
+
+
+def _accuracy_from(run: pd.Series) -> str:
+    backend, path = _text(run.get("eval_backend")), _text(run.get("eval_path"))
+    return f"{backend or 'hf'}: {path}" if path else (backend or "hf (transformers)")
+
+
 def speed_table(study: Study) -> pd.DataFrame:
     """One row per run: what it was measured with, its figures, and the ratios to the baseline.
 
-    Columns: status, note, kernel, path, load_seconds, ttft_ms (+_min/_max), tpot_ms (+_min/_max),
+    Columns: status, note, kernel, path, accuracy_from (what computed the accuracy: `qexp.eval_backend` and
+    `qexp.eval_path`), same_path (accuracy and speed from one numeric path in one runtime), load_seconds,
+    ttft_ms (+_min/_max), tpot_ms (+_min/_max),
     per batch size B: tps_b<B>, tps_b<B>_min, tps_b<B>_max, x_b<B>, x_b<B>_low, x_b<B>_high, differs_b<B>;
     memory_mb, x_memory. Empty when no run has a speed status (speed=none everywhere)."""
     runs = study.runs
@@ -55,6 +70,7 @@ def speed_table(study: Study) -> pd.DataFrame:
     for label, run in runs.iterrows():
         row = {"label": label, "status": _text(run.get("speed")) or "not run", "note": _text(run.get("speed_note")),
                "kernel": _text(run.get("speed_kernel")), "path": _text(run.get("speed_path")),
+               "accuracy_from": _accuracy_from(run), "same_path": same_path(run),
                "load_seconds": run.get(METRICS.SPEED_LOAD_SECONDS, math.nan)}
         for figure in ("ttft_ms", "tpot_ms"):
             for end in ("", "min", "max"):
@@ -136,8 +152,11 @@ def speed_recommendations(study: Study, ranked: pd.DataFrame, table: pd.DataFram
             at_least = "" if pd.isna(bound) else f" (at least {bound:.0%}, one-sided 95% bound)"
             memory = table.loc[label, "x_memory"]
             speeds = " and ".join(speed_words(table, label, b) for b in sizes)
+            paths = "" if table.loc[label, "same_path"] and table.loc[base, "same_path"] else (
+                "; its accuracy and its speed come from different numeric paths (the speed table says which)")
             lines.append(f"{label} keeps {kept:.0%} of the Baseline's average accuracy{at_least} and {speeds}"
-                         + ("" if pd.isna(memory) else f"; peak serving memory {_times(memory)} the Baseline's") + ".")
+                         + ("" if pd.isna(memory) else f"; peak serving memory {_times(memory)} the Baseline's")
+                         + paths + ".")
     elif base is not None:
         lines.append("The Baseline has no speed figures, so no run's speed is compared with it.")
     for b in sizes:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import sys
 import time
 
-from wire import BenchResult, BenchSettings, batch_series, kv_bytes_per_token, progress_line, FIRST_TOKEN, BATCH_1_FULL
+from wire import (BATCH_1_FULL, FIRST_TOKEN, BenchResult, BenchSettings, batch_series, die_with_parent,
+                  kv_bytes_per_token, progress_line)
 
 TEXT = ("The history of measurement is the history of agreement: a length, a weight or a second means "
         "something only when two people who never met obtain the same number for it. ")
@@ -45,6 +46,7 @@ def _kv_cache_bytes(model: str, tokens: int, dtype_bytes: int) -> int | None:
 
 
 def main(settings_path: str, result_path: str) -> None:
+    die_with_parent()
     s = BenchSettings.read(settings_path)
     total = s.warmup + s.repetitions
     batches = [b for b in s.batch_sizes if b != 1]  # batch 1's pass is the full batch-1 pass

