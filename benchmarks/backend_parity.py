@@ -111,7 +111,7 @@ def report(out: Path) -> None:
     pairs = [(label, hf, label, vllm, "vLLM") for label in hf.labels if label in vllm.labels]
     pairs += [(label, hf, label, w4a8, "vLLM W4A8") for label in w4a8.labels if label != w4a8.baseline]
     pairs += [(label, vllm, label, w4a8, "vLLM W4A8") for label in w4a8.labels if label != w4a8.baseline]
-    print("## Per run: the average over tasks (B - A, points), A and B on the same documents\n")
+    print("#### Per run: the average over tasks (B - A, points), A and B on the same documents\n")
     print("| run | A | B | A avg | B avg | scored alike | Δ avg [95%] | p | equivalent ±1 (p) | A eval s | B eval s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     details = []
@@ -126,21 +126,21 @@ def report(out: Path) -> None:
               f"{'yes' if avg['equivalence_p'] < 0.05 else 'no'} ({avg['equivalence_p']:.3g}) | "
               f"{seconds[0]:.0f} | {seconds[1]:.0f} |")
         details.append((label, a_name, b_name, rows))
-    print("\n## Per task: accuracy, agreement and the exact McNemar test between the backends\n")
+    print("\n#### Per task: accuracy, agreement and the exact McNemar test between the backends\n")
     print("| run | A | B | task | n | A acc | B acc | scored alike | only A right | only B right | McNemar p |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for label, a_name, b_name, rows in details:
         for r in rows:
             print(f"| {label} | {a_name} | {b_name} | {r['task']} | {r['n']} | {r['a']:.1f} | {r['b']:.1f} | "
                   f"{r['agree']:.1f}% | {r['a_only']} | {r['b_only']} | {r['p']:.3g} |")
-    print("\n## Why answers differ: log-likelihoods of the same choices (nats), and the argmax flips\n")
+    print("\n#### Why answers differ: log-likelihoods of the same choices (nats), and the argmax flips\n")
     print("| run | A | B | task | median abs Δ log-likelihood | 99th percentile | argmax differs | A's gap, those docs "
           "(median) | A's gap, all docs (median) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for label, a, b_label, b, b_name in pairs:
         for line in why(out, "hf" if a is hf else "vLLM", a, b_name, b, label, tasks):
             print(line)
-    print("\n## Resolution of the log-likelihoods: documents whose choices tie exactly, values on a 1/64 grid\n")
+    print("\n#### Resolution of the log-likelihoods: documents whose choices tie exactly, values on a 1/64 grid\n")
     print("| backend | run | task | tied choices | on the 1/64 grid |")
     print("|---|---|---|---|---|")
     for name, study in (("hf", hf), ("vLLM", vllm)):
@@ -153,7 +153,7 @@ def report(out: Path) -> None:
                 tied = np.mean([len(set(v)) < len(v) for v in choices])
                 grid = np.mean([abs(x * 64 - round(x * 64)) < 1e-9 for v in ll.values() for x in v])
                 print(f"| {name} | {label} | {task} | {100 * tied:.1f}% | {100 * grid:.1f}% |")
-    print("\n## Held-out perplexity (word perplexity, lower is better)\n")
+    print("\n#### Held-out perplexity (word perplexity, lower is better)\n")
     print("| run | hf | vLLM | vLLM W4A8 |")
     print("|---|---|---|---|")
     for label in hf.labels:
@@ -163,7 +163,7 @@ def report(out: Path) -> None:
                       if label in study.labels else math.nan for t in study.perplexity_tasks]
             cells.append(" ".join(f"{v:.2f}" for v in values if not math.isnan(v)) or "–")
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print("\n## What computed each accuracy (qexp.eval_backend, qexp.eval_path)\n")
+    print("\n#### What computed each accuracy (qexp.eval_backend, qexp.eval_path)\n")
     for name, study in (("hf", hf), ("vllm", vllm), ("w4a8", w4a8)):
         for label in study.labels:
             run = study.runs.loc[label]

@@ -94,14 +94,14 @@ def plan_backend(cfg: DictConfig, device_kind: str, scheme: str | None) -> Serve
     if w4a8 and not (scheme or "").upper().startswith("W4A16"):
         w4a8 = False  # only int4 weights with 16-bit activations take that path: nothing changes, nothing differs
     if w4a8 and device_kind != "cpu":
-        raise config_error("eval.vllm.w4a8", w4a8, "W4A8 is vLLM's CPU int4 path; this job runs on a GPU",
+        raise config_error("eval.vllm.w4a8", "true", "W4A8 is vLLM's CPU int4 path; this job runs on a GPU",
                            "Set eval.vllm.w4a8=false (or null).")
     if w4a8 and cfg.eval.dtype != "bfloat16":
-        raise config_error("eval.vllm.w4a8", w4a8, f"vLLM takes its W4A8 path only for bfloat16 activations, not "
+        raise config_error("eval.vllm.w4a8", "true", f"vLLM takes its W4A8 path only for bfloat16 activations, not "
                            f"eval.dtype={cfg.eval.dtype}", "Set eval.dtype=bfloat16, or eval.vllm.w4a8=false.")
     if (vllm_cfg.enforce_eager and device_kind == "cpu" and not w4a8
             and (scheme or "").upper().startswith("W4A16")):
-        raise config_error("eval.vllm.enforce_eager", True, "vLLM 0.32's CPU W4A16 kernel dies with SIGILL when "
+        raise config_error("eval.vllm.enforce_eager", "true", "vLLM 0.32's CPU W4A16 kernel dies with SIGILL when "
                            "graphs are not compiled (docs/speed.md)", "Set eval.vllm.enforce_eager=false.")
     python = str(speed.python) if speed.name == "vllm" and speed.python else None
     package, version = installed_vllm(python) if python else (PACKAGES[device_kind], VLLM_VERSION)
