@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import os
 import sys
 import time
@@ -75,7 +76,9 @@ def main(settings_path: str, result_path: str) -> None:
     import lm_eval
     import lm_eval.evaluator
     from lm_eval.tasks import TaskManager
-    from lm_eval.utils import handle_non_serializable
+    from lm_eval.utils import handle_non_serializable, setup_logging
+
+    setup_logging(logging.INFO)  # lm-eval's own lines in the log, e.g. "Cached requests: N, Requests remaining: M"
 
     lm_eval.evaluator.get_git_commit_hash = lambda: None  # qexp records its own commit
     tm = TaskManager(include_path=s.task_folders, include_defaults=s.include_defaults)

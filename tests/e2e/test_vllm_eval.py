@@ -58,7 +58,9 @@ def test_the_report_compares_the_runs_evaluated_in_vllm(served_sweep, cache_dir)
     proc = qexp_cli("--format", "json", cwd=served_sweep.root, cache_dir=cache_dir, module="qexp.compare")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
-    assert "RTN" in report["summary"] and "Baseline" in report["summary"]
+    runs = {run["label"]: run for run in report["runs"]}
+    assert set(runs) == {"Baseline", "RTN"} and "arc_easy" in runs["RTN"]["scores"]
+    assert [row["label"] for row in report["ranking"]]  # ranked from the samples logged
     assert not [w for w in report["warnings"] if "'backend'" in w]  # one backend throughout: nothing mixed
 
 
