@@ -35,7 +35,7 @@ from .environment import Interpreter
 from .plan import SpeedPlan
 from .wire import BATCH_1_FULL, FIRST_TOKEN, BenchResult, BenchSettings, batch_series, parse_progress
 
-__all__ = ["SpeedError", "Measurement", "measure", "summarize", "kernels_from_log", "numeric_path", "path_in_words", "speed_key",
+__all__ = ["SpeedError", "Measurement", "measure", "summarize", "kernels_from_log", "numeric_path", "path_in_words", "scheme_bits", "speed_key",
            "metric_names", "relay", "stop_group", "last_error"]
 
 log = logging.getLogger("qexp")
@@ -105,6 +105,15 @@ def numeric_path(quantization: dict | None, kernels: list[str], plan: SpeedPlan)
                          plan.device.get("features", []))
 
 
+def scheme_bits(quantization: dict) -> tuple[int | None, str, int | None]:
+    """A compressed-tensors `quantization_config`'s weight bits, weight type (int, float) and activation bits
+    (None when activations are not quantized), from its first config group."""
+    groups = list((quantization.get("config_groups") or {}).values())
+    weights = (groups[0].get("weights") or {}) if groups else {}
+    inputs = (groups[0].get("input_activations") or {}) if groups else {}
+    return weights.get("num_bits"), weights.get("type", "int"), inputs.get("num_bits") if inputs else None
+
+
 def path_in_words(quantization: dict | None, kernels: list[str], dtype: str, w4a8: bool, features: list[str]) -> str:
     """What vLLM's matmuls compute in, in words; W4A8 when its CPU int4 kernel quantizes activations to int8.
 
@@ -112,12 +121,9 @@ def path_in_words(quantization: dict | None, kernels: list[str], dtype: str, w4a
     (speed.w4a8, eval.vllm.w4a8), activations are bf16 and the CPU has AMX (`features`)."""
     if not quantization:
         return f"{dtype} weights and activations (dense)"
-    groups = list((quantization.get("config_groups") or {}).values())
-    weights = (groups[0].get("weights") or {}) if groups else {}
-    inputs = (groups[0].get("input_activations") or {}) if groups else {}
-    bits, kind = weights.get("num_bits"), weights.get("type", "int")
+    bits, kind, inputs = scheme_bits(quantization)
     if inputs:
-        return f"W{bits}A{inputs.get('num_bits')}: {kind}{bits} weights and activations"
+        return f"W{bits}A{inputs}: {kind}{bits} weights and activations"
     amx = any(f.startswith("AMX") for f in features)
     if w4a8 and bits == 4 and dtype == "bfloat16" and amx and "CPUWNA16LinearKernel" in kernels:
         return ("W4A8: int4 weights, activations quantized to int8 at run time (vLLM's CPU int4 path, "

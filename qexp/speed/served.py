@@ -27,7 +27,7 @@ from ..errors import QexpError, config_error
 from ..files import write_atomic
 from . import device as devices
 from .environment import PACKAGES, VLLM_VERSION, SpeedEnvError, interpreter, with_lm_eval
-from .measure import kernels_from_log, last_error, path_in_words, relay, stop_group
+from .measure import kernels_from_log, last_error, path_in_words, relay, scheme_bits, stop_group
 from .plan import installed_vllm
 from .wire import EvalSettings, kv_bytes_per_token, parse_bar
 
@@ -127,12 +127,9 @@ def accuracy_path(quantization: dict | None, dtype: str, served: ServedPlan | No
         return path_in_words(quantization, kernels, dtype, served.w4a8, features)
     if not quantization:
         return f"{dtype} weights and activations (dense)"
-    groups = list((quantization.get("config_groups") or {}).values())
-    weights = (groups[0].get("weights") or {}) if groups else {}
-    inputs = (groups[0].get("input_activations") or {}) if groups else {}
-    bits, kind = weights.get("num_bits"), weights.get("type", "int")
+    bits, kind, inputs = scheme_bits(quantization)
     if inputs:
-        return (f"W{bits}A{inputs.get('num_bits')} simulated in transformers: {kind}{bits} weights and activations "
+        return (f"W{bits}A{inputs} simulated in transformers: {kind}{bits} weights and activations "
                 f"quantized, then dequantized to {dtype} for the matmuls")
     return f"W{bits}A16 in transformers: {kind}{bits} weights dequantized to {dtype}, {dtype} activations"
 

