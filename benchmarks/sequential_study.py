@@ -14,9 +14,10 @@ checkpoint already quantized is reused, this compares evaluations):
 first 500 documents) from its store. `--resume` reuses a sweep whose store is already in DIR.
 Then prints, per quantized run against the baseline:
 
-- how the run stopped (worse, better, equivalent within ±1 point, each at its own alpha; or undecided at
-  the budget), the documents it used, its repeated 95% interval and p-value, and the verdict that
-  survives Holm across the study's runs (what the report states);
+- how the run stopped (worse, better, equivalent within ±1 point, each at alpha / m, m the sweep's
+  quantized runs (eval.sequential.comparisons); or undecided at the budget), the documents it used, its
+  repeated interval (at 1 - alpha/m) and p-value, and the verdict that survives Holm across the
+  study's runs (what the report states);
 - the fixed studies' verdicts on the average (Holm-adjusted z-test, equivalence by two one-sided
   tests), and whether the sequential one contradicts them;
 - the documents and evaluation seconds of the sequential and the same-documents fixed study.
@@ -123,7 +124,10 @@ def main() -> int:
     quantized = sorted(label for label in runs if runs[label].get(TAGS.SEQUENTIAL) not in (None, "baseline"))
     table = sequential_table(load_study(f"sqlite:///{out / 'mlruns' / 'mlflow.db'}", "qexp")).set_index("label")
     adjusted = table["p_adjusted"].to_dict()  # the report's own verdicts after Holm
-    print("| run vs Baseline | stopped | documents used | Δ avg pts [repeated 95%] | p (repeated) | p Holm | verdict "
+    shares = sorted({int(runs[label].get(METRICS.SEQUENTIAL_COMPARISONS, 1)) for label in quantized})
+    print(f"Each quantized run decided at α/{'/'.join(map(str, shares))} (eval.sequential.comparisons); "
+          "its repeated interval is at 1 − that α.\n")
+    print("| run vs Baseline | stopped | documents used | Δ avg pts [repeated interval] | p (repeated) | p Holm | verdict "
           "(Holm) | fixed, same documents | fixed, first 500 | contradicts | evaluate s (fixed, same documents) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     notes, used_total, fixed_total = [], 0.0, 0.0
@@ -142,9 +146,10 @@ def main() -> int:
               f"{m[METRICS.EVAL_SECONDS]:.0f} ({same_seconds.get(label, float('nan')):.0f}) |")
         for name, other in zip(("the fixed study of the same documents", "the first-500 fixed study"), others):
             if verdict in CONTRADICTS and held not in CONTRADICTS and other == verdict and label not in str(notes):
-                notes.append(f"- {label}: stopped {verdict} at its own alpha, as {name} found it, but not {verdict} "
-                             f"after Holm across the study's {len(quantized)} runs: each run stops as soon as its "
-                             f"repeated p-value crosses alpha, and Holm's first step asks for alpha/{len(quantized)}.")
+                share = int(m.get(METRICS.SEQUENTIAL_COMPARISONS, 1))
+                notes.append(f"- {label}: stopped {verdict} at alpha/{share}, as {name} found it, but not {verdict} "
+                             f"after Holm across the study's {len(quantized)} runs, whose first step asks for "
+                             f"alpha/{len(quantized)}.")
             if verdict == "undecided" and other in CONTRADICTS:
                 notes.append(f"- {label}: undecided at the budget where {name} found it {other}. A repeated "
                              f"interval is wider at the last look than the fixed test's (the price of looking "

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from .contract import ARTIFACTS
 from .identity import sweep_id
 from .outcome import Outcome, read_outcomes
-from .sweep_jobs import SweepCannotRun, command_line, job_count, per_job, runnable_jobs, swept_values
+from .sweep_jobs import SweepCannotRun, command_line, job_count, per_job, runnable_jobs, share_alpha, swept_values
 
 log = logging.getLogger("qexp")
 
@@ -174,6 +174,7 @@ class Sweep:
 
         command = command_line(config)  # as typed: refused values are dropped from the config below
         jobs = runnable_jobs(config)
+        share_alpha(jobs, config.hydra.sweep.dir)  # a sequential study's runs stop at alpha / its comparisons
         try:
             first = prepare(jobs[0], pinned=jobs[0].device)  # the job's own process will be pinned to its device
         except QexpError as err:

@@ -135,6 +135,8 @@ def _sequential(cfg: DictConfig) -> None:
     if cfg.eval.order != "shuffled":
         raise config_error("eval.order", cfg.eval.order, "A sequential evaluation needs a random sample: the first "
                            "documents of a task follow the dataset's order", "Add eval.order=shuffled.")
+    _at_least(cfg, "eval.sequential.comparisons", 1, "Set eval.sequential.comparisons to the number of quantized "
+              "runs the study compares with the baseline, or null (the sweep's).")
     margin = cfg.eval.sequential.margin
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin > 0:
         raise config_error("eval.sequential.margin", margin, "Expected a positive number of points",

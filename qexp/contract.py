@@ -96,11 +96,12 @@ class METRICS:
     SEQUENTIAL_SAVED = "sequential/saved_docs"  # budget_docs - docs
     SEQUENTIAL_LOOKS = "sequential/looks"  # looks taken (chunks evaluated)
     SEQUENTIAL_DELTA = "sequential/delta"  # the average difference from the baseline at the stop, points
-    SEQUENTIAL_LOW = "sequential/ci_low"  # its repeated 95% interval, valid at the stopping time
+    SEQUENTIAL_LOW = "sequential/ci_low"  # its repeated 1 - alpha/comparisons interval, valid at the stopping time
     SEQUENTIAL_HIGH = "sequential/ci_high"
     SEQUENTIAL_P = "sequential/p_value"  # the repeated p-value (Holm applies across a study's runs)
     SEQUENTIAL_EQUIVALENCE_P = "sequential/equivalence_p"  # the same for equivalence within ±margin
     SEQUENTIAL_MARGIN = "sequential/margin"  # that margin, points
+    SEQUENTIAL_COMPARISONS = "sequential/comparisons"  # the study's comparisons sharing alpha (eval.sequential.comparisons)
     SPEED_LOAD_SECONDS = "speed/load_seconds"
     SPEED_PEAK_MEMORY_MB = "speed/peak_memory_mb"  # all of vLLM's processes: PSS on a CPU, GPU memory on a GPU
 

@@ -14,6 +14,7 @@ from .files import default_cache_dir
 from .identity import sweep_id
 from .outcome import Outcome, write_outcome
 from .pipeline import run
+from .sweep_jobs import shared_alpha
 
 __all__ = ["run_job"]
 
@@ -33,6 +34,7 @@ def run_job(cfg: DictConfig, hc) -> None:
         cache_dir = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else default_cache_dir()
         gpus.pin(cfg.device, cfg.gpus_per_job, cache_dir / "gpu-slots")  # before anything initialises CUDA here
         folder = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
+        shared_alpha(cfg, folder if hc.mode.name == "MULTIRUN" else None)
         result = run(cfg, sweep_id=sweep_id(folder), log_file=log_file)
         outcome = Outcome(job=name, status=result.status, run_id=result.run_id, run_name=result.name)
     except QexpError as err:

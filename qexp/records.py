@@ -134,7 +134,8 @@ def log_sequential(run: Run, decision: Decision) -> dict[str, float]:
                         METRICS.SEQUENTIAL_LOW: decision.interval[0], METRICS.SEQUENTIAL_HIGH: decision.interval[1],
                         METRICS.SEQUENTIAL_P: decision.p_value,
                         METRICS.SEQUENTIAL_EQUIVALENCE_P: decision.equivalence_p,
-                        METRICS.SEQUENTIAL_MARGIN: decision.margin})
+                        METRICS.SEQUENTIAL_MARGIN: decision.margin,
+                        METRICS.SEQUENTIAL_COMPARISONS: decision.comparisons})
     return metrics
 
 

@@ -122,6 +122,7 @@ class CalibConfig:
 class SequentialConfig:
     looks: int = MISSING  # 0: fixed size; K > 0: each task's documents in K chunks, stop when decided
     margin: float = MISSING  # points: "equivalent" means the average difference is within ±margin
+    comparisons: int | None = MISSING  # the study's comparisons with the baseline; each stops at alpha/comparisons
 
 
 @dataclass

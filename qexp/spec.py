@@ -106,7 +106,8 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
     if cfg.eval.order != "dataset":
         evaluation["order"] = cfg.eval.order
     if cfg.eval.sequential.looks:
-        evaluation["sequential"] = {"looks": cfg.eval.sequential.looks, "margin": float(cfg.eval.sequential.margin)}
+        evaluation["sequential"] = {"looks": cfg.eval.sequential.looks, "margin": float(cfg.eval.sequential.margin),
+                                    "comparisons": cfg.eval.sequential.comparisons or 1}
     if served is not None:
         evaluation["backend"] = served.identity
     model = models.model_fingerprint(str(cfg.model.path), model_path)

@@ -8,6 +8,9 @@ as soon as its comparison with the baseline is decided.
   on the same chunks give the report's paired average difference (`compare.stats.weighted_mean_differences`,
   each requested task weighing the same) and `compare.sequential.decide` its verdict: worse, better,
   equivalent within ±`eval.sequential.margin`, or the next chunk. The baseline evaluates the whole budget.
+- **α shared by the study.** Each run decides at alpha / `eval.sequential.comparisons` (the study's
+  quantized runs), so a run that stops worse, better or equivalent is one the report, Holm-adjusted
+  across those runs, still calls so.
 - **Shared chunks, no waiting on runs.** Each model's chunk outcomes are files under
   `<cache_dir>/sequential/<the model's answers key>/<eval_hash>/`. A run that needs a chunk of the
   baseline that is not there yet evaluates it itself, under the baseline's lock: a job waits for another
@@ -33,7 +36,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .compare.sequential import Look, Verdict, decide, repeated_equivalence_p, repeated_p
-from .compare.stats import weighted_mean_differences
+from .compare.stats import ALPHA, weighted_mean_differences
 from .evaluation import QEXP_TASKS, EvalResult
 from .files import write_atomic
 
@@ -138,10 +141,11 @@ class Decision:
     planned: int = 0  # looks in the design
     documents: dict[str, int] = field(default_factory=dict)  # leaf task -> documents used
     budget: dict[str, int] = field(default_factory=dict)  # leaf task -> documents of the whole budget
-    interval: tuple[float, float] = (float("nan"), float("nan"))  # repeated 1 - alpha interval, points
+    interval: tuple[float, float] = (float("nan"), float("nan"))  # repeated 1 - alpha/comparisons interval, points
     p_value: float = float("nan")  # the repeated p-value (valid at the stop; Holm applies across runs)
     equivalence_p: float = float("nan")  # the repeated p-value of equivalence within ±margin
     margin: float = 0.0  # points
+    comparisons: int = 1  # the study's comparisons sharing alpha: decided at alpha / comparisons
 
     @property
     def reason(self) -> str:
@@ -149,7 +153,8 @@ class Decision:
             return "the baseline: the whole budget"
         if self.verdict == "undecided":
             return f"budget reached after {len(self.looks)} looks, not decided"
-        return f"decided {self.verdict} at look {len(self.looks)} of {self.planned}"
+        return (f"decided {self.verdict} at look {len(self.looks)} of {self.planned}"
+                + (f", at alpha/{self.comparisons}" if self.comparisons > 1 else ""))
 
     def record(self) -> dict:
         return {**asdict(self), "looks": [asdict(x) for x in self.looks], "reason": self.reason}
@@ -162,8 +167,9 @@ class Decision:
 
 def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSource | None,
               groups: dict[str, list[str]], margin: float, announce: Callable[[int, Verdict | None], object],
-              name: str = "") -> tuple[Decision, int]:
-    """Evaluate `own`'s chunks in turn; with a `base`line, stop at the first look that decides.
+              name: str = "", comparisons: int = 1) -> tuple[Decision, int]:
+    """Evaluate `own`'s chunks in turn; with a `base`line, stop at the first look that decides at
+    alpha / `comparisons`.
     `announce(k, verdict_so_far)` runs before each chunk (progress). Returns the decision and how many
     chunks were used."""
     mine: list[Outcomes] = []
@@ -177,7 +183,7 @@ def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSo
             continue
         theirs.append(base.get(k, documents))
         looks.append(look(mine, theirs, groups, (k + 1) / len(parts)))
-        verdict = decide(looks, margin / 100)
+        verdict = decide(looks, margin / 100, ALPHA / comparisons)
         log.info("%s: look %d/%d: %+.2f pts, repeated interval [%+.2f, %+.2f]%s", name, k + 1, len(parts),
                  100 * looks[-1].delta, 100 * verdict.ci_low, 100 * verdict.ci_high,
                  f": {verdict.decided}" if verdict.decided else "")
@@ -190,7 +196,7 @@ def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSo
         return Decision("", [], len(parts), documents, whole), used
     return Decision(verdict.decided or "undecided", looks, len(parts), documents, whole,
                     (100 * verdict.ci_low, 100 * verdict.ci_high), repeated_p(looks),
-                    repeated_equivalence_p(looks, margin / 100), margin), used
+                    repeated_equivalence_p(looks, margin / 100), margin, comparisons), used
 
 
 # ----------------------------------------------------------------------------- a run's evaluation
@@ -244,7 +250,8 @@ def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult
     other = None if base is None or not planned else ChunkSource(
         base.folder, lambda documents: run(base, documents, f"evaluating the baseline's chunk {look_at[0] + 1}/{len(parts)}"))
     groups = {task: members for task, members in requested.items() if task not in QEXP_TASKS}
-    decision, used = run_looks(parts, own, other, groups, float(cfg.eval.sequential.margin), announce, spec.run_name)
+    decision, used = run_looks(parts, own, other, groups, float(cfg.eval.sequential.margin), announce, spec.run_name,
+                               cfg.eval.sequential.comparisons or 1)
     documents = {task: sorted(i for part in parts[:used] for i in part.get(task, [])) for task in leaves}
     documents.update({task: list(range(n if cfg.eval.limit is None else min(cfg.eval.limit, n)))
                       for task, n in sizes.items() if task in QEXP_TASKS})

@@ -14,7 +14,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .outcome import Outcome, write_outcome
 
-__all__ = ["SweepCannotRun", "command_line", "swept_values", "job_overrides", "job_count", "compose_job", "runnable_jobs", "per_job"]
+__all__ = ["SweepCannotRun", "command_line", "swept_values", "job_overrides", "job_count", "compose_job", "runnable_jobs", "per_job",
+           "share_alpha", "shared_alpha"]
+
+COMPARISONS = "comparisons.json"  # in the sweep's folder: how many of its jobs compare with the baseline
 
 
 class SweepCannotRun(Exception):
@@ -60,6 +63,35 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     return [job for batch in BasicSweeper.split_arguments(parsed_overrides(config), None) for job in batch]
+
+
+def share_alpha(jobs: list[DictConfig], folder: str | Path) -> int:
+    """A sequential sweep's comparisons with the baseline (its jobs that quantize): written to the sweep's
+    `folder` for its jobs (`shared_alpha`), wherever they run, and set in `jobs` whose
+    eval.sequential.comparisons is null. Each such job stops at alpha / that number."""
+    import json
+
+    from .identity import BASELINE
+
+    comparisons = max(1, sum(1 for job in jobs if job.quant.name != BASELINE))
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / COMPARISONS).write_text(json.dumps({"comparisons": comparisons}))
+    for job in jobs:
+        shared_alpha(job, folder)
+    return comparisons
+
+
+def shared_alpha(cfg: DictConfig, folder: str | Path | None) -> None:
+    """Resolve eval.sequential.comparisons: null becomes the number `share_alpha` wrote for the sweep in
+    `folder` (1 for a run outside a sweep, `folder` None). A fixed-size evaluation keeps it null."""
+    import json
+
+    if not cfg.eval.sequential.looks or cfg.eval.sequential.comparisons is not None:
+        return
+    path = Path(folder) / COMPARISONS if folder is not None else None
+    comparisons = json.loads(path.read_text())["comparisons"] if path is not None and path.is_file() else 1
+    with open_dict(cfg):
+        cfg.eval.sequential.comparisons = comparisons
 
 
 def job_count(config: DictConfig) -> int | None:

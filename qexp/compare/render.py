@@ -220,14 +220,17 @@ def _sequential(report: Report, fmt: str) -> list[str]:
     if not len(frame):
         return []
     rows = [{"Configuration": r.label, "stopped": r.reason, "documents": f"{r.docs:,.0f} of {r.budget_docs:,.0f}",
-             "Δ avg pts [repeated 95%]": f"{r.delta:+.1f} {_interval(r.ci_low, r.ci_high, lambda v: f'{v:+.1f}')}",
+             "Δ avg pts [repeated interval]": f"{r.delta:+.1f} {_interval(r.ci_low, r.ci_high, lambda v: f'{v:+.1f}')}",
+             "decided at α": f"{ALPHA:g}/{r.comparisons}" if r.comparisons > 1 else f"{ALPHA:g}",
              "p (repeated)": _p(r.p_value), "p Holm": _p(r.p_adjusted),
              "equivalent: p Holm": _p(r.equivalence_adjusted), "verdict": r.verdict,
              "recovery ≥ %": _number(r.recovery_low)} for r in frame.itertuples()]
     note = ("Each run was evaluated in chunks of its budget and stopped at the first look whose repeated interval "
-            "excluded 0 (worse, better) or lay within ±eval.sequential.margin (equivalent); O'Brien-Fleming-type α-spending keeps "
-            f"the error rates at α = {ALPHA} however the run stopped. p-values are the repeated ones, Holm-adjusted "
-            "across these runs; the recovery bound is the repeated interval's lower end over the Baseline's average.")
+            "excluded 0 (worse, better) or lay within ±eval.sequential.margin (equivalent), at the α it shares with the "
+            "study's other comparisons (α/m, m = eval.sequential.comparisons); O'Brien-Fleming-type α-spending keeps the "
+            "error rates at that α however the run stopped, and its interval is at 1 − α/m. p-values are the repeated "
+            "ones, Holm-adjusted across these runs: a run decided at α/m keeps its verdict while at most m runs are "
+            "here. The recovery bound is the repeated interval's lower end over the Baseline's average.")
     return [_heading("Sequential comparisons: each run against Baseline, stopped once decided", fmt, 3),
             _table(pd.DataFrame(rows), fmt), "", note, ""]
 

@@ -1,12 +1,14 @@
 """The verdicts of sequentially evaluated runs (eval.sequential), as the report states them.
 
-Such a run stopped evaluating at the first look that decided it against the baseline
-(`qexp.stopping`), and logged its repeated interval and repeated p-values, valid at that stopping
+Such a run stopped evaluating at the first look that decided it against the baseline at
+alpha / m, m the study's comparisons sharing alpha (`qexp.stopping`, eval.sequential.comparisons),
+and logged its repeated interval (at 1 - alpha/m) and repeated p-values, valid at that stopping
 time (`compare.sequential`). The fixed-size tests of the other tables treat the documents it used as
 a fixed sample; here its verdict comes from the sequential design, Holm-adjusted across the study's
 sequential comparisons as the fixed report adjusts its own: "worse" or "better" stands when the
 adjusted repeated p-value is below alpha, "equivalent" when the adjusted repeated equivalence
-p-value is.
+p-value is. A run that stopped decided at alpha/m keeps its verdict while the report holds at most m
+sequential comparisons.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from .stats import ALPHA, holm
 
 __all__ = ["sequential_table", "sequential_labels"]
 
-COLUMNS = ["label", "stopped", "reason", "looks", "docs", "budget_docs", "delta", "ci_low", "ci_high", "p_value",
-           "p_adjusted", "equivalence_p", "equivalence_adjusted", "margin", "verdict", "recovery_low"]
+COLUMNS = ["label", "stopped", "reason", "looks", "docs", "budget_docs", "delta", "ci_low", "ci_high", "comparisons",
+           "p_value", "p_adjusted", "equivalence_p", "equivalence_adjusted", "margin", "verdict", "recovery_low"]
 
 
 def sequential_labels(study: Study) -> list[str]:
@@ -34,7 +36,7 @@ def sequential_labels(study: Study) -> list[str]:
 
 def sequential_table(study: Study) -> pd.DataFrame:
     """One row per sequentially evaluated run: how it stopped, its documents, its average difference
-    from the baseline with the repeated 95% interval, the repeated p-values and their Holm adjustment,
+    from the baseline with the repeated interval (at 1 - alpha/comparisons), the repeated p-values and their Holm adjustment,
     the verdict that survives it, and the recovery's lower bound from the repeated interval."""
     labels = sequential_labels(study)
     if not labels:
@@ -50,7 +52,8 @@ def sequential_table(study: Study) -> pd.DataFrame:
         "budget_docs": column(METRICS.SEQUENTIAL_BUDGET), "delta": column(METRICS.SEQUENTIAL_DELTA),
         "ci_low": column(METRICS.SEQUENTIAL_LOW), "ci_high": column(METRICS.SEQUENTIAL_HIGH),
         "p_value": column(METRICS.SEQUENTIAL_P), "equivalence_p": column(METRICS.SEQUENTIAL_EQUIVALENCE_P),
-        "margin": column(METRICS.SEQUENTIAL_MARGIN)})
+        "margin": column(METRICS.SEQUENTIAL_MARGIN),
+        "comparisons": np.nan_to_num(column(METRICS.SEQUENTIAL_COMPARISONS), nan=1.0).astype(int)})
     frame["p_adjusted"] = holm(np.nan_to_num(frame["p_value"].to_numpy(), nan=1.0))
     frame["equivalence_adjusted"] = holm(np.nan_to_num(frame["equivalence_p"].to_numpy(), nan=1.0))
     frame["verdict"] = [("worse" if d < 0 else "better") if p < ALPHA else "equivalent" if e < ALPHA

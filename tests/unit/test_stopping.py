@@ -169,3 +169,28 @@ def test_the_reports_sequential_verdicts_survive_holm_across_the_studys_sequenti
     assert list(table["p_adjusted"]) == pytest.approx(list(holm([0.001, 0.04, 0.9])))
     assert list(table["verdict"]) == ["worse", "not shown to differ", "equivalent"]
     assert table.loc["GPTQ-8", "recovery_low"] == pytest.approx(100 * (1 - 6.0 / 40.0))  # from the repeated interval
+
+
+def test_runs_that_share_alpha_stop_only_where_the_reports_holm_keeps_their_verdict(tmp_path):
+    from qexp.compare.stats import holm
+
+    parts = chunks({"a": 1000, "b": 1000}, limit=400, looks=8, seed=0)
+    shifts = [-0.15, -0.1, -0.1, 0.1]
+
+    def study(comparisons: int) -> list[Decision]:
+        base = ChunkSource(tmp_path / f"{comparisons}" / "base", Fake(0.0, 2))
+        return [run_looks(parts, ChunkSource(tmp_path / f"{comparisons}" / str(i), Fake(shift, 10 + i)), base,
+                          {"a": ["a"], "b": ["b"]}, 1.0, lambda k, v: None, comparisons=comparisons)[0]
+                for i, shift in enumerate(shifts)]
+
+    shared, alone = study(len(shifts)), study(1)
+    assert all(d.comparisons == 4 and "alpha/4" in d.reason for d in shared if d.verdict != "undecided")
+    decided = [d.verdict in ("worse", "better") for d in shared]
+    assert any(decided)
+    assert all(p < ALPHA for p, kept in zip(holm([d.p_value for d in shared]), decided) if kept)
+    for d in shared:  # the interval is at 1 - alpha/4: it excludes 0 exactly when the run stopped decided
+        assert (d.interval[0] > 0 or d.interval[1] < 0) == (d.verdict in ("worse", "better"))
+    # At alpha alone the same runs stop sooner, and some stop is one Holm across the four does not keep.
+    assert sum(len(d.looks) for d in alone) < sum(len(d.looks) for d in shared)
+    kept = holm([d.p_value for d in alone]) < ALPHA
+    assert any(d.verdict in ("worse", "better") and not k for d, k in zip(alone, kept))

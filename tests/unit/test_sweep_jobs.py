@@ -53,3 +53,22 @@ def test_a_command_line_value_replaces_the_presets_sweep_as_hydra_does():
     assert len(job_overrides(partly)) == 4 and _name(partly) == "smollm2-135m · gptq,awq × 8,64"
     plain = _sweep_config({}, ["quant=gptq,awq", "calib.n=215,512", "model=tiny"])
     assert _name(plain) == "smollm2-135m · gptq,awq × 215,512" and len(job_overrides(plain)) == 4
+
+
+def _job(quant: str, looks: int = 4, comparisons=None):
+    return OmegaConf.create({"quant": {"name": quant},
+                             "eval": {"sequential": {"looks": looks, "comparisons": comparisons}}})
+
+
+def test_a_sequential_sweep_shares_alpha_among_its_quantized_jobs(tmp_path):
+    from qexp.sweep_jobs import share_alpha, shared_alpha
+
+    jobs = [_job("gptq"), _job("awq"), _job("none"), _job("rtn", comparisons=2), _job("gptq", looks=0)]
+    assert share_alpha(jobs, tmp_path / "sweep") == 4  # the baseline compares with nothing
+    assert [job.eval.sequential.comparisons for job in jobs] == [4, 4, 4, 2, None]  # as set; fixed size: unused
+    later = _job("awq")  # a job of the sweep in its own process (a SLURM job) reads the sweep's number
+    shared_alpha(later, tmp_path / "sweep")
+    assert later.eval.sequential.comparisons == 4
+    alone = _job("awq")  # a run outside a sweep is its study's one comparison
+    shared_alpha(alone, None)
+    assert alone.eval.sequential.comparisons == 1
