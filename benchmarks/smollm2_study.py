@@ -33,13 +33,17 @@ def phases(store: Path) -> str:
     from qexp.tracking import Store
 
     runs = Store.open(f"sqlite:///{store / 'mlflow.db'}", "qexp", create=False).find_runs(where=[f"tags.`{TAGS.QUANT}` != ''"])
-    rows = ["| run | quantize (s) | evaluate (s) | speed phase (s) | peak RSS (GB) |", "|---|---|---|---|---|"]
+    served = any(METRICS.EVAL_SERVED_PEAK_MB in run.metrics for run in runs)  # eval.backend=vllm
+    rows = ["| run | quantize (s) | evaluate (s) | speed phase (s) | peak RSS (GB) |" + (" evaluation in vLLM, peak (GB) |"
+                                                                                     if served else ""),
+            "|---|---|---|---|---|" + ("---|" if served else "")]
     for run in sorted(runs, key=lambda r: r.start_time):
         m = run.metrics
         quant = f"{m[METRICS.QUANT_SECONDS]:.0f}" if METRICS.QUANT_SECONDS in m else "–"
         speed = f"{m[METRICS.SPEED_SECONDS]:.0f}" if METRICS.SPEED_SECONDS in m else "–"
         rows.append(f"| {run.name} | {quant} | {m.get(METRICS.EVAL_SECONDS, float('nan')):.0f} | {speed} | "
-                    f"{m.get(METRICS.PEAK_RSS_MB, float('nan')) / 1024:.1f} |")
+                    f"{m.get(METRICS.PEAK_RSS_MB, float('nan')) / 1024:.1f} |"
+                    + (f" {m.get(METRICS.EVAL_SERVED_PEAK_MB, float('nan')) / 1024:.1f} |" if served else ""))
     return "\n".join(rows)
 
 

@@ -86,7 +86,8 @@ class METRICS:
     QUANT_SECONDS = "perf/quant_seconds"  # quantizing (an earlier attempt's, when the checkpoint was reused)
     EVAL_SECONDS = "perf/eval_seconds"  # lm-eval end to end
     SPEED_SECONDS = "perf/speed_seconds"  # the speed phase, when it measured
-    PEAK_RSS_MB = "perf/peak_rss_mb"  # the largest phase's peak resident memory
+    PEAK_RSS_MB = "perf/peak_rss_mb"  # the largest phase's peak resident memory (the job's own process)
+    EVAL_SERVED_PEAK_MB = "perf/eval_served_peak_mb"  # eval.backend=vllm: vLLM's processes' peak (PSS; GPU: GPU memory)
     PEAK_GPU_MB = "perf/peak_gpu_mb"
     CHECKPOINT_MB = "perf/checkpoint_mb"  # the weight files' size
     BASELINE_MB = "perf/baseline_mb"  # the unquantized model's weight files

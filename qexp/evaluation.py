@@ -36,6 +36,7 @@ class EvalResult:
     results: dict[str, Any]  # lm-eval's output minus samples, JSON-safe
     samples: dict[str, list[dict]]  # leaf task -> per-document records
     kernels: list[str] = field(default_factory=list)  # in vLLM: the linear kernels it chose (`speed.served`)
+    served_peak_mb: float | None = None  # in vLLM: its processes' peak memory (they are not the job's)
 
 
 @functools.cache
@@ -345,4 +346,5 @@ def _evaluate_served(model_path: str | Path, plan: TaskPlan, served: ServedPlan,
                 "responses": str(responses) if responses else None, "dtype": dtype}
     out = evaluate_served(str(model_path), served, settings, cache_dir=Path(cache_dir),
                           workdir=log_path.parent / "vllm_eval", log_path=log_path, on_bar=on_bar)
-    return EvalResult(results=out["results"], samples=out["samples"], kernels=out["kernels"])
+    return EvalResult(results=out["results"], samples=out["samples"], kernels=out["kernels"],
+                      served_peak_mb=out["peak_mb"])

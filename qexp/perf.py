@@ -61,10 +61,12 @@ class PhaseMemory:
 
     def metrics(self) -> dict[str, float]:
         """`perf/<phase>_peak_rss_mb`, `perf/<phase>_peak_gpu_mb` and `perf/<phase>_held_gpu_mb` per phase,
-        and the run's overall `perf/peak_rss_mb` and `perf/peak_gpu_mb` (the largest phase peak)."""
+        and the run's overall `perf/peak_rss_mb` and `perf/peak_gpu_mb` (the largest phase peak); for an
+        evaluation in vLLM (eval.backend=vllm), `perf/eval_served_peak_mb`: vLLM's processes, which are not
+        the job's and not in its RSS."""
         out = {}
         for phase, figures in self.phases.items():
-            for key in ("peak_rss_mb", "peak_gpu_mb", "held_gpu_mb"):
+            for key in ("peak_rss_mb", "peak_gpu_mb", "held_gpu_mb", "served_peak_mb"):
                 if key in figures:
                     out[METRICS.phase(phase, key)] = figures[key]
         for key in ("peak_rss_mb", "peak_gpu_mb"):

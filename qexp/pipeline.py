@@ -205,6 +205,8 @@ def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path, 
                     seed=cfg.seed, cache_dir=spec.cache_dir, responses=_responses(spec, checkpoint),
                     served=spec.served, log_path=_served_log(spec), on_bar=live.report if live else None)
     seconds = time.perf_counter() - started
+    if evaluation.served_peak_mb:  # vLLM's processes, beside the job's own peak
+        memory.phases["eval"]["served_peak_mb"] = evaluation.served_peak_mb
     write_atomic(kept, json.dumps({"results": evaluation.results, "samples": evaluation.samples,
                                    "kernels": evaluation.kernels, "seconds": seconds,
                                    "memory": memory.phases["eval"], "decision": decision and decision.record()}))

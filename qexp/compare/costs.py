@@ -75,7 +75,8 @@ def _loglikelihoods(study: Study, label: str, task: str) -> pd.DataFrame | None:
 COSTS = {METRICS.CHECKPOINT_MB: "checkpoint MB", METRICS.COMPRESSION_RATIO: "compression x",
          METRICS.QUANT_SECONDS: "quantize s", METRICS.EVAL_SECONDS: "evaluate s",
          METRICS.PEAK_RSS_MB: "peak RSS MB", METRICS.phase("quant", "peak_gpu_mb"): "quantize peak GPU MB",
-         METRICS.phase("eval", "peak_gpu_mb"): "evaluate peak GPU MB"}
+         METRICS.phase("eval", "peak_gpu_mb"): "evaluate peak GPU MB",
+         METRICS.EVAL_SERVED_PEAK_MB: "evaluate in vLLM peak MB"}
 
 
 def cost_table(study: Study) -> pd.DataFrame:

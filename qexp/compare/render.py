@@ -6,7 +6,9 @@ import math
 import pandas as pd
 from tabulate import tabulate
 
+from ..contract import METRICS
 from .contents import Report
+from .costs import COSTS
 from .power import MAX_DOCS, Settings
 from .scores import display_name
 from .speed import batch_sizes
@@ -164,6 +166,10 @@ def _summary(report: Report, fmt: str) -> list[str]:
         cost = report.cost.reset_index().rename(columns={"label": "Configuration"})
         cost = cost.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:,.1f}") if col.dtype.kind == "f" else col)
         out += [_heading("Cost", fmt, 3), _table(cost, fmt), ""]
+        if COSTS[METRICS.EVAL_SERVED_PEAK_MB] in cost:
+            out += ["peak RSS MB is the job's own process; an evaluation in vLLM (eval.backend=vllm) runs in vLLM's "
+                    "processes, whose peak together (PSS on a CPU, GPU memory on a GPU) is the evaluate in vLLM column.",
+                    ""]
     return out + _speed(report, fmt)
 
 

@@ -36,7 +36,7 @@ from .plan import SpeedPlan
 from .wire import BATCH_1_FULL, FIRST_TOKEN, BenchResult, BenchSettings, batch_series, parse_progress
 
 __all__ = ["SpeedError", "Measurement", "measure", "summarize", "kernels_from_log", "numeric_path", "path_in_words", "scheme_bits", "speed_key",
-           "metric_names", "relay", "stop_group", "last_error"]
+           "metric_names", "relay", "stop_group", "last_error", "MemoryWatcher"]
 
 log = logging.getLogger("qexp")
 
@@ -148,7 +148,7 @@ def measure(model: str, plan: SpeedPlan, python: Interpreter, workdir: Path, log
         proc = subprocess.Popen([str(python.python), str(BENCH), str(settings_file), str(result_file)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 cwd=workdir, start_new_session=True)  # its own group: stopped as one
-        watcher = _MemoryWatcher(proc.pid, plan.device["kind"])
+        watcher = MemoryWatcher(proc.pid, plan.device["kind"])
         reader = threading.Thread(target=relay, args=(proc, sink, parse_progress, on_progress), daemon=True)
         watcher.start()
         reader.start()
@@ -220,7 +220,7 @@ def last_error(text: str) -> str:
     return (errors or lines or ["no output"])[-1][:500]
 
 
-class _MemoryWatcher(threading.Thread):
+class MemoryWatcher(threading.Thread):
     """Samples the memory of a process and all its descendants every POLL_SECONDS; keeps the peak (MB).
 
     CPU: the sum of their proportional set sizes (PSS: a page shared by k processes counts 1/k, so the

@@ -27,7 +27,7 @@ from ..errors import QexpError, config_error
 from ..files import write_atomic
 from . import device as devices
 from .environment import PACKAGES, VLLM_VERSION, SpeedEnvError, interpreter, with_lm_eval
-from .measure import kernels_from_log, last_error, path_in_words, relay, scheme_bits, stop_group
+from .measure import MemoryWatcher, kernels_from_log, last_error, path_in_words, relay, scheme_bits, stop_group
 from .plan import installed_vllm
 from .wire import EvalSettings, kv_bytes_per_token, parse_bar
 
@@ -144,8 +144,9 @@ def kv_cache_bytes(model: str, dtype: str) -> int | None:
 def evaluate_served(model: str, plan: ServedPlan, settings: dict, *, cache_dir: Path, workdir: Path,
                     log_path: Path, on_bar: Callable[[str, int, int | None], None] | None = None) -> dict:
     """lm-eval on `model` in vLLM: `settings` are `wire.EvalSettings`' fields but the model and the engine's;
-    returns {'results', 'samples'} as lm-eval gives them (JSON-safe) and the 'kernels' vLLM chose, or
-    ServedEvalError."""
+    returns {'results', 'samples'} as lm-eval gives them (JSON-safe), the 'kernels' vLLM chose and the
+    'peak_mb' of all vLLM's processes together (`measure.MemoryWatcher`: PSS on a CPU, GPU memory on a
+    GPU), or ServedEvalError."""
     try:
         python = with_lm_eval(interpreter(plan.python, plan.device_kind, cache_dir, plan.version),
                               own=plan.python is None)
@@ -176,13 +177,16 @@ def evaluate_served(model: str, plan: ServedPlan, settings: dict, *, cache_dir: 
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir,
                                 start_new_session=True)  # its own group: stopped as one
         reader = threading.Thread(target=relay, args=(proc, sink, parse_bar, on_bar), daemon=True)
+        watcher = MemoryWatcher(proc.pid, plan.device_kind)
         reader.start()
+        watcher.start()
         try:
             proc.wait()
         except BaseException:  # Ctrl-C, SIGTERM: vLLM's processes stop with the job
             stop_group(proc)
             raise
         finally:
+            watcher.stop()
             reader.join(timeout=10)
         stop_group(proc)  # any of vLLM's processes the subprocess left behind
     text = log_path.read_text(encoding="utf-8", errors="replace")
@@ -195,4 +199,4 @@ def evaluate_served(model: str, plan: ServedPlan, settings: dict, *, cache_dir: 
                     "kept; the log is in %s", proc.returncode, why, log_path)
     out = json.loads(result_file.read_text())
     result_file.unlink()
-    return {**out, "kernels": kernels_from_log(text[text.rfind(header):])}
+    return {**out, "kernels": kernels_from_log(text[text.rfind(header):]), "peak_mb": watcher.peak_mb or None}

@@ -41,6 +41,8 @@ def test_each_run_is_evaluated_in_vllm_with_its_samples_and_what_computed_them(s
         assert run.info.status == "FINISHED", name
         assert tags["qexp.eval_backend"] == f"vllm ({RUNTIME})", name
         assert 0 <= metrics["arc_easy/acc"] <= 1 and metrics["sharegpt_heldout/word_perplexity"] > 1, name
+        # vLLM's processes (its engine and worker, each with torch loaded): watched, not the job's own RSS
+        assert metrics["perf/eval_served_peak_mb"] > 500, name
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "lm_eval/samples")}
         assert {"lm_eval/samples/arc_easy.jsonl", "lm_eval/samples/hellaswag.jsonl"} <= artifacts, name
         docs = [json.loads(line) for line in (served_sweep.artifact(run, "lm_eval/samples/arc_easy.jsonl")

@@ -157,3 +157,16 @@ def test_vllms_subprocess_dies_with_a_job_killed_outright():
     parent.wait()
     gone, alive = psutil.wait_procs([vllm], timeout=20)
     assert not alive, "vLLM's subprocess outlived its job"
+
+
+def test_the_cost_table_shows_vllms_evaluation_memory_and_says_whose_it_is(tmp_path):
+    from qexp.compare import build_report, render
+    from qexp.contract import METRICS
+
+    uri, client, experiment = new_store(tmp_path / "memory")
+    base = accuracy_run(client, experiment, "none", 0, {"arc_easy": [1, 0, 1]})
+    client.log_metric(base, METRICS.PEAK_RSS_MB, 700.0)
+    client.log_metric(base, METRICS.EVAL_SERVED_PEAK_MB, 2800.0)
+    text = render(build_report(load_study(uri, "qexp")), "text")
+    assert "evaluate in vLLM peak MB" in text and "2,800.0" in text
+    assert "peak RSS MB is the job's own process" in text

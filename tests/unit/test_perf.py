@@ -86,3 +86,13 @@ def test_weights_mb_counts_weight_files_only(tmp_path):
     (tmp_path / "config.json").write_text("{}" * 1000)
     assert weights_mb(tmp_path) == 1.0
     assert weights_mb(tmp_path / "missing") is None
+
+
+def test_an_evaluation_in_vllm_reports_vllms_processes_beside_the_jobs_own_peak():
+    memory = PhaseMemory()
+    with memory.phase("eval"):
+        pass
+    memory.phases["eval"]["served_peak_mb"] = 2500.0  # what pipeline records from evaluate_served's watcher
+    metrics = memory.metrics()
+    assert metrics["perf/eval_served_peak_mb"] == 2500.0
+    assert metrics["perf/peak_rss_mb"] == metrics["perf/eval_peak_rss_mb"] < 2500.0  # the job's own figure stays its own
