@@ -65,14 +65,17 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(parsed_overrides(config), None) for job in batch]
 
 
-def share_alpha(jobs: list[DictConfig], folder: str | Path) -> int:
+def share_alpha(jobs: list[DictConfig], folder: str | Path) -> int | None:
     """A sequential sweep's comparisons with the baseline (its jobs that quantize): written to the sweep's
     `folder` for its jobs (`shared_alpha`), wherever they run, and set in `jobs` whose
-    eval.sequential.comparisons is null. Each such job stops at alpha / that number."""
+    eval.sequential.comparisons is null. Each such job stops at alpha / that number. None for a sweep
+    without a sequential job."""
     import json
 
     from .identity import BASELINE
 
+    if not any(job.eval.sequential.looks for job in jobs):
+        return None
     comparisons = max(1, sum(1 for job in jobs if job.quant.name != BASELINE))
     Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / COMPARISONS).write_text(json.dumps({"comparisons": comparisons}))

@@ -72,3 +72,5 @@ def test_a_sequential_sweep_shares_alpha_among_its_quantized_jobs(tmp_path):
     alone = _job("awq")  # a run outside a sweep is its study's one comparison
     shared_alpha(alone, None)
     assert alone.eval.sequential.comparisons == 1
+    assert share_alpha([_job("gptq", looks=0)], tmp_path / "fixed") is None  # no sequential job: nothing shared
+    assert not (tmp_path / "fixed").exists()
