@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from . import heldout
+from .compare.stats import ALPHA
 from .contract import METRICS, TAGS
 from .spec import RunSpec
 from .speed import SpeedOutcome
@@ -34,8 +35,9 @@ def log_summary(spec: RunSpec, metrics: dict[str, float], store: Store, reused: 
             base = _baseline_metrics(spec, store)
             base_average = _average(spec, base) if base else None
             if METRICS.SEQUENTIAL_DELTA in metrics:  # paired, on the documents the run used
+                level = 100 * (1 - ALPHA / metrics.get(METRICS.SEQUENTIAL_COMPARISONS, 1))
                 part += (f" ({metrics[METRICS.SEQUENTIAL_DELTA]:+.1f} points vs baseline on the same documents, "
-                         f"repeated 95% interval [{metrics[METRICS.SEQUENTIAL_LOW]:+.1f}, "
+                         f"repeated {level:.4g}% interval [{metrics[METRICS.SEQUENTIAL_LOW]:+.1f}, "
                          f"{metrics[METRICS.SEQUENTIAL_HIGH]:+.1f}], after {metrics[METRICS.SEQUENTIAL_DOCS]:,.0f} of "
                          f"{metrics[METRICS.SEQUENTIAL_BUDGET]:,.0f} documents)")
             elif base_average is not None:
