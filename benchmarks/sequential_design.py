@@ -9,7 +9,9 @@ on a fifth of them): after each of `--chunks` equal chunks, by the report's own 
 Printed per difference: how often each verdict is reached, how often the repeated interval at the
 stop covers the truth, and the documents used as a share of the fixed design's. Then the same at a
 budget of 4,000 documents per task, where equivalence within the margin can be shown, at a true
-difference of 0 and of exactly the margin.
+difference of 0 and of exactly the margin. Last, the price of sharing alpha: the 500-document design
+again, each comparison decided at alpha/`--comparisons` as a study of that many quantized runs decides
+them (eval.sequential.comparisons), so that every stop survives Holm across them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from qexp.compare.power import PairedMean, mean_mde
 from qexp.compare.sequential import simulate
+from qexp.compare.stats import ALPHA
 from record import tee  # docs/results/: this script's output
 
 TASKS, DISAGREE, MARGIN = 4, 0.2, 0.01
@@ -36,26 +39,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicates", type=int, default=20000, help="simulated comparisons per difference")
     parser.add_argument("--chunks", type=int, default=10, help="looks per comparison (equal chunks of the budget)")
+    parser.add_argument("--comparisons", type=int, default=4, help="a study's comparisons sharing alpha (the SmolLM2 study's: 4)")
     args = parser.parse_args()
     header = (f"{'true difference':>22} | better | worse | equivalent | undecided | covered | documents\n"
               f"{'-' * 22} | ------ | ----- | ---------- | --------- | ------- | ---------")
-    for budget in (500, 4000):
+    for budget, shared in ((500, 1), (4000, 1), (500, args.comparisons)):
         pilot = PairedMean(np.full((1, TASKS), float(budget)), np.full((1, TASKS), DISAGREE if budget == 500 else 0.1),
                            np.ones(TASKS, dtype=bool), np.zeros(1), True)
         mde = mean_mde(pilot)
         disagree = DISAGREE if budget == 500 else 0.1
+        each = f"each decided at alpha/{shared} (one of a study's {shared} comparisons), " if shared > 1 else ""
         print(f"{TASKS} tasks x {budget} documents, disagreeing on {100 * disagree:g}%, {args.chunks} looks, "
-              f"{args.replicates} replicates; the fixed design detects {100 * mde:.1f} points (80% power); "
-              f"rates in %, documents as a share of the fixed design's:")
+              f"{args.replicates} replicates; {each}the fixed design detects {100 * mde:.1f} points (80% power, "
+              f"alpha {ALPHA}); rates in %, documents as a share of the fixed design's:")
         print(header)
         deltas = [(f"{p} points", p / 100) for p in (0, 1, 2, 4)] + [(f"2 x detectable ({200 * mde:.1f})", 2 * mde)]
         if budget == 4000:
             deltas = [("0 points", 0.0), ("the margin (1 point)", MARGIN), ("minus the margin", -MARGIN)]
         for seed, (label, delta) in enumerate(deltas):
-            print(row(label, simulate(delta, disagree, TASKS, budget, args.chunks, MARGIN, args.replicates, seed=seed)))
+            print(row(label, simulate(delta, disagree, TASKS, budget, args.chunks, MARGIN, args.replicates, seed=seed,
+                                      alpha=ALPHA / shared)))
         print()
     error = 100 * np.sqrt(0.05 * 0.95 / args.replicates)
-    print(f"A rate near 5% is measured to +-{error:.2f} points (one Monte Carlo standard error), near 95% likewise.")
+    print(f"A rate near 5% is measured to +-{error:.2f} points (one Monte Carlo standard error), near 95% likewise; "
+          f"with alpha/{args.comparisons}, the error rates are at most alpha/{args.comparisons} per comparison.")
     return 0
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+
 import pandas as pd
-from tabulate import tabulate
 
 from ..contract import METRICS
+from .cells import docs_needed, detectable, interval, number, p_value, pct, pts, ratio, table
 from .contents import Report
 from .costs import COSTS
-from .power import MAX_DOCS, Settings
+from .power import Settings
 from .scores import display_name
 from .speed import batch_sizes
 from .stats import ALPHA
@@ -23,39 +24,6 @@ RANK_RULE = ("A run's rank is 1 + the number of runs shown better on its average
              "when the verdict is a difference.")
 
 
-def _pct(value: float) -> str:
-    return "" if value is None or pd.isna(value) else f"{round(100 * value, 1) + 0.0:.1f}"  # + 0.0: no "-0.0"
-
-
-def _pts(value: float) -> str:
-    return "" if value is None or pd.isna(value) else f"{round(100 * value, 1) + 0.0:+.1f}"
-
-
-def _p(value: float) -> str:
-    if value is None or pd.isna(value):
-        return "not tested"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def _interval(low: float, high: float, fmt=_pts) -> str:
-    return "" if pd.isna(low) or pd.isna(high) else f"[{fmt(low)}, {fmt(high)}]"
-
-
-def _table(frame: pd.DataFrame, fmt: str) -> str:
-    return tabulate(frame, headers="keys", tablefmt="github" if fmt == "markdown" else "simple",
-                    showindex=False, disable_numparse=True)
-
-
-def _detectable(mde: float) -> str:
-    return "" if mde is None or pd.isna(mde) else f"{100 * mde:.1f}"
-
-
-def _docs_needed(needed, tested: bool) -> str:
-    if not tested:
-        return ""
-    return f">{MAX_DOCS:,}" if needed is None or pd.isna(needed) else f"{int(needed):,}"
-
-
 def _comparison_rows(frame: pd.DataFrame, settings: Settings, with_scores: bool = True) -> pd.DataFrame:
     """One row per comparison. A comparison that is not significant says what it could have detected
     ("detectable ≥ pts") and how many documents would detect `settings.difference`."""
@@ -63,14 +31,14 @@ def _comparison_rows(frame: pd.DataFrame, settings: Settings, with_scores: bool 
     for r in frame.itertuples():
         row = {"Task": display_name(r.task), "A": r.a, "B": r.b}
         if with_scores:
-            row.update({"A %": _pct(r.score_a), "B %": _pct(r.score_b)})
+            row.update({"A %": pct(r.score_a), "B %": pct(r.score_b)})
         flags = (f" ⚠ settings differ: {r.settings_differ}" if r.settings_differ else "") + (
             f" ⚠ {r.docs_differ}" if r.docs_differ else "")
         winner = "not shown to differ" if r.winner == "not significant" else r.winner
         tested = not pd.isna(r.p_value)
-        row.update({"Δ pts (A-B)": _pts(r.delta), "docs": str(r.n), "p": _p(r.p_value), "p Holm": _p(r.p_adjusted),
-                    "detectable ≥ pts": _detectable(r.mde) if tested else "",
-                    needed: _docs_needed(r.docs_needed, tested and not r.significant), "winner": winner + flags})
+        row.update({"Δ pts (A-B)": pts(r.delta), "docs": str(r.n), "p": p_value(r.p_value), "p Holm": p_value(r.p_adjusted),
+                    "detectable ≥ pts": detectable(r.mde) if tested else "",
+                    needed: docs_needed(r.docs_needed, tested and not r.significant), "winner": winner + flags})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -138,34 +106,34 @@ def _summary(report: Report, fmt: str) -> list[str]:
         row = {"Configuration": label}
         for task in study.tasks:
             s = report.scores[(report.scores.label == label) & (report.scores.task == task)].iloc[0]
-            row[display_name(task)] = f"{_pct(s.score)} [{_pct(s.ci_low)}, {_pct(s.ci_high)}] n={s.n}"
-        row["Average"] = _pct(report.summary.loc[label, "average"])
+            row[display_name(task)] = f"{pct(s.score)} [{pct(s.ci_low)}, {pct(s.ci_high)}] n={s.n}"
+        row["Average"] = pct(report.summary.loc[label, "average"])
         if "recovery" in report.ranking:
             r = report.ranking.loc[label]
             row["Recovery %"] = "" if label == study.baseline else (
-                f"{_pct(r['recovery'])} {_interval(r['recovery_low'], r['recovery_high'], _pct)}")
+                f"{pct(r['recovery'])} {interval(r['recovery_low'], r['recovery_high'], pct)}")
         rows.append(row)
-    out = [_heading("1. Summary", fmt), _table(pd.DataFrame(rows), fmt), ""]
+    out = [_heading("1. Summary", fmt), table(pd.DataFrame(rows), fmt), ""]
     if len(report.repeats):
         rows = [{"Configuration": r.configuration, "Task": display_name(r.task), "runs": str(r.runs),
-                 "mean %": _pct(r.mean), "std pts": "" if pd.isna(r.std) else f"{100 * r.std:.1f}",
-                 "range %": f"{_pct(r.min)}-{_pct(r.max)}"} for r in report.repeats.itertuples()]
-        out += [_heading("Repeats across calibration seeds", fmt, 3), _table(pd.DataFrame(rows), fmt), ""]
+                 "mean %": pct(r.mean), "std pts": "" if pd.isna(r.std) else f"{100 * r.std:.1f}",
+                 "range %": f"{pct(r.min)}-{pct(r.max)}"} for r in report.repeats.itertuples()]
+        out += [_heading("Repeats across calibration seeds", fmt, 3), table(pd.DataFrame(rows), fmt), ""]
     if len(report.perplexity):
         bits = "{:+.4f}".format
         rows = [{"Task": r.task, "Configuration": r.label, "word ppl": f"{r.word_perplexity:.4g}",
                  "bits/byte": f"{r.bits_per_byte:.4f}",
                  "Δ bits/byte (paired) [95% CI]": "" if pd.isna(r.delta_bits_per_byte)
-                 else f"{r.delta_bits_per_byte:+.4f} {_interval(r.ci_low, r.ci_high, bits)}",
-                 "docs": str(r.n), "p (bootstrap)": "" if r.label == report.study.baseline else _p(r.p_value),
-                 "p Holm": "" if r.label == report.study.baseline else _p(r.p_adjusted),
+                 else f"{r.delta_bits_per_byte:+.4f} {interval(r.ci_low, r.ci_high, bits)}",
+                 "docs": str(r.n), "p (bootstrap)": "" if r.label == report.study.baseline else p_value(r.p_value),
+                 "p Holm": "" if r.label == report.study.baseline else p_value(r.p_adjusted),
                  "significant": "" if pd.isna(r.p_value) else ("yes" if r.significant else "no")}
                 for r in report.perplexity.itertuples()]
-        out += [_heading("Held-out perplexity (lower is better)", fmt, 3), _table(pd.DataFrame(rows), fmt), ""]
+        out += [_heading("Held-out perplexity (lower is better)", fmt, 3), table(pd.DataFrame(rows), fmt), ""]
     if len(report.cost.columns):
         cost = report.cost.reset_index().rename(columns={"label": "Configuration"})
         cost = cost.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:,.1f}") if col.dtype.kind == "f" else col)
-        out += [_heading("Cost", fmt, 3), _table(cost, fmt), ""]
+        out += [_heading("Cost", fmt, 3), table(cost, fmt), ""]
         if COSTS[METRICS.EVAL_SERVED_PEAK_MB] in cost:
             out += ["peak RSS MB is the job's own process; an evaluation in vLLM (eval.backend=vllm) runs in vLLM's "
                     "processes, whose peak together (PSS on a CPU, GPU memory on a GPU) is the evaluate in vLLM column.",
@@ -173,34 +141,23 @@ def _summary(report: Report, fmt: str) -> list[str]:
     return out + _speed(report, fmt)
 
 
-def _ratio(value: float, low: float, high: float, differs: bool | None = None) -> str:
-    if pd.isna(value):
-        return ""
-    text = f"{value:.2f}×" + ("" if pd.isna(low) or pd.isna(high) else f" [{low:.2f}, {high:.2f}]")
-    return text + (" ≈" if differs is False else "")
-
-
-def _number(value: float, fmt: str = "{:,.1f}") -> str:
-    return "" if pd.isna(value) else fmt.format(value)
-
-
 def _speed(report: Report, fmt: str) -> list[str]:
     """Speed and serving memory in vLLM, each run against the baseline, with the repetitions' spread."""
-    table, study = report.speed, report.study
-    if not len(table):
+    speed, study = report.speed, report.study
+    if not len(speed):
         return []
     rows = []
-    for label, r in table.iterrows():
+    for label, r in speed.iterrows():
         base = label == study.baseline  # its ratios are 1 by definition: left blank
         row = {"Configuration": label, "kernel": r.kernel or r.status, "numeric path": r.path.split(":")[0]}
         for b in batch_sizes(study):
-            row[f"tok/s b{b}"] = _number(r[f"tps_b{b}"])
-            row[f"× Baseline b{b} [range]"] = "" if base else _ratio(r[f"x_b{b}"], r[f"x_b{b}_low"],
+            row[f"tok/s b{b}"] = number(r[f"tps_b{b}"])
+            row[f"× Baseline b{b} [range]"] = "" if base else ratio(r[f"x_b{b}"], r[f"x_b{b}_low"],
                                                                      r[f"x_b{b}_high"], r[f"differs_b{b}"])
-        row.update({"TTFT ms": _number(r.ttft_ms, "{:,.2f}"), "TPOT ms": _number(r.tpot_ms, "{:,.2f}"),
-                    "peak memory MB": _number(r.memory_mb),
-                    "× Baseline memory": "" if base else _ratio(r.x_memory, math.nan, math.nan),
-                    "load s": _number(r.load_seconds)})
+        row.update({"TTFT ms": number(r.ttft_ms, "{:,.2f}"), "TPOT ms": number(r.tpot_ms, "{:,.2f}"),
+                    "peak memory MB": number(r.memory_mb),
+                    "× Baseline memory": "" if base else ratio(r.x_memory, math.nan, math.nan),
+                    "load s": number(r.load_seconds)})
         rows.append(row)
     devices = sorted(set(study.runs["speed_device"].dropna())) if "speed_device" in study.runs else []
     runtimes = sorted(set(study.runs["speed_runtime"].dropna())) if "speed_runtime" in study.runs else []
@@ -209,14 +166,14 @@ def _speed(report: Report, fmt: str) -> list[str]:
             "max/min), and ≈ marks a ratio whose range includes 1: no difference beyond the spread. tok/s: output "
             "tokens per second, prefill included; TTFT and TPOT at batch 1; peak memory: all vLLM processes "
             "(PSS on a CPU, KV cache sized to the workload; GPU memory on a GPU).")
-    paths = [f"{label}: {r.path}" for label, r in table.iterrows() if r.path]
-    measured = table[table["status"].isin(["measured", "reused"])]
+    paths = [f"{label}: {r.path}" for label, r in speed.iterrows() if r.path]
+    measured = speed[speed["status"].isin(["measured", "reused"])]
     apart = [f"{label} (accuracy from {r.accuracy_from})" for label, r in measured.iterrows() if not r.same_path]
     mismatch = ([f"Accuracy and speed come from different numeric paths for {'; '.join(apart)}: the accuracy "
                  "beside a speed is not that of the computation timed. eval.backend=vllm evaluates in the serving "
                  "runtime (with eval.vllm.w4a8 following speed.w4a8).", ""] if apart else
                 ["Every run's accuracy and speed come from the same numeric path in vLLM.", ""])
-    return [_heading("Speed and memory (vLLM)", fmt, 3), _table(pd.DataFrame(rows), fmt), "", note, ""] + (
+    return [_heading("Speed and memory (vLLM)", fmt, 3), table(pd.DataFrame(rows), fmt), "", note, ""] + (
         ["Numeric paths: " + "; ".join(paths) + ".", ""] if paths else []) + mismatch
 
 
@@ -226,11 +183,11 @@ def _sequential(report: Report, fmt: str) -> list[str]:
     if not len(frame):
         return []
     rows = [{"Configuration": r.label, "stopped": r.reason, "documents": f"{r.docs:,.0f} of {r.budget_docs:,.0f}",
-             "Δ avg pts [repeated interval]": f"{r.delta:+.1f} {_interval(r.ci_low, r.ci_high, lambda v: f'{v:+.1f}')}",
+             "Δ avg pts [repeated interval]": f"{r.delta:+.1f} {interval(r.ci_low, r.ci_high, lambda v: f'{v:+.1f}')}",
              "decided at α": f"{ALPHA:g}/{r.comparisons}" if r.comparisons > 1 else f"{ALPHA:g}",
-             "p (repeated)": _p(r.p_value), "p Holm": _p(r.p_adjusted),
-             "equivalent: p Holm": _p(r.equivalence_adjusted), "verdict": r.verdict,
-             "recovery ≥ %": _number(r.recovery_low)} for r in frame.itertuples()]
+             "p (repeated)": p_value(r.p_value), "p Holm": p_value(r.p_adjusted),
+             "equivalent: p Holm": p_value(r.equivalence_adjusted), "verdict": r.verdict,
+             "recovery ≥ %": number(r.recovery_low)} for r in frame.itertuples()]
     note = ("Each run was evaluated in chunks of its budget and stopped at the first look whose repeated interval "
             "excluded 0 (worse, better) or lay within ±eval.sequential.margin (equivalent), at the α it shares with the "
             "study's other comparisons (α/m, m = eval.sequential.comparisons); O'Brien-Fleming-type α-spending keeps the "
@@ -238,12 +195,12 @@ def _sequential(report: Report, fmt: str) -> list[str]:
             "ones, Holm-adjusted across these runs: a run decided at α/m keeps its verdict while at most m runs are "
             "here. The recovery bound is the repeated interval's lower end over the Baseline's average.")
     return [_heading("Sequential comparisons: each run against Baseline, stopped once decided", fmt, 3),
-            _table(pd.DataFrame(rows), fmt), "", note, ""]
+            table(pd.DataFrame(rows), fmt), "", note, ""]
 
 
 def _vs_baseline(report: Report, fmt: str) -> list[str]:
     """Part 2: each configuration against the baseline, per task."""
-    body = (_table(_comparison_rows(report.vs_baseline, report.settings), fmt) if len(report.vs_baseline)
+    body = (table(_comparison_rows(report.vs_baseline, report.settings), fmt) if len(report.vs_baseline)
             else "No Baseline run in this experiment: deltas cannot be computed.")
     return [_heading("2. Per task: each configuration vs Baseline", fmt), body, ""]
 
@@ -253,25 +210,25 @@ def _mmlu(report: Report, fmt: str) -> list[str]:
     out = [_heading("3. MMLU by category", fmt)]
     if not len(report.categories):
         return out + ["No MMLU categories (or no Baseline) in these runs.", ""]
-    out += [_table(_comparison_rows(report.categories, report.settings), fmt), ""]
+    out += [table(_comparison_rows(report.categories, report.settings), fmt), ""]
     wide = []
     for task, part in report.subjects.groupby("task", sort=True):
-        row = {"Subject": display_name(task), "Baseline": _pct(part["score_b"].iloc[0])}
+        row = {"Subject": display_name(task), "Baseline": pct(part["score_b"].iloc[0])}
         for r in part.itertuples():
-            row[r.a] = f"{_pct(r.score_a)} ({_pts(r.delta)}{'*' if r.significant else ''})"
+            row[r.a] = f"{pct(r.score_a)} ({pts(r.delta)}{'*' if r.significant else ''})"
         wide.append(row)
     title = "MMLU by subject (score %, Δ vs Baseline in points; * = significant after Holm)"
-    return out + [_heading(title, fmt, 3), _table(pd.DataFrame(wide), fmt), ""]
+    return out + [_heading(title, fmt, 3), table(pd.DataFrame(wide), fmt), ""]
 
 
 def _methods_and_calibration(report: Report, fmt: str) -> list[str]:
     """Parts 4 and 5: methods at equal calibration size, calibration sizes per method."""
     return [
         _heading("4. Methods at equal calibration size", fmt),
-        _table(_comparison_rows(report.methods, report.settings), fmt) if len(report.methods)
+        table(_comparison_rows(report.methods, report.settings), fmt) if len(report.methods)
         else "Fewer than two methods at any calibration size.", "",
         _heading("5. Calibration sizes per method", fmt),
-        _table(_comparison_rows(report.calibration, report.settings), fmt) if len(report.calibration)
+        table(_comparison_rows(report.calibration, report.settings), fmt) if len(report.calibration)
         else "Fewer than two calibration sizes for any method.", "",
     ]
 
@@ -283,33 +240,33 @@ def _ranking(report: Report, fmt: str) -> list[str]:
     rows = []
     for label, r in report.ranking.iterrows():
         row = {"Rank": str(int(r["rank"])), "Groups": r["groups"], "Configuration": label,
-               "Average %": _pct(r["average"])}
+               "Average %": pct(r["average"])}
         if "vs_baseline" in r and label != baseline:
-            row.update({"vs Baseline pts [95% CI, Holm-adjusted]": f"{_pts(r['vs_baseline'])} "
-                        f"{_interval(r['vs_baseline_adj_low'], r['vs_baseline_adj_high'])}",
-                        "recovery ≥ % (one-sided 95%, unadjusted)": _pct(r["recovery_bound"]),
+            row.update({"vs Baseline pts [95% CI, Holm-adjusted]": f"{pts(r['vs_baseline'])} "
+                        f"{interval(r['vs_baseline_adj_low'], r['vs_baseline_adj_high'])}",
+                        "recovery ≥ % (one-sided 95%, unadjusted)": pct(r["recovery_bound"]),
                         "vs Baseline (Holm)": _short_verdict(r, s)})
         rows.append(row)
-    out = [_heading("6. Ranking and recommendations", fmt), _table(pd.DataFrame(rows).fillna(""), fmt), "",
+    out = [_heading("6. Ranking and recommendations", fmt), table(pd.DataFrame(rows).fillna(""), fmt), "",
            RANK_RULE, ""]
     tests = report.average_tests
     best = report.ranking.index[0] if len(report.ranking) else None
     shown = tests if len(tests) <= 45 else tests[(tests.a == best) | (tests.b == best)]
     if len(shown):
         rows = [{"A": r.a, "B": r.b, "Δ average pts (A-B) [95% CI, Holm-adjusted]":
-                 f"{_pts(r.delta)} {_interval(r.adj_low, r.adj_high)}",
-                 "docs": str(r.n), "p": _p(r.p_value), "p Holm": _p(r.p_adjusted),
+                 f"{pts(r.delta)} {interval(r.adj_low, r.adj_high)}",
+                 "docs": str(r.n), "p": p_value(r.p_value), "p Holm": p_value(r.p_adjusted),
                  "significant": "yes" if r.significant else "no",
-                 "detectable ≥ pts": _detectable(r.mde),
-                 f"docs/task for {100 * s.difference:g} pts": _docs_needed(r.docs_needed, not r.significant
+                 "detectable ≥ pts": detectable(r.mde),
+                 f"docs/task for {100 * s.difference:g} pts": docs_needed(r.docs_needed, not r.significant
                                                                           and not pd.isna(r.p_value)),
                  f"equivalent ±{100 * s.margin:g} (p Holm)": "" if pd.isna(r.equivalence_adjusted) else
-                 f"{'yes' if r.equivalent else 'no'} ({_p(r.equivalence_adjusted)})"} for r in shown.itertuples()]
+                 f"{'yes' if r.equivalent else 'no'} ({p_value(r.equivalence_adjusted)})"} for r in shown.itertuples()]
         title = "Average differences" + ("" if len(shown) == len(tests) else f" (the best run's; all {len(tests)} in JSON)")
-        out += [_heading(title, fmt, 3), _table(pd.DataFrame(rows), fmt), ""]
+        out += [_heading(title, fmt, 3), table(pd.DataFrame(rows), fmt), ""]
     if len(report.best_vs_others):
         out += [_heading("The best quantized run against the others, per task", fmt, 3),
-                _table(_comparison_rows(report.best_vs_others, report.settings), fmt), ""]
+                table(_comparison_rows(report.best_vs_others, report.settings), fmt), ""]
     out += _sizes(report, fmt) + _speed_fronts(report, fmt)
     return out + [f"- {line}" for line in report.recommendations]
 
@@ -331,16 +288,16 @@ def _speed_fronts(report: Report, fmt: str) -> list[str]:
     if not len(fronts):
         return []
     sizes = batch_sizes(report.study)
-    rows = [{"Configuration": label, "Average %": _pct(r.average),
-             **{f"tok/s b{b}": _number(r[f"tps_b{b}"]) for b in sizes},
+    rows = [{"Configuration": label, "Average %": pct(r.average),
+             **{f"tok/s b{b}": number(r[f"tps_b{b}"]) for b in sizes},
              **{f"front b{b}": "yes" if r[f"front_b{b}"] else "" for b in sizes},
-             "peak memory MB": _number(r.memory_mb, "{:,.0f}"),
+             "peak memory MB": number(r.memory_mb, "{:,.0f}"),
              "front memory": "yes" if r.front_memory else ""} for label, r in fronts.iterrows()]
     note = ("A run is on a front when no other run beats it: better on speed (or memory) or accuracy, and worse on "
             "neither. Only shown differences count: accuracy by the average's test (Holm, as in the ranking), speed "
             "beyond the repetitions' spread (the table above); memory is one peak per run "
             "(plot: accuracy_vs_speed.png with --plots, accuracy with its Holm-adjusted interval).")
-    return [_heading("Accuracy against speed and memory", fmt, 3), _table(pd.DataFrame(rows), fmt), "", note, ""]
+    return [_heading("Accuracy against speed and memory", fmt, 3), table(pd.DataFrame(rows), fmt), "", note, ""]
 
 
 def _sizes(report: Report, fmt: str) -> list[str]:
@@ -348,11 +305,11 @@ def _sizes(report: Report, fmt: str) -> list[str]:
     if sizes["checkpoint_mb"].isna().all():
         return []
     rows = [{"Configuration": label, "checkpoint MB": "" if pd.isna(r.checkpoint_mb) else f"{r.checkpoint_mb:,.1f}",
-             "Average %": _pct(r.average), "on the accuracy front": "yes" if r.accuracy_front else "",
+             "Average %": pct(r.average), "on the accuracy front": "yes" if r.accuracy_front else "",
              **({"bits/byte": f"{r.bits_per_byte:.4f}", "on the perplexity front": "yes" if r.perplexity_front else ""}
                 if "bits_per_byte" in sizes else {})}
             for label, r in sizes.iterrows()]
     note = ("A run is on a front when no other run beats it: smaller or better, and neither larger nor worse. "
             "Accuracy counts as better only where the average's test showed it (Holm, as in the ranking); "
             "bits per byte by its point estimate (plot: accuracy_vs_size.png with --plots).")
-    return [_heading("Accuracy against size", fmt, 3), _table(pd.DataFrame(rows), fmt), "", note, ""]
+    return [_heading("Accuracy against size", fmt, 3), table(pd.DataFrame(rows), fmt), "", note, ""]
