@@ -61,8 +61,9 @@ def main() -> int:
                                       alpha=ALPHA / shared)))
         print()
     error = 100 * np.sqrt(0.05 * 0.95 / args.replicates)
+    share = ALPHA / args.comparisons
     print(f"A rate near 5% is measured to +-{error:.2f} points (one Monte Carlo standard error), near 95% likewise; "
-          f"with alpha/{args.comparisons}, the error rates are at most alpha/{args.comparisons} per comparison.")
+          f"a rate near alpha/{args.comparisons} = {100 * share:g}% to +-{100 * np.sqrt(share * (1 - share) / args.replicates):.2f}.")
     return 0
 
 
