@@ -24,6 +24,7 @@ import signal
 import statistics
 import subprocess
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -164,6 +165,7 @@ def measure(model: str, plan: SpeedPlan, python: Interpreter, workdir: Path, log
         finally:
             watcher.stop()
             reader.join(timeout=10)
+        stop_group(proc)  # any of vLLM's processes bench.py left behind: the next job's cores are theirs
     text = log_path.read_text(encoding="utf-8", errors="replace")
     ours = text[text.rfind(f"--- speed: {python.python}"):]
     if proc.returncode != 0 or not result_file.is_file():
@@ -193,18 +195,24 @@ def relay(proc: subprocess.Popen, sink, parse: Callable[[str], tuple | None], on
     sink.flush()
 
 
-def stop_group(proc: subprocess.Popen) -> None:
-    """Stop vLLM's whole process group (its engine and workers), gently then firmly."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+def stop_group(proc: subprocess.Popen, seconds: float = 10.0) -> None:
+    """Stop vLLM's whole process group (its engine and workers), gently then firmly, and return once none
+    of them is left. The subprocess `proc` leads the group; its engine and workers outlive it when it
+    ends first, and on a CPU they spin on the cores the next measurement is about to use."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            proc.poll()  # the leader is ours to reap; the others, orphaned, are init's
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+    log.warning("vLLM's processes (group %d) were still there %.0f s after SIGKILL", proc.pid, seconds)
 
 
 def last_error(text: str) -> str:

@@ -170,3 +170,20 @@ def test_the_cost_table_shows_vllms_evaluation_memory_and_says_whose_it_is(tmp_p
     text = render(build_report(load_study(uri, "qexp")), "text")
     assert "evaluate in vLLM peak MB" in text and "2,800.0" in text
     assert "peak RSS MB is the job's own process" in text
+
+
+def test_stopping_vllms_group_waits_until_the_processes_its_leader_left_behind_are_gone():
+    """vLLM's engine and workers outlive the subprocess that started them when it ends first; on a CPU they
+    spin on the cores the next measurement uses, so `stop_group` returns only once none is left."""
+    from qexp.speed.measure import stop_group
+
+    # The leader starts a child that shrugs off SIGTERM for a second (as vLLM's shutdown takes a while), then exits.
+    child = "import signal, time; signal.signal(signal.SIGTERM, lambda *a: None); print('up', flush=True); time.sleep(1); time.sleep(60)"
+    leader = (f"import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE); "
+              "print(p.pid, flush=True); p.stdout.readline()")
+    proc = subprocess.Popen([sys.executable, "-c", leader], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    orphan = psutil.Process(int(proc.stdout.readline()))
+    proc.wait(timeout=30)  # the leader is gone; its child is not
+    assert orphan.is_running() and orphan.status() != psutil.STATUS_ZOMBIE
+    stop_group(proc, seconds=2)  # SIGTERM is ignored: SIGKILL after 2 s
+    assert not orphan.is_running() or orphan.status() == psutil.STATUS_ZOMBIE
