@@ -153,7 +153,7 @@ def _speed(report: Report, fmt: str) -> list[str]:
         for b in batch_sizes(study):
             row[f"tok/s b{b}"] = number(r[f"tps_b{b}"])
             row[f"× Baseline b{b} [range]"] = "" if base else ratio(r[f"x_b{b}"], r[f"x_b{b}_low"],
-                                                                     r[f"x_b{b}_high"], r[f"differs_b{b}"])
+                                                                    r[f"x_b{b}_high"], r[f"differs_b{b}"])
         row.update({"TTFT ms": number(r.ttft_ms, "{:,.2f}"), "TPOT ms": number(r.tpot_ms, "{:,.2f}"),
                     "peak memory MB": number(r.memory_mb),
                     "× Baseline memory": "" if base else ratio(r.x_memory, math.nan, math.nan),
