@@ -177,8 +177,8 @@ def test_stopping_vllms_group_waits_until_the_processes_its_leader_left_behind_a
     spin on the cores the next measurement uses, so `stop_group` returns only once none is left."""
     from qexp.speed.measure import stop_group
 
-    # The leader starts a child that shrugs off SIGTERM for a second (as vLLM's shutdown takes a while), then exits.
-    child = "import signal, time; signal.signal(signal.SIGTERM, lambda *a: None); print('up', flush=True); time.sleep(1); time.sleep(60)"
+    # The leader starts a child that ignores SIGTERM (a vLLM shutdown that hangs), waits until it is up, and exits.
+    child = "import signal, time; signal.signal(signal.SIGTERM, lambda *a: None); print('up', flush=True); time.sleep(60)"
     leader = (f"import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE); "
               "print(p.pid, flush=True); p.stdout.readline()")
     proc = subprocess.Popen([sys.executable, "-c", leader], stdout=subprocess.PIPE, text=True, start_new_session=True)
