@@ -7,6 +7,7 @@ the first one, and to tell a problem every job shares from one only some jobs ha
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -70,8 +71,6 @@ def share_alpha(jobs: list[DictConfig], folder: str | Path) -> int | None:
     `folder` for its jobs (`shared_alpha`), wherever they run, and set in `jobs` whose
     eval.sequential.comparisons is null. Each such job stops at alpha / that number. None for a sweep
     without a sequential job."""
-    import json
-
     from .identity import BASELINE
 
     if not any(job.eval.sequential.looks for job in jobs):
@@ -87,8 +86,6 @@ def share_alpha(jobs: list[DictConfig], folder: str | Path) -> int | None:
 def shared_alpha(cfg: DictConfig, folder: str | Path | None) -> None:
     """Resolve eval.sequential.comparisons: null becomes the number `share_alpha` wrote for the sweep in
     `folder` (1 for a run outside a sweep, `folder` None). A fixed-size evaluation keeps it null."""
-    import json
-
     if not cfg.eval.sequential.looks or cfg.eval.sequential.comparisons is not None:
         return
     path = Path(folder) / COMPARISONS if folder is not None else None

@@ -20,10 +20,10 @@ import sys
 from dataclasses import dataclass
 
 import pandas as pd
-from tabulate import tabulate
 
 from ..cli import add_study_args, refusing, store_parser
 from ..contract import METRICS
+from .cells import table
 from .data import Study, load_study
 from .flags import add_settings_args, settings_from
 from .paired import (
@@ -140,7 +140,7 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
              "detectable now ≥ pts": "" if pd.isna(r.mde) else f"{100 * r.mde:.1f}",
              f"docs/task for {100 * s.difference:g} pts": _count(r.docs_needed)}
             for r in plan.average.itertuples()]
-    out += ["On the average over tasks (what the ranking tests):", _table(rows, fmt), ""]
+    out += ["On the average over tasks (what the ranking tests):", table(pd.DataFrame(rows), fmt), ""]
     rows = []
     for (family, task), part in plan.tasks.groupby(["family", "task"], sort=False):
         tested = part[part["n"] > 0]
@@ -151,7 +151,7 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
                      f"docs for {100 * s.difference:g} pts (largest)":
                      "" if tested.empty else _count(None if tested["docs_needed"].isna().any()
                                                     else tested["docs_needed"].max())})
-    out += ["Per task (the exact McNemar test of each table):", _table(rows, fmt), ""]
+    out += ["Per task (the exact McNemar test of each table):", table(pd.DataFrame(rows), fmt), ""]
     pairs = int(((plan.average["family"] == plan.family) & plan.average["delta"].notna()).sum())
     if plan.limit is None:
         out.append(f"To tell apart {size} on the average for {plan.family} ({pairs} pairs) would take more than "
@@ -174,13 +174,8 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
                 f"equivalence within ±{100 * s.margin:g} points, each run decided at α/{len(plan.sequential)} so its verdict "
                 f"survives Holm), if each run differs from the baseline as in the pilot "
                 f"({REPLICATES} simulated studies each; documents as a share of the fixed study's):",
-                _table(rows, fmt), f"The quantized runs would use about {100 * total:.0f}% of the fixed study's documents."]
+                table(pd.DataFrame(rows), fmt), f"The quantized runs would use about {100 * total:.0f}% of the fixed study's documents."]
     return "\n".join(out) + "\n"
-
-
-def _table(rows: list[dict], fmt: str) -> str:
-    return tabulate(pd.DataFrame(rows), headers="keys", tablefmt="github" if fmt == "markdown" else "simple",
-                    showindex=False, disable_numparse=True)
 
 
 def _count(needed) -> str:
