@@ -125,6 +125,10 @@ def _sequential(cfg: DictConfig) -> None:
     _at_least(cfg, "eval.sequential.looks", 0, "Set eval.sequential.looks to 0 (fixed size) or a number of "
               "chunks, e.g. 10.")
     if not looks:
+        if cfg.eval.sequential.per_task:
+            raise config_error("eval.sequential.per_task", True, "Deciding each task needs a sequential evaluation",
+                               "Set eval.sequential.looks to a number of chunks, e.g. 10, or drop "
+                               "eval.sequential.per_task=true.")
         return
     if cfg.eval.limit is None:
         raise config_error("eval.limit", None, "A sequential evaluation needs a budget of documents per task",

@@ -123,6 +123,7 @@ class SequentialConfig:
     looks: int = MISSING  # 0: fixed size; K > 0: each task's documents in K chunks, stop when decided
     margin: float = MISSING  # points: "equivalent" means the average difference is within ±margin
     comparisons: int | None = MISSING  # the study's comparisons with the baseline; each stops at alpha/comparisons
+    per_task: bool = MISSING  # also decide each requested task, at alpha/(comparisons × tasks)
 
 
 @dataclass

@@ -108,6 +108,8 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
     if cfg.eval.sequential.looks:
         evaluation["sequential"] = {"looks": cfg.eval.sequential.looks, "margin": float(cfg.eval.sequential.margin),
                                     "comparisons": cfg.eval.sequential.comparisons or 1}
+        if cfg.eval.sequential.per_task:  # named only when asked: the average-only identity is as it was
+            evaluation["sequential"]["per_task"] = True
     if served is not None:
         evaluation["backend"] = served.identity
     model = models.model_fingerprint(str(cfg.model.path), model_path)

@@ -11,6 +11,11 @@ as soon as its comparison with the baseline is decided.
 - **α shared by the study.** Each run decides at alpha / `eval.sequential.comparisons` (the study's
   quantized runs), so a run that stops worse, better or equivalent is one the report, Holm-adjusted
   across those runs, still calls so.
+- **Per task, if asked** (`eval.sequential.per_task`). Each requested task is also decided on its own
+  documents, at alpha / (comparisons × tasks), so Holm across the study's runs and tasks keeps it. A
+  task is evaluated while the average is undecided (its documents are the average's too, so the
+  average's design holds) and after that only until it is decided itself; the run ends when the
+  average and every task are decided, or at the budget. The cost: the undecided tasks' documents.
 - **Shared chunks, no waiting on runs.** Each model's chunk outcomes are files under
   `<cache_dir>/sequential/<the model's answers key>/<eval_hash>/`. A run that needs a chunk of the
   baseline that is not there yet evaluates it itself, under the baseline's lock: a job waits for another
@@ -91,16 +96,20 @@ class ChunkSource:
     def path(self, k: int) -> Path:
         return self.folder / f"chunk-{k:03d}.json"
 
-    def read(self, k: int) -> Outcomes | None:
+    def read(self, k: int, documents: dict[str, list[int]]) -> Outcomes | None:
+        """Chunk `k`'s outcomes on file, if it holds these `documents`."""
         path = self.path(k)
-        return json.loads(path.read_text())["outcomes"] if path.is_file() else None
+        if not path.is_file():
+            return None
+        saved = json.loads(path.read_text())
+        return saved["outcomes"] if saved["documents"] == documents else None
 
     def get(self, k: int, documents: dict[str, list[int]]) -> Outcomes:
-        found = self.read(k)
+        found = self.read(k, documents)
         if found is not None:
             return found
         with self.lock():
-            found = self.read(k)  # evaluated by the process that held the lock
+            found = self.read(k, documents)  # evaluated by the process that held the lock
             if found is None:
                 found = outcomes(self.evaluate(documents))
                 write_atomic(self.path(k), json.dumps({"documents": documents, "outcomes": found}))
@@ -133,11 +142,23 @@ def look(mine: list[Outcomes], base: list[Outcomes], groups: dict[str, list[str]
 
 
 @dataclass
+class TaskDecision:
+    """eval.sequential.per_task: one requested task's own comparison with the baseline, decided at
+    alpha / (comparisons × tasks) so that Holm across the study's runs and tasks keeps it."""
+
+    verdict: str  # worse | better | equivalent | undecided
+    looks: list[Look] = field(default_factory=list)  # this task's looks, up to the one that decided it
+    interval: tuple[float, float] = (float("nan"), float("nan"))  # repeated interval at that level, points
+    p_value: float = float("nan")
+    equivalence_p: float = float("nan")
+
+
+@dataclass
 class Decision:
     """How a sequential run ended: the verdict against the baseline, the looks it took, its documents."""
 
     verdict: str  # worse | better | equivalent | undecided (at the budget) | "" for the baseline
-    looks: list[Look] = field(default_factory=list)
+    looks: list[Look] = field(default_factory=list)  # the average's, up to the one that decided it
     planned: int = 0  # looks in the design
     documents: dict[str, int] = field(default_factory=dict)  # leaf task -> documents used
     budget: dict[str, int] = field(default_factory=dict)  # leaf task -> documents of the whole budget
@@ -146,57 +167,109 @@ class Decision:
     equivalence_p: float = float("nan")  # the repeated p-value of equivalence within ±margin
     margin: float = 0.0  # points
     comparisons: int = 1  # the study's comparisons sharing alpha: decided at alpha / comparisons
+    evaluated: int = 0  # chunks evaluated (per task, the run may go on after the average is decided)
+    tasks: dict[str, TaskDecision] = field(default_factory=dict)  # per_task: requested task -> its decision
 
     @property
     def reason(self) -> str:
         if not self.verdict:
             return "the baseline: the whole budget"
         if self.verdict == "undecided":
-            return f"budget reached after {len(self.looks)} looks, not decided"
-        return (f"decided {self.verdict} at look {len(self.looks)} of {self.planned}"
-                + (f", at alpha/{self.comparisons}" if self.comparisons > 1 else ""))
+            reason = f"budget reached after {len(self.looks)} looks, not decided"
+        else:
+            reason = (f"decided {self.verdict} at look {len(self.looks)} of {self.planned}"
+                      + (f", at alpha/{self.comparisons}" if self.comparisons > 1 else ""))
+        if self.tasks:
+            decided = sum(task.verdict != "undecided" for task in self.tasks.values())
+            reason += (f"; {decided} of {len(self.tasks)} tasks decided, each at alpha/"
+                       f"{self.comparisons * len(self.tasks)}, in {self.evaluated} looks")
+        return reason
 
     def record(self) -> dict:
-        return {**asdict(self), "looks": [asdict(x) for x in self.looks], "reason": self.reason}
+        return {**asdict(self), "reason": self.reason}
 
     @classmethod
     def from_record(cls, record: dict) -> "Decision":
-        fields = {k: v for k, v in record.items() if k not in ("reason", "looks", "interval")}
-        return cls(looks=[Look(**x) for x in record["looks"]], interval=tuple(record["interval"]), **fields)
+        fields = {k: v for k, v in record.items() if k not in ("reason", "looks", "interval", "tasks")}
+        tasks = {name: TaskDecision(task["verdict"], [Look(**x) for x in task["looks"]], tuple(task["interval"]),
+                                    task["p_value"], task["equivalence_p"])
+                 for name, task in record.get("tasks", {}).items()}
+        return cls(looks=[Look(**x) for x in record["looks"]], interval=tuple(record["interval"]), tasks=tasks, **fields)
+
+
+def _concluded(looks: list[Look], verdict: Verdict, margin: float) -> dict:
+    """A comparison's verdict, interval (points) and repeated p-values after its `looks`."""
+    return dict(verdict=verdict.decided or "undecided", interval=(100 * verdict.ci_low, 100 * verdict.ci_high),
+                p_value=repeated_p(looks), equivalence_p=repeated_equivalence_p(looks, margin / 100))
 
 
 def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSource | None,
-              groups: dict[str, list[str]], margin: float, announce: Callable[[int, Verdict | None], object],
-              name: str = "", comparisons: int = 1) -> tuple[Decision, int]:
-    """Evaluate `own`'s chunks in turn; with a `base`line, stop at the first look that decides at
-    alpha / `comparisons`.
-    `announce(k, verdict_so_far)` runs before each chunk (progress). Returns the decision and how many
-    chunks were used."""
+              groups: dict[str, list[str]], margin: float, announce: Callable[[int, str], object],
+              name: str = "", comparisons: int = 1, per_task: bool = False
+              ) -> tuple[Decision, list[dict[str, list[int]]]]:
+    """Evaluate `own`'s chunks in turn; with a `base`line, stop at the first look that decides the
+    average at alpha / `comparisons`. `per_task`: each of the `groups` (the requested tasks) is also
+    decided on its own at alpha / (`comparisons` × tasks), and the run goes on until it and the average
+    are decided: a task keeps being evaluated while the average is undecided (its documents are the
+    average's too), and after that only while it is undecided itself.
+    `announce(k, waiting_for)` runs before each chunk (progress). Returns the decision and the documents
+    each chunk evaluated."""
     mine: list[Outcomes] = []
     theirs: list[Outcomes] = []
+    used: list[dict[str, list[int]]] = []
     looks: list[Look] = []
     verdict: Verdict | None = None
+    alpha = ALPHA / comparisons
+    tasks: dict[str, list[Look]] = {}  # per_task: each task with the metric -> its looks
+    settled: dict[str, Verdict] = {}  # per_task: each task's verdict, once decided or at the budget
     for k, documents in enumerate(parts):
-        announce(k, verdict)
+        if verdict is not None and verdict.decided:  # per task, after the average: only the undecided tasks
+            documents = {leaf: docs for leaf, docs in documents.items()
+                         if any(leaf in groups[task] and task not in settled for task in tasks)}
+        announce(k, _waiting_for(verdict, tasks, settled, margin))
         mine.append(own.get(k, documents))
+        used.append(documents)
         if base is None:
             continue
-        theirs.append(base.get(k, documents))
-        looks.append(look(mine, theirs, groups, (k + 1) / len(parts)))
-        verdict = decide(looks, margin / 100, ALPHA / comparisons)
-        log.info("%s: look %d/%d: %+.2f pts, repeated interval [%+.2f, %+.2f]%s", name, k + 1, len(parts),
-                 100 * looks[-1].delta, 100 * verdict.ci_low, 100 * verdict.ci_high,
-                 f": {verdict.decided}" if verdict.decided else "")
-        if verdict.decided:
+        theirs.append(base.get(k, parts[k]))  # the baseline's whole chunk: the same file for every run
+        fraction = (k + 1) / len(parts)
+        if not looks or not verdict.decided:
+            looks.append(look(mine, theirs, groups, fraction))
+            verdict = decide(looks, margin / 100, alpha)
+            log.info("%s: look %d/%d: %+.2f pts, repeated interval [%+.2f, %+.2f]%s", name, k + 1, len(parts),
+                     100 * looks[-1].delta, 100 * verdict.ci_low, 100 * verdict.ci_high,
+                     f": {verdict.decided}" if verdict.decided else "")
+        if per_task:
+            if k == 0:  # the tasks with the metric (every task has documents in the first chunk)
+                tasks = {task: [] for task, leaves in groups.items() if any(leaf in mine[0] for leaf in leaves)}
+            for task in [t for t in tasks if t not in settled]:
+                tasks[task].append(look(mine, theirs, {task: groups[task]}, fraction))
+                own_verdict = decide(tasks[task], margin / 100, alpha / len(tasks))
+                if own_verdict.decided or k == len(parts) - 1:
+                    settled[task] = own_verdict
+        if verdict.decided and all(task in settled for task in tasks):
             break
-    used = len(mine)
-    documents = {task: sum(len(p.get(task, [])) for p in parts[:used]) for task in {t for p in parts for t in p}}
+    documents = {task: sum(len(p.get(task, [])) for p in used) for task in {t for p in parts for t in p}}
     whole = {task: sum(len(p.get(task, [])) for p in parts) for task in documents}
     if base is None:
-        return Decision("", [], len(parts), documents, whole), used
-    return Decision(verdict.decided or "undecided", looks, len(parts), documents, whole,
-                    (100 * verdict.ci_low, 100 * verdict.ci_high), repeated_p(looks),
-                    repeated_equivalence_p(looks, margin / 100), margin, comparisons), used
+        return Decision("", [], len(parts), documents, whole, evaluated=len(used)), used
+    average = _concluded(looks, verdict, margin)
+    return Decision(average.pop("verdict"), looks, len(parts), documents, whole, **average, margin=margin,
+                    comparisons=comparisons, evaluated=len(used),
+                    tasks={task: TaskDecision(looks=tasks[task], **_concluded(tasks[task], settled[task], margin))
+                           for task in tasks}), used
+
+
+def _waiting_for(verdict: Verdict | None, tasks: dict[str, list[Look]], settled: dict[str, Verdict],
+                 margin: float) -> str:
+    """What the next chunk is evaluated to decide, for the progress line."""
+    if verdict is None:
+        return ""
+    if not verdict.decided:
+        return (f"vs baseline {100 * (verdict.ci_low + verdict.ci_high) / 2:+.1f} pts, repeated interval "
+                f"[{100 * verdict.ci_low:+.1f}, {100 * verdict.ci_high:+.1f}]; stops once it excludes 0 "
+                f"or lies within ±{margin:g}")
+    return f"the average decided {verdict.decided}; deciding {', '.join(t for t in tasks if t not in settled)}"
 
 
 # ----------------------------------------------------------------------------- a run's evaluation
@@ -239,20 +312,18 @@ def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult
                             tasks=None if final else [objects[task] for task in sorted(documents)],
                             model=loaded[model.path], **({} if final else {"bootstrap_iters": 0}))
 
-    def announce(k: int, verdict: Verdict | None) -> None:
+    def announce(k: int, waiting_for: str) -> None:
         look_at[0], label[0] = k, f"evaluating chunk {k + 1}/{len(parts)}" if planned else "evaluating"
-        if verdict is not None:
-            label[0] += (f" (vs baseline {100 * (verdict.ci_low + verdict.ci_high) / 2:+.1f} pts, repeated interval "
-                         f"[{100 * verdict.ci_low:+.1f}, {100 * verdict.ci_high:+.1f}]; stops once it excludes 0 "
-                         f"or lies within ±{cfg.eval.sequential.margin:g})")
+        if waiting_for:
+            label[0] += f" ({waiting_for})"
 
     own = ChunkSource(mine.folder, lambda documents: run(mine, documents, label[0]))
     other = None if base is None or not planned else ChunkSource(
         base.folder, lambda documents: run(base, documents, f"evaluating the baseline's chunk {look_at[0] + 1}/{len(parts)}"))
     groups = {task: members for task, members in requested.items() if task not in QEXP_TASKS}
     decision, used = run_looks(parts, own, other, groups, float(cfg.eval.sequential.margin), announce, spec.run_name,
-                               cfg.eval.sequential.comparisons or 1)
-    documents = {task: sorted(i for part in parts[:used] for i in part.get(task, [])) for task in leaves}
+                               cfg.eval.sequential.comparisons or 1, bool(cfg.eval.sequential.per_task))
+    documents = {task: sorted(i for part in used for i in part.get(task, [])) for task in leaves}
     documents.update({task: list(range(n if cfg.eval.limit is None else min(cfg.eval.limit, n)))
                       for task, n in sizes.items() if task in QEXP_TASKS})
     with own.lock():  # the chunks' answers come from the cache (the held-out task's are computed now)

@@ -190,20 +190,25 @@ def decide(looks: list[Look], margin: float, alpha: float = ALPHA) -> Verdict:
 
 @dataclass(frozen=True)
 class Simulated:
-    """`simulate`'s outcome per replicate: the verdict, the documents used (all tasks together),
-    and whether the repeated interval at the stop covered the true difference."""
+    """`simulate`'s outcome per replicate: the verdict on the average, the documents used (all tasks
+    together), and whether the repeated interval at the stop covered the true difference. With
+    `per_task`, also each task's own verdict (replicate × task) and whether every task's interval covered."""
 
     decided: np.ndarray
     documents: np.ndarray
     covered: np.ndarray
     budget: int
+    task_decided: np.ndarray | None = None
+    tasks_covered: np.ndarray | None = None
 
 
 def simulate(delta: float, disagree: float, tasks: int, budget: int, chunks: int, margin: float,
-             replicates: int = 2000, seed: int = 0, alpha: float = ALPHA) -> Simulated:
+             replicates: int = 2000, seed: int = 0, alpha: float = ALPHA, per_task: bool = False) -> Simulated:
     """Sequential comparisons of two runs that truly differ by `delta` on every task, disagreeing on
     a share `disagree` of the documents: `tasks` tasks of `budget` documents each, looked at after
-    each of `chunks` equal chunks, judged by the report's own average test and by `decide`."""
+    each of `chunks` equal chunks, judged by the report's own average test and by `decide`.
+    `per_task`: each task is also decided on its own, at alpha / `tasks`, as `qexp.stopping` does:
+    a task's evaluation goes on until both it and the average are decided."""
     from .stats import weighted_mean_differences
 
     rng = np.random.default_rng(seed)
@@ -211,22 +216,40 @@ def simulate(delta: float, disagree: float, tasks: int, budget: int, chunks: int
     size = budget // chunks
     counts = rng.multinomial(size, [(share + delta) / 2, (share - delta) / 2, 1 - share], (replicates, tasks, chunks))
     plus, minus = counts[..., 0].cumsum(axis=2), counts[..., 1].cumsum(axis=2)  # by the end of each chunk
-    looks: list[list[Look]] = [[] for _ in range(replicates)]
-    decided = np.full(replicates, "", dtype=object)
-    documents = np.full(replicates, tasks * size * chunks)
-    covered = np.zeros(replicates, dtype=bool)
-    active = np.arange(replicates)
-    for k in range(chunks):
-        n = np.full((len(active), tasks), size * (k + 1))
-        tests = weighted_mean_differences(n, plus[active, :, k] - minus[active, :, k], plus[active, :, k] + minus[active, :, k])
-        still = []
-        for row, (d, s) in zip(active.tolist(), zip(tests["delta"].tolist(), tests["se"].tolist())):
-            looks[row].append(Look((k + 1) / chunks, d, s))
-            verdict = decide(looks[row], margin, alpha)
-            if verdict.decided or k == chunks - 1:
-                decided[row], documents[row] = verdict.decided, tasks * size * (k + 1)
-                covered[row] = verdict.ci_low <= delta <= verdict.ci_high
-            else:
-                still.append(row)
-        active = np.array(still, dtype=np.int64)
-    return Simulated(decided, documents, covered, tasks * size * chunks)
+    n = np.broadcast_to(size * np.arange(1, chunks + 1), plus.shape)
+    average = weighted_mean_differences(n.transpose(0, 2, 1).reshape(-1, tasks),
+                                        (plus - minus).transpose(0, 2, 1).reshape(-1, tasks),
+                                        (plus + minus).transpose(0, 2, 1).reshape(-1, tasks))
+    average_looks = [[Look((k + 1) / chunks, float(average["delta"][row * chunks + k]), float(average["se"][row * chunks + k]))
+                      for k in range(chunks)] for row in range(replicates)]
+    decided, stop, covered = _first_decisions(average_looks, delta, margin, alpha)
+    if not per_task:
+        return Simulated(decided, tasks * size * (stop + 1), covered, tasks * size * chunks)
+    own = weighted_mean_differences(n.reshape(-1, 1), (plus - minus).reshape(-1, 1), (plus + minus).reshape(-1, 1))
+    deltas, ses = own["delta"].reshape(plus.shape), own["se"].reshape(plus.shape)  # each task's own paired test
+    task_decided = np.full((replicates, tasks), "", dtype=object)
+    tasks_covered = np.ones(replicates, dtype=bool)
+    documents = np.zeros(replicates, dtype=np.int64)
+    for j in range(tasks):
+        looks = [[Look((k + 1) / chunks, float(deltas[row, j, k]), float(ses[row, j, k])) for k in range(chunks)]
+                 for row in range(replicates)]
+        task_decided[:, j], own_stop, own_covered = _first_decisions(looks, delta, margin, alpha / tasks)
+        tasks_covered &= own_covered
+        documents += size * (np.maximum(stop, own_stop) + 1)
+    return Simulated(decided, documents, covered, tasks * size * chunks, task_decided, tasks_covered)
+
+
+def _first_decisions(paths: list[list[Look]], delta: float, margin: float, alpha: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per path of looks: the verdict at the first look that decides (or the last), that look's
+    index, and whether its repeated interval covers `delta`."""
+    decided = np.full(len(paths), "", dtype=object)
+    stop = np.zeros(len(paths), dtype=np.int64)
+    covered = np.zeros(len(paths), dtype=bool)
+    for row, looks in enumerate(paths):
+        for k in range(len(looks)):
+            verdict = decide(looks[:k + 1], margin, alpha)
+            if verdict.decided or k == len(looks) - 1:
+                decided[row], stop[row], covered[row] = verdict.decided, k, verdict.ci_low <= delta <= verdict.ci_high
+                break
+    return decided, stop, covered

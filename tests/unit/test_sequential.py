@@ -86,3 +86,19 @@ def test_the_repeated_p_value_is_below_alpha_exactly_when_a_boundary_was_crossed
         assert crossed == (alpha > p)
     assert decide(looks, MARGIN).decided == ("better" if p < ALPHA else "")
     assert repeated_p([Look(1.0, 0.0, 0.01)]) == 1.0
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.03])
+def test_per_task_each_task_claims_a_difference_it_does_not_have_and_misses_its_own_at_most_alpha_of_the_time(delta):
+    """eval.sequential.per_task: each task on its own at alpha / tasks. Under no difference, some task
+    claims one at most alpha of the time; with one, every task's interval covers it at least 1 - alpha
+    of the time. The average is judged exactly as without per_task: the same verdicts on the same outcomes."""
+    both = dict(disagree=DISAGREE, tasks=TASKS, budget=BUDGET, chunks=CHUNKS, margin=MARGIN, replicates=REPLICATES, seed=7)
+    out, alone = simulate(delta, per_task=True, **both), simulate(delta, **both)
+    if delta == 0:
+        claimed = np.isin(out.task_decided, ["better", "worse"]).any(axis=1).mean()
+        assert ALPHA / 3 < claimed <= ALPHA + SLACK
+    assert out.tasks_covered.mean() >= 1 - ALPHA - SLACK
+    assert (out.decided == alone.decided).all() and (out.covered == alone.covered).all()
+    # Deciding each task costs documents: a task goes on while it is undecided, so never fewer.
+    assert (out.documents >= alone.documents).all() and out.documents.mean() > alone.documents.mean()

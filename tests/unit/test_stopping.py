@@ -65,13 +65,14 @@ def test_a_look_is_the_reports_paired_average_test_on_the_documents_both_runs_ha
 class Fake:
     """A model whose chunk outcomes are drawn: `shift` more documents right than the baseline's."""
 
-    def __init__(self, shift: float, seed: int):
+    def __init__(self, shift: float | dict[str, float], seed: int):
         self.shift, self.seed, self.calls = shift, seed, []
 
     def __call__(self, documents):
         self.calls.append(documents)
         rng = np.random.default_rng([self.seed, len(self.calls)])
-        samples = {task: [{"doc_id": i, "acc": float(rng.random() < 0.5 + self.shift)} for i in docs]
+        shift = lambda task: self.shift if isinstance(self.shift, float) else self.shift[task]  # noqa: E731
+        samples = {task: [{"doc_id": i, "acc": float(rng.random() < 0.5 + shift(task))} for i in docs]
                    for task, docs in documents.items()}
         return EvalResult({}, samples)
 
@@ -82,6 +83,8 @@ def test_a_clear_difference_stops_at_the_first_look_that_decides_it(tmp_path, sh
     mine, base = Fake(shift, 1), Fake(0.0, 2)
     decision, used = run_looks(parts, ChunkSource(tmp_path / "mine", mine), ChunkSource(tmp_path / "base", base),
                                {"a": ["a"], "b": ["b"]}, 1.0, lambda k, v: None)
+    assert used == parts[:len(used)]  # each chunk whole: the average is all it decides
+    used = len(used)
     assert decision.verdict == verdict and used < len(parts) and len(mine.calls) == used == len(decision.looks)
     assert decide(decision.looks, 0.01).decided == verdict  # and no earlier look had decided
     assert all(not decide(decision.looks[:k], 0.01).decided for k in range(1, used))
@@ -96,7 +99,7 @@ def test_no_difference_in_few_documents_runs_to_the_budget_undecided(tmp_path):
     parts = chunks({"a": 100}, limit=40, looks=4, seed=0)
     decision, used = run_looks(parts, ChunkSource(tmp_path / "m", Fake(0.0, 1)), ChunkSource(tmp_path / "b", Fake(0.0, 2)),
                                {"a": ["a"]}, 1.0, lambda k, v: None)
-    assert decision.verdict == "undecided" and used == 4 and decision.reason.startswith("budget reached")
+    assert decision.verdict == "undecided" and len(used) == 4 and decision.reason.startswith("budget reached")
 
 
 def test_the_repeated_equivalence_p_value_is_below_alpha_exactly_when_equivalence_was_shown():
@@ -194,3 +197,47 @@ def test_runs_that_share_alpha_stop_only_where_the_reports_holm_keeps_their_verd
     assert sum(len(d.looks) for d in alone) < sum(len(d.looks) for d in shared)
     kept = holm([d.p_value for d in alone]) < ALPHA
     assert any(d.verdict in ("worse", "better") and not k for d, k in zip(alone, kept))
+
+
+def test_per_task_each_task_is_decided_at_its_share_of_alpha_and_evaluated_only_until_it_is(tmp_path):
+    """eval.sequential.per_task: "a" is far worse, "b" no different. The average is decided first; "a",
+    decided by then, is not evaluated again; "b" goes on alone to the budget, undecided."""
+    parts = chunks({"a": 1000, "b": 1000}, limit=400, looks=8, seed=0)
+    mine = Fake({"a": -0.45, "b": 0.0}, 1)
+    decision, used = run_looks(parts, ChunkSource(tmp_path / "mine", mine), ChunkSource(tmp_path / "base", Fake(0.0, 2)),
+                               {"a": ["a"], "b": ["b"]}, 1.0, lambda k, v: None, comparisons=3, per_task=True)
+    average_looks = len(decision.looks)
+    assert decision.verdict == "worse" and average_looks < len(parts)
+    assert [set(chunk) for chunk in used] == [{"a", "b"}] * average_looks + [{"b"}] * (len(parts) - average_looks)
+    assert mine.calls == used and decision.evaluated == len(parts)
+    assert decision.documents == {"a": 50 * average_looks, "b": 400}
+    a, b = decision.tasks["a"], decision.tasks["b"]
+    assert a.verdict == "worse" and b.verdict == "undecided" and len(b.looks) == len(parts)
+    assert decide(a.looks, 0.01, ALPHA / 6).decided == "worse"  # at alpha / (comparisons x tasks) ...
+    assert all(not decide(a.looks[:k], 0.01, ALPHA / 6).decided for k in range(1, len(a.looks)))  # ... first there
+    assert a.interval[1] < 0 and b.interval[0] < 0 < b.interval[1]
+    assert a.p_value == repeated_p(a.looks) < ALPHA / 6 and b.p_value > ALPHA / 6
+    assert "1 of 2 tasks decided, each at alpha/6" in decision.reason
+    assert Decision.from_record(json.loads(json.dumps(decision.record()))) == decision
+
+
+def test_per_task_a_task_decided_before_the_average_is_evaluated_until_the_average_is(tmp_path):
+    """The average's design needs every task's documents at every look until it is decided."""
+    parts = chunks({"a": 1000, "b": 1000, "c": 1000}, limit=600, looks=10, seed=0)
+    mine = Fake({"a": -0.45, "b": -0.03, "c": 0.0}, 3)
+    decision, used = run_looks(parts, ChunkSource(tmp_path / "mine", mine), ChunkSource(tmp_path / "base", Fake(0.0, 4)),
+                               {t: [t] for t in "abc"}, 1.0, lambda k, v: None, per_task=True)
+    a = decision.tasks["a"]
+    assert len(a.looks) < len(decision.looks)  # "a" was decided before the average ...
+    assert decision.documents["a"] == 60 * len(decision.looks)  # ... and evaluated until the average was
+    assert all("a" in chunk for chunk in used[:len(decision.looks)])
+    assert all(set(chunk) == {t for t, d in decision.tasks.items() if len(d.looks) > k}
+               for k, chunk in enumerate(used) if k >= len(decision.looks))
+
+
+def test_a_chunk_on_file_for_other_documents_is_evaluated_again(tmp_path):
+    """A resumed run asks for the documents it needs; a file for others is not taken for them."""
+    ChunkSource(tmp_path, Fake(0.0, 1)).get(0, {"a": [1, 2], "b": [3]})
+    again = Fake(0.0, 2)
+    got = ChunkSource(tmp_path, again).get(0, {"b": [3]})
+    assert again.calls == [{"b": [3]}] and set(got) == {"b"}
