@@ -126,7 +126,7 @@ def _sequential(cfg: DictConfig) -> None:
               "chunks, e.g. 10.")
     if not looks:
         if cfg.eval.sequential.per_task:
-            raise config_error("eval.sequential.per_task", True, "Deciding each task needs a sequential evaluation",
+            raise config_error("eval.sequential.per_task", "true", "Deciding each task needs a sequential evaluation",
                                "Set eval.sequential.looks to a number of chunks, e.g. 10, or drop "
                                "eval.sequential.per_task=true.")
         return

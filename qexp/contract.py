@@ -60,6 +60,11 @@ class TAGS:
     GIT_COMMIT = "mlflow.source.git.commit"
     EXPERIMENT_KIND = "mlflow.experimentKind"  # custom_model_development: the UI opens on the runs table
 
+    @staticmethod
+    def sequential_task(task: str) -> str:
+        """eval.sequential.per_task: a requested task's own verdict, `qexp.sequential.arc_easy` (as qexp.sequential)."""
+        return f"{TAGS.SEQUENTIAL}.{task}"
+
 
 class ARTIFACTS:
     CONFIG = "config.yaml"
@@ -116,6 +121,15 @@ class METRICS:
     def sequential_docs(task: str) -> str:
         """A sequential run's documents of one leaf task: `sequential/docs/arc_easy`."""
         return f"{METRICS.SEQUENTIAL_DOCS}/{task}"
+
+    SEQUENTIAL_TASK_FIGURES = ("delta", "ci_low", "ci_high", "p_value", "equivalence_p", "looks", "docs")
+
+    @staticmethod
+    def sequential_task(task: str, figure: str) -> str:
+        """eval.sequential.per_task: a requested task's own comparison, `sequential/task/mmlu/p_value`;
+        `figure` one of SEQUENTIAL_TASK_FIGURES, as the run's average ones (its interval at
+        1 - alpha/(comparisons × tasks); docs: all its leaves' documents)."""
+        return f"sequential/task/{task}/{figure}"
 
     @staticmethod
     def phase(phase: str, figure: str) -> str:

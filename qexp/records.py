@@ -127,7 +127,7 @@ def log_sequential(run: Run, decision: Decision) -> dict[str, float]:
     run.log_json(decision.record(), ARTIFACTS.SEQUENTIAL)
     used, whole = sum(decision.documents.values()), sum(decision.budget.values())
     metrics = {METRICS.SEQUENTIAL_DOCS: used, METRICS.SEQUENTIAL_BUDGET: whole,
-               METRICS.SEQUENTIAL_SAVED: whole - used, METRICS.SEQUENTIAL_LOOKS: len(decision.looks),
+               METRICS.SEQUENTIAL_SAVED: whole - used, METRICS.SEQUENTIAL_LOOKS: decision.evaluated or len(decision.looks),
                **{METRICS.sequential_docs(task): n for task, n in decision.documents.items()}}
     if decision.looks:
         metrics.update({METRICS.SEQUENTIAL_DELTA: 100 * decision.looks[-1].delta,
@@ -136,6 +136,12 @@ def log_sequential(run: Run, decision: Decision) -> dict[str, float]:
                         METRICS.SEQUENTIAL_EQUIVALENCE_P: decision.equivalence_p,
                         METRICS.SEQUENTIAL_MARGIN: decision.margin,
                         METRICS.SEQUENTIAL_COMPARISONS: decision.comparisons})
+    for task, own in decision.tasks.items():  # eval.sequential.per_task
+        run.set_tag(TAGS.sequential_task(task), own.verdict)
+        figures = {"delta": 100 * own.looks[-1].delta, "ci_low": own.interval[0], "ci_high": own.interval[1],
+                   "p_value": own.p_value, "equivalence_p": own.equivalence_p, "looks": len(own.looks),
+                   "docs": own.documents}
+        metrics.update({METRICS.sequential_task(task, figure): value for figure, value in figures.items()})
     return metrics
 
 

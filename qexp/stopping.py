@@ -151,6 +151,7 @@ class TaskDecision:
     interval: tuple[float, float] = (float("nan"), float("nan"))  # repeated interval at that level, points
     p_value: float = float("nan")
     equivalence_p: float = float("nan")
+    documents: int = 0  # its leaves' documents evaluated
 
 
 @dataclass
@@ -191,8 +192,8 @@ class Decision:
     @classmethod
     def from_record(cls, record: dict) -> "Decision":
         fields = {k: v for k, v in record.items() if k not in ("reason", "looks", "interval", "tasks")}
-        tasks = {name: TaskDecision(task["verdict"], [Look(**x) for x in task["looks"]], tuple(task["interval"]),
-                                    task["p_value"], task["equivalence_p"])
+        tasks = {name: TaskDecision(**{**task, "looks": [Look(**x) for x in task["looks"]],
+                                       "interval": tuple(task["interval"])})
                  for name, task in record.get("tasks", {}).items()}
         return cls(looks=[Look(**x) for x in record["looks"]], interval=tuple(record["interval"]), tasks=tasks, **fields)
 
@@ -256,7 +257,8 @@ def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSo
     average = _concluded(looks, verdict, margin)
     return Decision(average.pop("verdict"), looks, len(parts), documents, whole, **average, margin=margin,
                     comparisons=comparisons, evaluated=len(used),
-                    tasks={task: TaskDecision(looks=tasks[task], **_concluded(tasks[task], settled[task], margin))
+                    tasks={task: TaskDecision(looks=tasks[task], **_concluded(tasks[task], settled[task], margin),
+                                              documents=sum(documents[leaf] for leaf in groups[task] if leaf in documents))
                            for task in tasks}), used
 
 

@@ -35,6 +35,7 @@ class Report:
     speed: pd.DataFrame = field(default_factory=pd.DataFrame)  # vLLM's figures and ratios to the baseline
     speed_fronts: pd.DataFrame = field(default_factory=pd.DataFrame)  # accuracy against speed and memory
     sequential: pd.DataFrame = field(default_factory=pd.DataFrame)  # sequentially evaluated runs' verdicts
+    sequential_tasks: pd.DataFrame = field(default_factory=pd.DataFrame)  # eval.sequential.per_task: per task
     warnings: list[str] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)  # what the power and equivalence statements are about
 

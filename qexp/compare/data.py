@@ -225,6 +225,8 @@ def _row(names: dict[str, str], run: RunRecord) -> dict:
         "eval_path": tags.get(TAGS.EVAL_PATH), "speed_device": tags.get(TAGS.SPEED_DEVICE),
         "speed_runtime": tags.get(TAGS.SPEED_RUNTIME), "sequential": tags.get(TAGS.SEQUENTIAL),
         "sequential_reason": tags.get(TAGS.SEQUENTIAL_REASON),
+        "sequential_tasks": {name.removeprefix(TAGS.sequential_task("")): verdict for name, verdict in tags.items()
+                             if name.startswith(TAGS.sequential_task(""))},  # eval.sequential.per_task
         **run.metrics,
     }
 

@@ -195,7 +195,25 @@ def _sequential(report: Report, fmt: str) -> list[str]:
             "ones, Holm-adjusted across these runs: a run decided at α/m keeps its verdict while at most m runs are "
             "here. The recovery bound is the repeated interval's lower end over the Baseline's average.")
     return [_heading("Sequential comparisons: each run against Baseline, stopped once decided", fmt, 3),
-            table(pd.DataFrame(rows), fmt), "", note, ""]
+            table(pd.DataFrame(rows), fmt), "", note, ""] + _sequential_tasks(report, fmt)
+
+
+def _sequential_tasks(report: Report, fmt: str) -> list[str]:
+    """eval.sequential.per_task: each requested task's own verdict, valid at its stop."""
+    frame = report.sequential_tasks
+    if not len(frame):
+        return []
+    rows = [{"Configuration": r.label, "task": display_name(r.task), "stopped": f"{r.stopped}, look {r.looks:.0f}",
+             "documents": f"{r.docs:,.0f}",
+             "Δ pts [repeated interval]": f"{r.delta:+.1f} {interval(r.ci_low, r.ci_high, lambda v: f'{v:+.1f}')}",
+             "decided at α": f"{ALPHA:g}/{r.comparisons}", "p (repeated)": p_value(r.p_value),
+             "p Holm": p_value(r.p_adjusted), "equivalent: p Holm": p_value(r.equivalence_adjusted),
+             "verdict": r.verdict} for r in frame.itertuples()]
+    note = ("With eval.sequential.per_task each task was also decided on its own documents, at α/(m·T) for m runs "
+            "of T tasks, so Holm across these rows keeps every decided stop. A task was evaluated while the average "
+            "was undecided, then only until it was decided itself; \"look\" is the one that decided it, or the "
+            "budget's last.")
+    return [_heading("Sequential comparisons per task", fmt, 3), table(pd.DataFrame(rows), fmt), "", note, ""]
 
 
 def _vs_baseline(report: Report, fmt: str) -> list[str]:

@@ -17,7 +17,7 @@ from .ranking import average_tests, best_vs_others, ranking, recommendations, re
 from .render import render, summary_text
 from .scores import metric_for, repeats_table, scores, settings_warnings, summary_table
 from .speed import speed_fronts, speed_recommendations, speed_table
-from .stopped import sequential_table
+from .stopped import sequential_table, sequential_task_table
 
 __all__ = ["Report", "build_report", "render", "summary_text", "to_json"]
 
@@ -31,13 +31,15 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
         warnings.append(f"FIXTURE DATA: {labels} were evaluated on qexp's small fixture copies of the "
                         "datasets, not the real benchmarks. These scores say nothing about model quality.")
     warnings += settings_warnings(study)
-    sequential = sequential_table(study)
+    sequential, sequential_tasks = sequential_table(study), sequential_task_table(study)
     if len(sequential):
+        per_task = (" and, for the tasks decided each on its own (eval.sequential.per_task), in \"Sequential "
+                    "comparisons per task\"" if len(sequential_tasks) else "")
         warnings.append(f"SEQUENTIAL: {', '.join(sequential['label'])} stopped evaluating once decided against the "
                         "baseline (eval.sequential). Their verdicts, intervals and recovery bounds valid at the "
-                        "stopping time are in the table \"Sequential comparisons\"; the other tables' p-values, "
-                        "intervals and bounds treat the documents they used as a fixed sample, so for these runs "
-                        "they are descriptive only.")
+                        f"stopping time are in the table \"Sequential comparisons\"{per_task}; the other tables' "
+                        "p-values, intervals and bounds treat the documents they used as a fixed sample, so for "
+                        "these runs they are descriptive only.")
     summary = summary_table(study, tasks, metric, overrides)
     vs_baseline = with_power(study, deltas_vs_baseline(study, tasks, metric, overrides), settings)
     tests = average_tests(study, tasks, metric, overrides, settings)
@@ -68,6 +70,7 @@ def build_report(study: Study, metric: str = "acc", overrides: dict[str, str] | 
         speed=speed,
         speed_fronts=fronts,
         sequential=sequential,
+        sequential_tasks=sequential_tasks,
         warnings=warnings,
         settings=settings,
     )
@@ -124,6 +127,7 @@ def to_json(report: Report) -> dict:
         "repeats": _records(report.repeats),
         "speed": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.speed.iterrows()},
         "sequential": _records(report.sequential),
+        "sequential_tasks": _records(report.sequential_tasks),
         "speed_fronts": {label: {k: _clean(v) for k, v in row.items()} for label, row in report.speed_fronts.iterrows()},
     }
 

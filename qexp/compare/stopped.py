@@ -20,7 +20,7 @@ from ..contract import METRICS
 from .data import Study
 from .stats import ALPHA, holm
 
-__all__ = ["sequential_table", "sequential_labels"]
+__all__ = ["sequential_table", "sequential_labels", "sequential_task_table"]
 
 COLUMNS = ["label", "stopped", "reason", "looks", "docs", "budget_docs", "delta", "ci_low", "ci_high", "comparisons",
            "p_value", "p_adjusted", "equivalence_p", "equivalence_adjusted", "margin", "verdict", "recovery_low"]
@@ -54,14 +54,45 @@ def sequential_table(study: Study) -> pd.DataFrame:
         "p_value": column(METRICS.SEQUENTIAL_P), "equivalence_p": column(METRICS.SEQUENTIAL_EQUIVALENCE_P),
         "margin": column(METRICS.SEQUENTIAL_MARGIN),
         "comparisons": np.nan_to_num(column(METRICS.SEQUENTIAL_COMPARISONS), nan=1.0).astype(int)})
+    _holm_verdicts(frame)
+    base = _baseline_average(study)
+    frame["recovery_low"] = 100 * (1 + frame["ci_low"] / base) if base else np.nan
+    return frame[COLUMNS]
+
+
+TASK_COLUMNS = ["label", "task", "stopped", "looks", "docs", "delta", "ci_low", "ci_high", "comparisons", "p_value",
+                "p_adjusted", "equivalence_p", "equivalence_adjusted", "verdict"]
+
+
+def sequential_task_table(study: Study) -> pd.DataFrame:
+    """eval.sequential.per_task: one row per sequentially evaluated run and requested task, each task
+    decided on its own at alpha / (the run's comparisons × its tasks): how it stopped, its documents, its
+    difference with the repeated interval, the repeated p-values Holm-adjusted across every row, and
+    the verdict that survives it."""
+    rows = []
+    for label in sequential_labels(study):
+        run = study.runs.loc[label]
+        verdicts = run.get("sequential_tasks") if "sequential_tasks" in study.runs else None
+        for task, stopped in sorted((verdicts or {}).items()):
+            figure = lambda name: float(run.get(METRICS.sequential_task(task, name), np.nan))  # noqa: E731
+            comparisons = run.get(METRICS.SEQUENTIAL_COMPARISONS)
+            rows.append({"label": label, "task": task, "stopped": stopped,
+                         "comparisons": int(1 if pd.isna(comparisons) else comparisons) * len(verdicts),
+                         **{name: figure(name) for name in METRICS.SEQUENTIAL_TASK_FIGURES}})
+    if not rows:
+        return pd.DataFrame(columns=TASK_COLUMNS)
+    frame = pd.DataFrame(rows)
+    _holm_verdicts(frame)
+    return frame[TASK_COLUMNS]
+
+
+def _holm_verdicts(frame: pd.DataFrame) -> None:
+    """Holm across the frame's rows, for a difference and for equivalence, and the verdict that survives."""
     frame["p_adjusted"] = holm(np.nan_to_num(frame["p_value"].to_numpy(), nan=1.0))
     frame["equivalence_adjusted"] = holm(np.nan_to_num(frame["equivalence_p"].to_numpy(), nan=1.0))
     frame["verdict"] = [("worse" if d < 0 else "better") if p < ALPHA else "equivalent" if e < ALPHA
                         else "not shown to differ" for d, p, e in
                         zip(frame["delta"], frame["p_adjusted"], frame["equivalence_adjusted"])]
-    base = _baseline_average(study)
-    frame["recovery_low"] = 100 * (1 + frame["ci_low"] / base) if base else np.nan
-    return frame[COLUMNS]
 
 
 def _baseline_average(study: Study) -> float | None:

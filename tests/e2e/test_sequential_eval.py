@@ -60,6 +60,30 @@ def test_a_sequential_sweep_logs_each_runs_verdict_and_documents_and_the_report_
     assert "Sequential comparisons" in text and "SEQUENTIAL: GPTQ-8, RTN stopped evaluating" in text
 
 
+def test_a_per_task_sequential_run_logs_each_tasks_verdict_and_the_report_states_them(tmp_path, cache_dir):
+    sweep = run_sweep(["-m", "quant=rtn", *SEQUENTIAL, "eval.sequential.per_task=true"], tmp_path, cache_dir)
+    run = sweep.runs()["rtn"]
+    tags, metrics = run.data.tags, run.data.metrics
+    record = sweep.artifact_json(run, ARTIFACTS.SEQUENTIAL)
+    tasks = record["tasks"]
+    assert set(tasks) == {"arc_easy", "arc_challenge", "hellaswag", "mmlu"}  # the requested accuracy tasks
+    assert f"of {len(tasks)} tasks decided, each at alpha/{len(tasks)}" in tags[TAGS.SEQUENTIAL_REASON]
+    for task, own in tasks.items():
+        assert tags[TAGS.sequential_task(task)] == own["verdict"] in {"worse", "better", "equivalent", "undecided"}
+        assert metrics[METRICS.sequential_task(task, "looks")] == len(own["looks"]) <= LOOKS
+        assert metrics[METRICS.sequential_task(task, "docs")] == own["documents"] > 0
+        assert metrics[METRICS.sequential_task(task, "ci_low")] <= metrics[METRICS.sequential_task(task, "delta")]
+    assert sum(own["documents"] for own in tasks.values()) == sum(record["documents"].values()) \
+        == metrics[METRICS.SEQUENTIAL_DOCS]
+    report = qexp_cli("--format", "json", cwd=tmp_path, cache_dir=cache_dir, module="qexp.compare")
+    assert report.returncode == 0, report.stderr[-3000:]
+    rows = json.loads(report.stdout)["sequential_tasks"]
+    assert sorted(r["task"] for r in rows) == sorted(tasks) and {r["label"] for r in rows} == {"RTN"}
+    assert {r["task"]: r["p_value"] for r in rows} == pytest.approx({t: own["p_value"] for t, own in tasks.items()})
+    text = qexp_cli(cwd=tmp_path, cache_dir=cache_dir, module="qexp.compare").stdout
+    assert "Sequential comparisons per task" in text and 'in "Sequential comparisons per task"' in text
+
+
 class Died(RuntimeError):
     pass
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -211,6 +212,7 @@ def test_per_task_each_task_is_decided_at_its_share_of_alpha_and_evaluated_only_
     assert [set(chunk) for chunk in used] == [{"a", "b"}] * average_looks + [{"b"}] * (len(parts) - average_looks)
     assert mine.calls == used and decision.evaluated == len(parts)
     assert decision.documents == {"a": 50 * average_looks, "b": 400}
+    assert decision.tasks["a"].documents == 50 * average_looks and decision.tasks["b"].documents == 400
     a, b = decision.tasks["a"], decision.tasks["b"]
     assert a.verdict == "worse" and b.verdict == "undecided" and len(b.looks) == len(parts)
     assert decide(a.looks, 0.01, ALPHA / 6).decided == "worse"  # at alpha / (comparisons x tasks) ...
@@ -241,3 +243,42 @@ def test_a_chunk_on_file_for_other_documents_is_evaluated_again(tmp_path):
     again = Fake(0.0, 2)
     got = ChunkSource(tmp_path, again).get(0, {"b": [3]})
     assert again.calls == [{"b": [3]}] and set(got) == {"b"}
+
+
+def test_the_reports_per_task_verdicts_survive_holm_across_every_run_and_task():
+    import pandas as pd
+
+    from qexp.compare.data import Study
+    from qexp.compare.render import _sequential_tasks
+    from qexp.compare.stats import holm
+    from qexp.compare.stopped import sequential_task_table
+    from qexp.contract import METRICS
+
+    def row(tasks: dict[str, tuple]) -> dict:
+        out = {"sequential": "worse", "sequential_reason": "decided worse", METRICS.SEQUENTIAL_COMPARISONS: 2,
+               METRICS.SEQUENTIAL_DELTA: -3.0, METRICS.SEQUENTIAL_LOW: -5.0, METRICS.SEQUENTIAL_HIGH: -1.0,
+               METRICS.SEQUENTIAL_P: 0.001, METRICS.SEQUENTIAL_EQUIVALENCE_P: 1.0, METRICS.task("a"): 0.3,
+               METRICS.task("b"): 0.3, "sequential_tasks": {t: v[0] for t, v in tasks.items()}}
+        for task, (_, delta, p, eq_p) in tasks.items():
+            out.update({METRICS.sequential_task(task, "delta"): delta, METRICS.sequential_task(task, "p_value"): p,
+                        METRICS.sequential_task(task, "ci_low"): delta - 2, METRICS.sequential_task(task, "ci_high"): delta + 2,
+                        METRICS.sequential_task(task, "equivalence_p"): eq_p, METRICS.sequential_task(task, "looks"): 4,
+                        METRICS.sequential_task(task, "docs"): 200})
+        return out
+
+    runs = pd.DataFrame.from_dict({
+        "Baseline": {"sequential": "baseline", METRICS.task("a"): 0.4, METRICS.task("b"): 0.4, "sequential_tasks": {}},
+        "GPTQ-8": row({"a": ("worse", -6.0, 0.002, 1.0), "b": ("undecided", -1.0, 0.3, 0.5)}),
+        "AWQ-8": row({"a": ("worse", -3.0, 0.015, 1.0), "b": ("equivalent", 0.1, 0.9, 0.001)}),
+    }, orient="index")
+    study = Study(runs=runs, docs={}, tasks=["a", "b"])
+    table = sequential_task_table(study)
+    assert list(zip(table["label"], table["task"])) == [("GPTQ-8", "a"), ("GPTQ-8", "b"), ("AWQ-8", "a"), ("AWQ-8", "b")]
+    assert list(table["comparisons"]) == [4] * 4  # two runs' two tasks: each decided at alpha/4
+    assert list(table["p_adjusted"]) == pytest.approx(list(holm([0.002, 0.3, 0.015, 0.9])))
+    # Each decided stop was below alpha/4, so Holm keeps it (0.015 -> 0.045); the undecided one stays so.
+    assert list(table["verdict"]) == ["worse", "not shown to differ", "worse", "equivalent"]
+    text = "\n".join(_sequential_tasks(SimpleNamespace(sequential_tasks=table), "markdown"))
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| AWQ-8")]
+    assert "Sequential comparisons per task" in text and cells[1][:4] == ["AWQ-8", "b", "equivalent, look 4", "200"]
+    assert cells[1][-1] == "equivalent" and cells[1][5] == "0.05/4"
