@@ -11,7 +11,10 @@ stop covers the truth, and the documents used as a share of the fixed design's. 
 budget of 4,000 documents per task, where equivalence within the margin can be shown, at a true
 difference of 0 and of exactly the margin. Last, the price of sharing alpha: the 500-document design
 again, each comparison decided at alpha/`--comparisons` as a study of that many quantized runs decides
-them (eval.sequential.comparisons), so that every stop survives Holm across them.
+them (eval.sequential.comparisons), so that every stop survives Holm across them. Then the same
+design with each task also decided on its own (eval.sequential.per_task), at alpha/(comparisons x
+tasks): how often some task claims a difference, how often each task is decided, whether every task's
+interval covers, and the documents that costs.
 """
 
 from __future__ import annotations
@@ -33,6 +36,32 @@ def row(label: str, out) -> str:
     rates = {v: np.mean(out.decided == v) for v in ("better", "worse", "equivalent", "")}
     return (f"{label:>22} | {100 * rates['better']:6.1f} | {100 * rates['worse']:5.1f} | {100 * rates['equivalent']:10.1f} | "
             f"{100 * rates['']:9.1f} | {100 * out.covered.mean():7.1f} | {100 * out.documents.mean() / out.budget:8.0f}%")
+
+
+def per_task(args) -> None:
+    """The 500-document design at alpha/comparisons, each task also decided at alpha/(comparisons x tasks)."""
+    shared = args.comparisons
+    pilot = PairedMean(np.full((1, TASKS), 500.0), np.full((1, TASKS), DISAGREE), np.ones(TASKS, dtype=bool),
+                       np.zeros(1), True)
+    mde = mean_mde(pilot)
+    print(f"Per task (eval.sequential.per_task): the same {TASKS} tasks x 500 documents, the average at alpha/{shared}, "
+          f"each task also at alpha/{shared * TASKS}; a task is evaluated until both it and the average are decided. "
+          f"Rates in % (\"tasks\": of all tasks of all replicates), documents as a share of the fixed design's:")
+    print(f"{'true difference':>22} | average decided | some task claims | tasks decided | tasks equivalent | "
+          f"all covered | documents (average only)\n{'-' * 22} | --------------- | ---------------- | ------------- | "
+          f"---------------- | ----------- | ------------------------")
+    deltas = [(f"{p} points", p / 100) for p in (0, 1, 2, 4)] + [(f"2 x detectable ({200 * mde:.1f})", 2 * mde)]
+    for seed, (label, delta) in enumerate(deltas):
+        both = dict(replicates=args.replicates, seed=seed, alpha=ALPHA / shared)
+        out = simulate(delta, DISAGREE, TASKS, 500, args.chunks, MARGIN, per_task=True, **both)
+        alone = simulate(delta, DISAGREE, TASKS, 500, args.chunks, MARGIN, **both)
+        tasks = out.task_decided
+        print(f"{label:>22} | {100 * np.mean(out.decided != ''):15.1f} | "
+              f"{100 * np.isin(tasks, ['better', 'worse']).any(axis=1).mean():16.1f} | "
+              f"{100 * np.mean(tasks != ''):13.1f} | {100 * np.mean(tasks == 'equivalent'):16.1f} | "
+              f"{100 * out.tasks_covered.mean():11.1f} | {100 * out.documents.mean() / out.budget:8.0f}% "
+              f"({100 * alone.documents.mean() / alone.budget:.0f}%)")
+    print()
 
 
 def main() -> int:
@@ -60,6 +89,7 @@ def main() -> int:
             print(row(label, simulate(delta, disagree, TASKS, budget, args.chunks, MARGIN, args.replicates, seed=seed,
                                       alpha=ALPHA / shared)))
         print()
+    per_task(args)
     error = 100 * np.sqrt(0.05 * 0.95 / args.replicates)
     share = ALPHA / args.comparisons
     print(f"A rate near 5% is measured to +-{error:.2f} points (one Monte Carlo standard error), near 95% likewise; "

@@ -22,7 +22,10 @@ Then prints, per quantized run against the baseline:
   across the comparisons with the baseline: the family the sequential runs share alpha in; the
   report's ranking adjusts across every pair and can say less), and whether the sequential one
   contradicts them;
-- the documents and evaluation seconds of the sequential and the same-documents fixed study.
+- the documents and evaluation seconds of the sequential and the same-documents fixed study;
+- what the design expected each run to use: the fixed study of the same documents taken as a pilot
+  (`qexp.compare.plan.sequential_forecast`: its differences and disagreements as the truth, the same
+  on every task, simulated with the same looks and alpha), beside what each run used.
 """
 
 from __future__ import annotations
@@ -176,7 +179,31 @@ def main() -> int:
               f"quantized runs took {shares[0]:.2f} sequentially against {shares[1]:.2f} fixed "
               f"({100 * shares[0] / shares[1]:.0f}%).")
     print("\n".join(notes) or "No comparison ended undecided where a fixed study decided.")
+    forecast(out / "fixed" / "mlruns", runs, quantized)
     return 0
+
+
+def forecast(store: Path, runs: dict[str, dict], quantized: list[str], replicates: int = 2000) -> None:
+    """What the design expected each run to use, with the fixed study of the same documents as the pilot."""
+    from qexp.compare import load_study
+    from qexp.compare.plan import plan_study, sequential_forecast
+    from qexp.compare.power import Settings
+    from qexp.contract import METRICS
+
+    study = load_study(f"sqlite:///{store / 'mlflow.db'}", "qexp")
+    budget = int(max(runs[label][METRICS.SEQUENTIAL_BUDGET] for label in quantized)) // len(study.tasks)
+    expected = sequential_forecast(plan_study(study).average, len(study.tasks), budget, Settings(), replicates)
+    expected = expected.set_index("a")
+    print(f"\nWhat the design expected, with the fixed study of the same documents as the pilot (its difference and "
+          f"disagreement taken as the truth on every task; {replicates} simulated studies each, at α/{len(expected)}):\n")
+    print("| run vs Baseline | fixed Δ avg pts | expected documents | most frequent verdict | used |")
+    print("|---|---|---|---|---|")
+    for label in quantized:
+        r, m = expected.loc[label], runs[label]
+        print(f"| {label} | {100 * r['delta']:+.1f} | {100 * r['documents']:.0f}% | {r['verdict']} "
+              f"({100 * r['often']:.0f}%) | {100 * m[METRICS.SEQUENTIAL_DOCS] / m[METRICS.SEQUENTIAL_BUDGET]:.0f}% |")
+    print(f"\nExpected for the quantized runs together: {100 * expected.loc[quantized, 'documents'].mean():.0f}% of the "
+          f"fixed study's documents.")
 
 
 if __name__ == "__main__":

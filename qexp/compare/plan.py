@@ -39,7 +39,7 @@ from .scores import display_name, metric_for
 from .sequential import simulate
 from .stats import ALPHA
 
-__all__ = ["Plan", "plan_study", "render_plan", "main"]
+__all__ = ["Plan", "plan_study", "sequential_forecast", "render_plan", "main"]
 
 
 @dataclass
@@ -106,10 +106,11 @@ def plan_study(study: Study, settings: Settings = Settings()) -> Plan:
                  if (stats := pair_stats(study, task, metric_for(study, task))) is not None), default=0)
     budget = limit or pilot
     return Plan(settings, average, tasks, limit, family, float(seconds), pilot,
-                _sequential(average, len(study.tasks), budget, settings), budget)
+                sequential_forecast(average, len(study.tasks), budget, settings), budget)
 
 
-def _sequential(average: pd.DataFrame, tasks: int, budget: int, settings: Settings) -> pd.DataFrame:
+def sequential_forecast(average: pd.DataFrame, tasks: int, budget: int, settings: Settings,
+                        replicates: int = REPLICATES) -> pd.DataFrame:
     """Each quantized run against the baseline, simulated as a sequential study of `budget` documents
     per task would judge it if the true difference and disagreement were the pilot's: the expected
     share of the budget it uses and its most frequent verdict. Each decides at alpha / the number of
@@ -117,7 +118,7 @@ def _sequential(average: pd.DataFrame, tasks: int, budget: int, settings: Settin
     rows = []
     against = average[(average["family"] == "vs Baseline") & average["delta"].notna() & average["disagreement"].notna()]
     for r in against.itertuples() if budget >= LOOKS and tasks else ():
-        out = simulate(r.delta, r.disagreement, tasks, budget, LOOKS, settings.margin, REPLICATES, seed=0,
+        out = simulate(r.delta, r.disagreement, tasks, budget, LOOKS, settings.margin, replicates, seed=0,
                        alpha=ALPHA / len(against))
         verdicts = pd.Series(out.decided).replace("", "undecided").value_counts(normalize=True)
         rows.append({"a": r.a, "b": r.b, "delta": r.delta, "documents": out.documents.mean() / out.budget,
