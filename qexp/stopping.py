@@ -223,13 +223,13 @@ def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSo
     alpha = ALPHA / comparisons
     tasks: dict[str, list[Look]] = {}  # per_task: each task with the metric -> its looks
     settled: dict[str, Verdict] = {}  # per_task: each task's verdict, once decided or at the budget
-    for k, documents in enumerate(parts):
+    for k, chunk in enumerate(parts):
         if verdict is not None and verdict.decided:  # per task, after the average: only the undecided tasks
-            documents = {leaf: docs for leaf, docs in documents.items()
-                         if any(leaf in groups[task] and task not in settled for task in tasks)}
+            chunk = {leaf: docs for leaf, docs in chunk.items()
+                     if any(leaf in groups[task] and task not in settled for task in tasks)}
         announce(k, _waiting_for(verdict, tasks, settled, margin))
-        mine.append(own.get(k, documents))
-        used.append(documents)
+        mine.append(own.get(k, chunk) if chunk else {})  # empty: a small task's budget was all in earlier chunks
+        used.append(chunk)
         if base is None:
             continue
         theirs.append(base.get(k, parts[k]))  # the baseline's whole chunk: the same file for every run
