@@ -124,6 +124,7 @@ class SequentialConfig:
     margin: float = MISSING  # points: "equivalent" means the average difference is within ±margin
     comparisons: int | None = MISSING  # the study's comparisons with the baseline; each stops at alpha/comparisons
     per_task: bool = MISSING  # also decide each requested task, at alpha/(comparisons × tasks)
+    futility: float = MISSING  # stop undecided once a decision by the budget is predicted below this probability
 
 
 @dataclass

@@ -110,6 +110,8 @@ def _identity(cfg: DictConfig, model_path: str, plan: TaskPlan, calib_path: Path
                                     "comparisons": cfg.eval.sequential.comparisons or 1}
         if cfg.eval.sequential.per_task:  # named only when asked: the average-only identity is as it was
             evaluation["sequential"]["per_task"] = True
+        if cfg.eval.sequential.futility:  # named only when used: a study without it keeps its identity
+            evaluation["sequential"]["futility"] = float(cfg.eval.sequential.futility)
     if served is not None:
         evaluation["backend"] = served.identity
     model = models.model_fingerprint(str(cfg.model.path), model_path)

@@ -11,6 +11,10 @@ as soon as its comparison with the baseline is decided.
 - **α shared by the study.** Each run decides at alpha / `eval.sequential.comparisons` (the study's
   quantized runs), so a run that stops worse, better or equivalent is one the report, Holm-adjusted
   across those runs, still calls so.
+- **Futility.** An undecided run also stops once deciding it by the budget has become unlikely: the
+  probability of a decision at the last look, predicted from its looks so far, is below
+  `eval.sequential.futility` (`compare.sequential.predictive_power`). It stops undecided, so the
+  error rates hold; the cost is a little power (docs/report.md, "Sequential").
 - **Per task, if asked** (`eval.sequential.per_task`). Each requested task is also decided on its own
   documents, at alpha / (comparisons × tasks), so Holm across the study's runs and tasks keeps it. A
   task is evaluated while the average is undecided (its documents are the average's too, so the
@@ -40,7 +44,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .compare.sequential import Look, Verdict, decide, repeated_equivalence_p, repeated_p
+from .compare.sequential import Look, Verdict, decide, futile, repeated_equivalence_p, repeated_p
 from .compare.stats import ALPHA, weighted_mean_differences
 from .evaluation import QEXP_TASKS, EvalResult
 from .files import write_atomic
@@ -152,6 +156,7 @@ class TaskDecision:
     p_value: float = float("nan")
     equivalence_p: float = float("nan")
     documents: int = 0  # its leaves' documents evaluated
+    futile: float | None = None  # stopped for futility: the predicted probability of a decision then
 
 
 @dataclass
@@ -169,21 +174,28 @@ class Decision:
     margin: float = 0.0  # points
     comparisons: int = 1  # the study's comparisons sharing alpha: decided at alpha / comparisons
     evaluated: int = 0  # chunks evaluated (per task, the run may go on after the average is decided)
+    futile: float | None = None  # stopped for futility: the predicted probability of a decision then
+    futility: float = 0.0  # eval.sequential.futility
     tasks: dict[str, TaskDecision] = field(default_factory=dict)  # per_task: requested task -> its decision
 
     @property
     def reason(self) -> str:
         if not self.verdict:
             return "the baseline: the whole budget"
-        if self.verdict == "undecided":
+        if self.verdict == "undecided" and self.futile is not None:
+            reason = (f"stopped undecided at look {len(self.looks)} of {self.planned}: a decision by the budget "
+                      f"was unlikely ({100 * self.futile:.1f}% < futility {100 * self.futility:g}%)")
+        elif self.verdict == "undecided":
             reason = f"budget reached after {len(self.looks)} looks, not decided"
         else:
             reason = (f"decided {self.verdict} at look {len(self.looks)} of {self.planned}"
                       + (f", at alpha/{self.comparisons}" if self.comparisons > 1 else ""))
         if self.tasks:
             decided = sum(task.verdict != "undecided" for task in self.tasks.values())
+            hopeless = sum(task.futile is not None for task in self.tasks.values())
             reason += (f"; {decided} of {len(self.tasks)} tasks decided, each at alpha/"
-                       f"{self.comparisons * len(self.tasks)}, in {self.evaluated} looks")
+                       f"{self.comparisons * len(self.tasks)}" + (f", {hopeless} stopped for futility" if hopeless else "")
+                       + f", in {self.evaluated} looks")
         return reason
 
     def record(self) -> dict:
@@ -206,13 +218,14 @@ def _concluded(looks: list[Look], verdict: Verdict, margin: float) -> dict:
 
 def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSource | None,
               groups: dict[str, list[str]], margin: float, announce: Callable[[int, str], object],
-              name: str = "", comparisons: int = 1, per_task: bool = False
+              name: str = "", comparisons: int = 1, per_task: bool = False, futility: float = 0.0
               ) -> tuple[Decision, list[dict[str, list[int]]]]:
     """Evaluate `own`'s chunks in turn; with a `base`line, stop at the first look that decides the
-    average at alpha / `comparisons`. `per_task`: each of the `groups` (the requested tasks) is also
-    decided on its own at alpha / (`comparisons` × tasks), and the run goes on until it and the average
-    are decided: a task keeps being evaluated while the average is undecided (its documents are the
-    average's too), and after that only while it is undecided itself.
+    average at alpha / `comparisons`, or at which deciding it by the budget has a predicted
+    probability below `futility` (0: never). `per_task`: each of the `groups` (the requested tasks) is
+    also decided on its own at alpha / (`comparisons` × tasks), by the same rules, and the run goes on
+    until it and the average are settled: a task keeps being evaluated while the average is unsettled
+    (its documents are the average's too), and after that only while it is unsettled itself.
     `announce(k, waiting_for)` runs before each chunk (progress). Returns the decision and the documents
     each chunk evaluated."""
     mine: list[Outcomes] = []
@@ -220,35 +233,39 @@ def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSo
     used: list[dict[str, list[int]]] = []
     looks: list[Look] = []
     verdict: Verdict | None = None
+    stopped: float | None = None  # the average stopped for futility: its predicted probability of a decision
     alpha = ALPHA / comparisons
     tasks: dict[str, list[Look]] = {}  # per_task: each task with the metric -> its looks
-    settled: dict[str, Verdict] = {}  # per_task: each task's verdict, once decided or at the budget
+    settled: dict[str, tuple[Verdict, float | None]] = {}  # per_task: each task's verdict once settled, and its futility
     for k, chunk in enumerate(parts):
-        if verdict is not None and verdict.decided:  # per task, after the average: only the undecided tasks
+        if looks and (verdict.decided or stopped is not None):  # per task, after the average: the unsettled tasks
             chunk = {leaf: docs for leaf, docs in chunk.items()
                      if any(leaf in groups[task] and task not in settled for task in tasks)}
-        announce(k, _waiting_for(verdict, tasks, settled, margin))
+        announce(k, _waiting_for(verdict, stopped, [t for t in tasks if t not in settled], margin))
         mine.append(own.get(k, chunk) if chunk else {})  # empty: a small task's budget was all in earlier chunks
         used.append(chunk)
         if base is None:
             continue
         theirs.append(base.get(k, parts[k]))  # the baseline's whole chunk: the same file for every run
         fraction = (k + 1) / len(parts)
-        if not looks or not verdict.decided:
+        if not looks or not (verdict.decided or stopped is not None):
             looks.append(look(mine, theirs, groups, fraction))
             verdict = decide(looks, margin / 100, alpha)
+            stopped = _futile(looks, verdict, len(parts), margin, alpha, futility)
             log.info("%s: look %d/%d: %+.2f pts, repeated interval [%+.2f, %+.2f]%s", name, k + 1, len(parts),
                      100 * looks[-1].delta, 100 * verdict.ci_low, 100 * verdict.ci_high,
-                     f": {verdict.decided}" if verdict.decided else "")
+                     f": {verdict.decided}" if verdict.decided else
+                     "" if stopped is None else f": futile ({100 * stopped:.1f}% to decide by the budget)")
         if per_task:
             if k == 0:  # the tasks with the metric (every task has documents in the first chunk)
                 tasks = {task: [] for task, leaves in groups.items() if any(leaf in mine[0] for leaf in leaves)}
             for task in [t for t in tasks if t not in settled]:
                 tasks[task].append(look(mine, theirs, {task: groups[task]}, fraction))
-                own_verdict = decide(tasks[task], margin / 100, alpha / len(tasks))
-                if own_verdict.decided or k == len(parts) - 1:
-                    settled[task] = own_verdict
-        if verdict.decided and all(task in settled for task in tasks):
+                task_verdict = decide(tasks[task], margin / 100, alpha / len(tasks))
+                hopeless = _futile(tasks[task], task_verdict, len(parts), margin, alpha / len(tasks), futility)
+                if task_verdict.decided or k == len(parts) - 1 or hopeless is not None:
+                    settled[task] = (task_verdict, hopeless)
+        if (verdict.decided or stopped is not None) and all(task in settled for task in tasks):
             break
     documents = {task: sum(len(p.get(task, [])) for p in used) for task in {t for p in parts for t in p}}
     whole = {task: sum(len(p.get(task, [])) for p in parts) for task in documents}
@@ -256,22 +273,28 @@ def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSo
         return Decision("", [], len(parts), documents, whole, evaluated=len(used)), used
     average = _concluded(looks, verdict, margin)
     return Decision(average.pop("verdict"), looks, len(parts), documents, whole, **average, margin=margin,
-                    comparisons=comparisons, evaluated=len(used),
-                    tasks={task: TaskDecision(looks=tasks[task], **_concluded(tasks[task], settled[task], margin),
-                                              documents=sum(documents[leaf] for leaf in groups[task] if leaf in documents))
+                    comparisons=comparisons, evaluated=len(used), futile=stopped, futility=futility,
+                    tasks={task: TaskDecision(looks=tasks[task], **_concluded(tasks[task], settled[task][0], margin),
+                                              documents=sum(documents[leaf] for leaf in groups[task] if leaf in documents),
+                                              futile=settled[task][1])
                            for task in tasks}), used
 
 
-def _waiting_for(verdict: Verdict | None, tasks: dict[str, list[Look]], settled: dict[str, Verdict],
-                 margin: float) -> str:
+def _futile(looks: list[Look], verdict: Verdict, planned: int, margin: float, alpha: float, futility: float
+            ) -> float | None:
+    """`compare.sequential.futile` for a comparison not yet decided (margin in points); None when decided."""
+    return None if verdict.decided else futile(looks, planned, margin / 100, alpha, futility)
+
+
+def _waiting_for(verdict: Verdict | None, stopped: float | None, unsettled: list[str], margin: float) -> str:
     """What the next chunk is evaluated to decide, for the progress line."""
     if verdict is None:
         return ""
-    if not verdict.decided:
+    if not verdict.decided and stopped is None:
         return (f"vs baseline {100 * (verdict.ci_low + verdict.ci_high) / 2:+.1f} pts, repeated interval "
                 f"[{100 * verdict.ci_low:+.1f}, {100 * verdict.ci_high:+.1f}]; stops once it excludes 0 "
                 f"or lies within ±{margin:g}")
-    return f"the average decided {verdict.decided}; deciding {', '.join(t for t in tasks if t not in settled)}"
+    return f"the average {verdict.decided or 'stopped for futility'}; deciding {', '.join(unsettled)}"
 
 
 # ----------------------------------------------------------------------------- a run's evaluation
@@ -324,7 +347,8 @@ def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult
         base.folder, lambda documents: run(base, documents, f"evaluating the baseline's chunk {look_at[0] + 1}/{len(parts)}"))
     groups = {task: members for task, members in requested.items() if task not in QEXP_TASKS}
     decision, used = run_looks(parts, own, other, groups, float(cfg.eval.sequential.margin), announce, spec.run_name,
-                               cfg.eval.sequential.comparisons or 1, bool(cfg.eval.sequential.per_task))
+                               cfg.eval.sequential.comparisons or 1, bool(cfg.eval.sequential.per_task),
+                               float(cfg.eval.sequential.futility))
     documents = {task: sorted(i for part in used for i in part.get(task, [])) for task in leaves}
     documents.update({task: list(range(n if cfg.eval.limit is None else min(cfg.eval.limit, n)))
                       for task, n in sizes.items() if task in QEXP_TASKS})

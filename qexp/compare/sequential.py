@@ -16,6 +16,12 @@ than its level says, so the looks are planned as a group-sequential design:
   confidence interval delta +- c_k(alpha) se excludes 0; *equivalent* within +-margin when the
   interval at level 1 - 2 alpha, delta +- c_k(2 alpha) se, lies inside (-margin, margin) (two
   one-sided tests, each at alpha); otherwise the next chunk, and at the budget: undecided.
+- **Stopping for futility** (non-binding): a comparison that is undecided stops when the
+  probability of deciding it by the budget's last look, predicted from the looks so far (a flat
+  prior on the true difference: the estimate's own uncertainty, not only its current value), falls
+  below `futility`. It claims nothing, so it can only lower the error rates above; what it costs is
+  power, the chance that a comparison it stopped would have been decided (Spiegelhalter, Freedman &
+  Blackburn 1986; Jennison & Turnbull 2000, ch. 10).
 - **Valid at the stopping time.** The repeated confidence intervals cover the true difference at
   every look at once with probability 1 - alpha, hence at whatever look the run stopped. The
   repeated p-value, the smallest alpha whose boundaries the run crossed at a look it took, is a
@@ -39,10 +45,11 @@ from scipy.special import ndtr, ndtri
 
 from .stats import ALPHA
 
-__all__ = ["spent", "boundaries", "Look", "Verdict", "decide", "repeated_p", "repeated_equivalence_p", "Simulated",
-           "simulate"]
+__all__ = ["spent", "boundaries", "Look", "Verdict", "decide", "FUTILITY", "predictive_power", "futile", "repeated_p",
+           "repeated_equivalence_p", "Simulated", "simulate"]
 
 GRID = 601  # points per look on which the z-path's density is carried (Simpson's rule)
+FUTILITY = 0.05  # eval.sequential.futility's default: stop undecided below this predictive probability
 
 
 def spent(fraction, alpha: float = ALPHA):
@@ -188,6 +195,35 @@ def decide(looks: list[Look], margin: float, alpha: float = ALPHA) -> Verdict:
     return Verdict(decided, *ci, *eq, looks=len(looks))
 
 
+def predictive_power(looks: list[Look], planned: int, margin: float, alpha: float = ALPHA) -> float:
+    """The probability that the comparison is decided at the last of `planned` looks (a difference at
+    that look's boundary, or equivalence within ±`margin`), given its looks so far: the final estimate
+    is the current one plus the rest of the budget's documents, the true difference drawn from a flat
+    prior (normal around the current estimate, with its standard error), the standard error at the
+    budget extrapolated as 1/sqrt(documents). Later interim looks are left out, so it errs low."""
+    last = looks[-1]
+    t = last.fraction
+    if t >= 1 or not last.se > 0:
+        return 1.0
+    fractions = tuple((k + 1) / planned for k in range(planned))
+    c, c_eq = boundaries(fractions, alpha)[-1], boundaries(fractions, min(2 * alpha, 0.9999))[-1]
+    se_end = last.se * math.sqrt(t)
+    spread = math.sqrt((1 - t) * se_end**2 + (1 - t) ** 2 * last.se**2)
+    differs = ndtr((-c * se_end - last.delta) / spread) + 1 - ndtr((c * se_end - last.delta) / spread)
+    room = margin - c_eq * se_end  # the final estimate must lie within ±room for equivalence
+    inside = ndtr((room - last.delta) / spread) - ndtr((-room - last.delta) / spread) if room > 0 else 0.0
+    return float(differs + inside)
+
+
+def futile(looks: list[Look], planned: int, margin: float, alpha: float, futility: float) -> float | None:
+    """For an undecided comparison before its last look: its `predictive_power` if below `futility`
+    (it stops for futility: a decision by the budget has become unlikely), else None (0: never)."""
+    if not futility or len(looks) >= planned:
+        return None
+    predicted = predictive_power(looks, planned, margin, alpha)
+    return predicted if predicted < futility else None
+
+
 @dataclass(frozen=True)
 class Simulated:
     """`simulate`'s outcome per replicate: the verdict on the average, the documents used (all tasks
@@ -203,11 +239,12 @@ class Simulated:
 
 
 def simulate(delta: float, disagree: float, tasks: int, budget: int, chunks: int, margin: float,
-             replicates: int = 2000, seed: int = 0, alpha: float = ALPHA, per_task: bool = False) -> Simulated:
+             replicates: int = 2000, seed: int = 0, alpha: float = ALPHA, per_task: bool = False,
+             futility: float = 0.0) -> Simulated:
     """Sequential comparisons of two runs that truly differ by `delta` on every task, disagreeing on
     a share `disagree` of the documents: `tasks` tasks of `budget` documents each, looked at after
-    each of `chunks` equal chunks, judged by the report's own average test and by `decide`.
-    `per_task`: each task is also decided on its own, at alpha / `tasks`, as `qexp.stopping` does:
+    each of `chunks` equal chunks, judged by the report's own average test and by `decide`, and
+    stopped undecided by `futile` at `futility` (0: never). `per_task`: each task is also decided on its own, at alpha / `tasks`, as `qexp.stopping` does:
     a task's evaluation goes on until both it and the average are decided."""
     from .stats import weighted_mean_differences
 
@@ -222,7 +259,7 @@ def simulate(delta: float, disagree: float, tasks: int, budget: int, chunks: int
                                         (plus + minus).transpose(0, 2, 1).reshape(-1, tasks))
     average_looks = [[Look((k + 1) / chunks, float(average["delta"][row * chunks + k]), float(average["se"][row * chunks + k]))
                       for k in range(chunks)] for row in range(replicates)]
-    decided, stop, covered = _first_decisions(average_looks, delta, margin, alpha)
+    decided, stop, covered = _first_decisions(average_looks, delta, margin, alpha, futility)
     if not per_task:
         return Simulated(decided, tasks * size * (stop + 1), covered, tasks * size * chunks)
     own = weighted_mean_differences(n.reshape(-1, 1), (plus - minus).reshape(-1, 1), (plus + minus).reshape(-1, 1))
@@ -233,23 +270,24 @@ def simulate(delta: float, disagree: float, tasks: int, budget: int, chunks: int
     for j in range(tasks):
         looks = [[Look((k + 1) / chunks, float(deltas[row, j, k]), float(ses[row, j, k])) for k in range(chunks)]
                  for row in range(replicates)]
-        task_decided[:, j], own_stop, own_covered = _first_decisions(looks, delta, margin, alpha / tasks)
+        task_decided[:, j], own_stop, own_covered = _first_decisions(looks, delta, margin, alpha / tasks, futility)
         tasks_covered &= own_covered
         documents += size * (np.maximum(stop, own_stop) + 1)
     return Simulated(decided, documents, covered, tasks * size * chunks, task_decided, tasks_covered)
 
 
-def _first_decisions(paths: list[list[Look]], delta: float, margin: float, alpha: float
+def _first_decisions(paths: list[list[Look]], delta: float, margin: float, alpha: float, futility: float
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per path of looks: the verdict at the first look that decides (or the last), that look's
-    index, and whether its repeated interval covers `delta`."""
+    """Per path of looks: the verdict at the first look that decides (or is futile, or the last),
+    that look's index, and whether its repeated interval covers `delta`."""
     decided = np.full(len(paths), "", dtype=object)
     stop = np.zeros(len(paths), dtype=np.int64)
     covered = np.zeros(len(paths), dtype=bool)
     for row, looks in enumerate(paths):
         for k in range(len(looks)):
             verdict = decide(looks[:k + 1], margin, alpha)
-            if verdict.decided or k == len(looks) - 1:
+            if verdict.decided or k == len(looks) - 1 or futile(looks[:k + 1], len(looks), margin, alpha,
+                                                                futility) is not None:
                 decided[row], stop[row], covered[row] = verdict.decided, k, verdict.ci_low <= delta <= verdict.ci_high
                 break
     return decided, stop, covered

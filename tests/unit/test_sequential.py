@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qexp.compare.power import PairedMean, mean_mde
-from qexp.compare.sequential import Look, boundaries, decide, repeated_p, simulate, spent
+from qexp.compare.sequential import FUTILITY, Look, boundaries, decide, futile, predictive_power, repeated_p, simulate, spent
 from qexp.compare.stats import ALPHA
 
 # The SmolLM2 study's shape: four tasks of 500 documents, two runs disagreeing on a fifth of them.
@@ -102,3 +102,35 @@ def test_per_task_each_task_claims_a_difference_it_does_not_have_and_misses_its_
     assert (out.decided == alone.decided).all() and (out.covered == alone.covered).all()
     # Deciding each task costs documents: a task goes on while it is undecided, so never fewer.
     assert (out.documents >= alone.documents).all() and out.documents.mean() > alone.documents.mean()
+
+
+def test_stopping_for_futility_claims_nothing_more_and_stops_mostly_comparisons_that_would_have_stayed_undecided():
+    """eval.sequential.futility: the same outcomes (same seed) with and without it. A stop for futility
+    only ever turns "next chunk" into "undecided", so the error rates and coverage hold; it saves the
+    hard comparisons' documents; and few comparisons it stopped would have been decided by the budget."""
+    both = dict(disagree=DISAGREE, tasks=TASKS, budget=BUDGET, chunks=CHUNKS, margin=MARGIN, replicates=REPLICATES)
+    null = simulate(0.0, seed=8, futility=FUTILITY, **both)
+    assert np.isin(null.decided, ["better", "worse"]).mean() <= ALPHA + SLACK
+    assert null.covered.mean() >= 1 - ALPHA - SLACK
+    for delta in (0.01, 0.02, 0.04):
+        kept, stopped = simulate(delta, seed=9, **both), simulate(delta, seed=9, futility=FUTILITY, **both)
+        futile = (stopped.decided == "") & (stopped.documents < stopped.budget)
+        if delta < 0.04:  # near the budget's reach, stops are common and nearly all would have stayed undecided
+            assert futile.mean() > 0.3 and (kept.decided[futile] != "").mean() < 0.1
+        assert (stopped.decided != "").mean() >= (kept.decided != "").mean() - 0.03  # little power lost
+        assert stopped.covered.mean() >= 1 - ALPHA - SLACK
+        if delta == 0.01:  # a difference the budget cannot decide: most of its documents saved
+            assert kept.documents.mean() / kept.budget > 0.9 > 0.75 > stopped.documents.mean() / stopped.budget
+
+
+def test_the_predicted_probability_of_a_decision_follows_the_evidence():
+    planned = 10
+    clear, hopeless = [Look(0.5, -0.05, 0.01)], [Look(0.5, -0.004, 0.008)]
+    assert predictive_power(clear, planned, MARGIN) > 0.95  # far beyond the last boundary already
+    assert predictive_power(hopeless, planned, MARGIN) < 0.1  # near 0, too noisy for equivalence within 1 point
+    assert predictive_power([Look(0.5, 0.0, 0.002)], planned, MARGIN) > 0.95  # equivalence within reach
+    later = [Look(0.9, -0.004, 0.008 * np.sqrt(0.5 / 0.9))]  # the same estimate later: less room to move
+    assert predictive_power(later, planned, MARGIN) < predictive_power(hopeless, planned, MARGIN)
+    assert futile(hopeless, planned, MARGIN, ALPHA, 0.1) == predictive_power(hopeless, planned, MARGIN)
+    assert futile(clear, planned, MARGIN, ALPHA, 0.1) is None and futile(hopeless, planned, MARGIN, ALPHA, 0) is None
+    assert futile(hopeless + [Look(1.0, -0.004, 0.0057)], planned, MARGIN, ALPHA, 0.1) is None  # the last look: the budget

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from qexp.compare.sequential import Look, decide, repeated_equivalence_p, repeated_p
+from qexp.compare.sequential import Look, decide, predictive_power, repeated_equivalence_p, repeated_p
 from qexp.compare.stats import ALPHA, weighted_mean_differences
 from qexp.evaluation import EvalResult
 from qexp.stopping import ChunkSource, Decision, budget, chunks, look, order, outcomes, run_looks
@@ -282,3 +282,22 @@ def test_the_reports_per_task_verdicts_survive_holm_across_every_run_and_task():
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| AWQ-8")]
     assert "Sequential comparisons per task" in text and cells[1][:4] == ["AWQ-8", "b", "equivalent, look 4", "200"]
     assert cells[1][-1] == "equivalent" and cells[1][5] == "0.05/4"
+
+
+def test_an_undecided_run_stops_for_futility_once_a_decision_by_the_budget_is_unlikely(tmp_path):
+    parts = chunks({"a": 1000, "b": 1000}, limit=400, looks=8, seed=0)
+
+    def run(futility: float, folder: str):
+        mine = Fake(0.0, 1)
+        decision, used = run_looks(parts, ChunkSource(tmp_path / folder, mine), ChunkSource(tmp_path / "base", Fake(0.0, 2)),
+                                   {"a": ["a"], "b": ["b"]}, 1.0, lambda k, v: None, futility=futility)
+        return decision, used, mine
+
+    stopped, used, mine = run(0.2, "futile")
+    assert stopped.verdict == "undecided" and len(used) == len(stopped.looks) == len(mine.calls) < len(parts)
+    assert stopped.futile == pytest.approx(predictive_power(stopped.looks, len(parts), 0.01, ALPHA)) and stopped.futile < 0.2
+    assert all(predictive_power(stopped.looks[:k], len(parts), 0.01, ALPHA) >= 0.2 for k in range(1, len(used)))
+    assert stopped.reason.startswith(f"stopped undecided at look {len(used)} of 8: a decision by the budget was unlikely")
+    assert Decision.from_record(json.loads(json.dumps(stopped.record()))) == stopped
+    whole, used, _ = run(0.0, "whole")  # futility 0: the same run goes on to the budget
+    assert whole.verdict == "undecided" and len(used) == len(parts) and whole.futile is None
