@@ -36,7 +36,7 @@ from .paired import (
 )
 from .power import MAX_DOCS, Settings
 from .scores import display_name, metric_for
-from .sequential import simulate
+from .sequential import FUTILITY, simulate
 from .stats import ALPHA
 
 __all__ = ["Plan", "plan_study", "sequential_forecast", "render_plan", "main"]
@@ -110,16 +110,17 @@ def plan_study(study: Study, settings: Settings = Settings()) -> Plan:
 
 
 def sequential_forecast(average: pd.DataFrame, tasks: int, budget: int, settings: Settings,
-                        replicates: int = REPLICATES) -> pd.DataFrame:
+                        replicates: int = REPLICATES, futility: float = FUTILITY) -> pd.DataFrame:
     """Each quantized run against the baseline, simulated as a sequential study of `budget` documents
     per task would judge it if the true difference and disagreement were the pilot's: the expected
     share of the budget it uses and its most frequent verdict. Each decides at alpha / the number of
-    them, as a sequential study of these runs would (eval.sequential.comparisons)."""
+    them, as a sequential study of these runs would (eval.sequential.comparisons), and stops for
+    futility at `futility` (eval.sequential.futility's default)."""
     rows = []
     against = average[(average["family"] == "vs Baseline") & average["delta"].notna() & average["disagreement"].notna()]
     for r in against.itertuples() if budget >= LOOKS and tasks else ():
         out = simulate(r.delta, r.disagreement, tasks, budget, LOOKS, settings.margin, replicates, seed=0,
-                       alpha=ALPHA / len(against))
+                       alpha=ALPHA / len(against), futility=futility)
         verdicts = pd.Series(out.decided).replace("", "undecided").value_counts(normalize=True)
         rows.append({"a": r.a, "b": r.b, "delta": r.delta, "documents": out.documents.mean() / out.budget,
                      "verdict": verdicts.index[0], "often": verdicts.iloc[0]})
@@ -173,7 +174,8 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
         total = plan.sequential["documents"].mean()
         out += ["", f"Sequentially, at {plan.budget} documents per task with a look after each tenth (qexp.compare.sequential, "
                 f"equivalence within ±{100 * s.margin:g} points, each run decided at α/{len(plan.sequential)} so its verdict "
-                f"survives Holm), if each run differs from the baseline as in the pilot "
+                f"survives Holm, stopping for futility below {100 * FUTILITY:g}%), if each run differs from the baseline "
+                f"as in the pilot "
                 f"({REPLICATES} simulated studies each; documents as a share of the fixed study's):",
                 table(pd.DataFrame(rows), fmt), f"The quantized runs would use about {100 * total:.0f}% of the fixed study's documents."]
     return "\n".join(out) + "\n"

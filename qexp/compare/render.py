@@ -191,7 +191,8 @@ def _sequential(report: Report, fmt: str) -> list[str]:
     note = ("Each run was evaluated in chunks of its budget and stopped at the first look whose repeated interval "
             "excluded 0 (worse, better) or lay within ±eval.sequential.margin (equivalent), at the α it shares with the "
             "study's other comparisons (α/m, m = eval.sequential.comparisons); O'Brien-Fleming-type α-spending keeps the "
-            "error rates at that α however the run stopped, and its interval is at 1 − α/m. p-values are the repeated "
+            "error rates at that α however the run stopped, and its interval is at 1 − α/m. A run also stopped, "
+            "undecided, once a decision by the budget had become unlikely (eval.sequential.futility). p-values are the repeated "
             "ones, Holm-adjusted across these runs: a run decided at α/m keeps its verdict while at most m runs are "
             "here. The recovery bound is the repeated interval's lower end over the Baseline's average.")
     return [_heading("Sequential comparisons: each run against Baseline, stopped once decided", fmt, 3),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qexp.compare import build_report, load_study, render, to_json
-from qexp.compare.plan import main as plan_main, plan_study, render_plan
+from qexp.compare.plan import main as plan_main, plan_study, render_plan, sequential_forecast
 from qexp.compare.power import PairedMean, Settings, mcnemar_docs, mcnemar_mde, mean_docs
 from tests.study_store import accuracy_run, new_store
 
@@ -119,10 +119,14 @@ def test_the_plan_says_what_a_sequential_study_of_its_budget_would_spend(tmp_pat
     assert set(sequential.index) == {"GPTQ-16", "AWQ-16"} and set(sequential["b"]) == {"Baseline"}
     assert sequential.loc["GPTQ-16", "verdict"] == "worse" and sequential.loc["GPTQ-16", "often"] > 0.95
     assert sequential.loc["GPTQ-16", "documents"] <= 0.3  # a 20-point loss is clear after a few looks
-    assert sequential.loc["AWQ-16", "documents"] > 0.9  # no difference, 20% disagreeing: the whole budget
-    assert sequential.loc["AWQ-16", "verdict"] == "undecided"
+    # No difference, 20% disagreeing: undecided, and stopped for futility well before the budget ...
+    assert sequential.loc["AWQ-16", "verdict"] == "undecided" and sequential.loc["AWQ-16", "documents"] < 0.8
+    # ... where without futility it takes the whole budget.
+    alone = sequential_forecast(plan.average, 2, plan.budget, Settings(), futility=0).set_index("a")
+    assert alone.loc["AWQ-16", "documents"] > 0.9 and alone.loc["GPTQ-16", "documents"] <= 0.3
     text = render_plan(plan)
     assert f"Sequentially, at {plan.budget} documents per task" in text and "worse (" in text
+    assert "stopping for futility below 5%" in text
 
 
 def test_a_study_without_pairs_is_too_small_to_plan_from(tmp_path, capsys):

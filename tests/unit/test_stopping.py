@@ -301,3 +301,10 @@ def test_an_undecided_run_stops_for_futility_once_a_decision_by_the_budget_is_un
     assert Decision.from_record(json.loads(json.dumps(stopped.record()))) == stopped
     whole, used, _ = run(0.0, "whole")  # futility 0: the same run goes on to the budget
     assert whole.verdict == "undecided" and len(used) == len(parts) and whole.futile is None
+
+
+def test_the_plan_forecasts_with_the_futility_a_study_stops_at_by_default():
+    from qexp.compare.sequential import FUTILITY
+    from tests.conftest import compose_config
+
+    assert compose_config().eval.sequential.futility == FUTILITY > 0
