@@ -41,20 +41,28 @@ def row(label: str, out) -> str:
             f"{100 * rates['']:9.1f} | {100 * out.covered.mean():7.1f} | {100 * out.documents.mean() / out.budget:8.0f}%")
 
 
+def detectable(budget: int, disagree: float) -> float:
+    """The fixed design's detectable average difference (80% power, the report's own computation)."""
+    return mean_mde(PairedMean(np.full((1, TASKS), float(budget)), np.full((1, TASKS), disagree),
+                               np.ones(TASKS, dtype=bool), np.zeros(1), True))
+
+
+def differences(mde: float) -> list[tuple[str, float]]:
+    """The true differences simulated at 500 documents: 0, 1, 2 and 4 points, and twice `mde`."""
+    return [(f"{p} points", p / 100) for p in (0, 1, 2, 4)] + [(f"2 x detectable ({200 * mde:.1f})", 2 * mde)]
+
+
 def per_task(args) -> None:
     """The 500-document design at alpha/comparisons, each task also decided at alpha/(comparisons x tasks)."""
     shared = args.comparisons
-    pilot = PairedMean(np.full((1, TASKS), 500.0), np.full((1, TASKS), DISAGREE), np.ones(TASKS, dtype=bool),
-                       np.zeros(1), True)
-    mde = mean_mde(pilot)
+    mde = detectable(500, DISAGREE)
     print(f"Per task (eval.sequential.per_task): the same {TASKS} tasks x 500 documents, the average at alpha/{shared}, "
           f"each task also at alpha/{shared * TASKS}; a task is evaluated until both it and the average are decided. "
           f"Rates in % (\"tasks\": of all tasks of all replicates), documents as a share of the fixed design's:")
     print(f"{'true difference':>22} | average decided | some task claims | tasks decided | tasks equivalent | "
           f"all covered | documents (average only)\n{'-' * 22} | --------------- | ---------------- | ------------- | "
           f"---------------- | ----------- | ------------------------")
-    deltas = [(f"{p} points", p / 100) for p in (0, 1, 2, 4)] + [(f"2 x detectable ({200 * mde:.1f})", 2 * mde)]
-    for seed, (label, delta) in enumerate(deltas):
+    for seed, (label, delta) in enumerate(differences(mde)):
         both = dict(replicates=args.replicates, seed=seed, alpha=ALPHA / shared)
         out = simulate(delta, DISAGREE, TASKS, 500, args.chunks, MARGIN, per_task=True, **both)
         alone = simulate(delta, DISAGREE, TASKS, 500, args.chunks, MARGIN, **both)
@@ -70,17 +78,14 @@ def per_task(args) -> None:
 def futility(args) -> None:
     """The 500-document design at alpha/comparisons, with and without stopping for futility."""
     shared = args.comparisons
-    pilot = PairedMean(np.full((1, TASKS), 500.0), np.full((1, TASKS), DISAGREE), np.ones(TASKS, dtype=bool),
-                       np.zeros(1), True)
-    mde = mean_mde(pilot)
+    mde = detectable(500, DISAGREE)
     print(f"Futility (eval.sequential.futility={FUTILITY:g}, the default): the same {TASKS} tasks x 500 documents at "
           f"alpha/{shared}; an undecided comparison stops once a decision by the budget is predicted below "
           f"{100 * FUTILITY:g}%. Rates in %, documents as a share of the fixed design's; in brackets, the same "
           f"outcomes without futility:")
     print(f"{'true difference':>22} | decided      | covered | documents  | stopped for futility | of those, decided "
           f"without\n{'-' * 22} | ------------ | ------- | ---------- | -------------------- | ----------------------")
-    deltas = [(f"{p} points", p / 100) for p in (0, 1, 2, 4)] + [(f"2 x detectable ({200 * mde:.1f})", 2 * mde)]
-    for seed, (label, delta) in enumerate(deltas):
+    for seed, (label, delta) in enumerate(differences(mde)):
         both = dict(replicates=args.replicates, seed=seed, alpha=ALPHA / shared)
         out = simulate(delta, DISAGREE, TASKS, 500, args.chunks, MARGIN, futility=FUTILITY, **both)
         alone = simulate(delta, DISAGREE, TASKS, 500, args.chunks, MARGIN, **both)
@@ -101,16 +106,14 @@ def main() -> int:
     header = (f"{'true difference':>22} | better | worse | equivalent | undecided | covered | documents\n"
               f"{'-' * 22} | ------ | ----- | ---------- | --------- | ------- | ---------")
     for budget, shared in ((500, 1), (4000, 1), (500, args.comparisons)):
-        pilot = PairedMean(np.full((1, TASKS), float(budget)), np.full((1, TASKS), DISAGREE if budget == 500 else 0.1),
-                           np.ones(TASKS, dtype=bool), np.zeros(1), True)
-        mde = mean_mde(pilot)
         disagree = DISAGREE if budget == 500 else 0.1
+        mde = detectable(budget, disagree)
         each = f"each decided at alpha/{shared} (one of a study's {shared} comparisons), " if shared > 1 else ""
         print(f"{TASKS} tasks x {budget} documents, disagreeing on {100 * disagree:g}%, {args.chunks} looks, "
               f"{args.replicates} replicates; {each}the fixed design detects {100 * mde:.1f} points (80% power, "
               f"alpha {ALPHA}); rates in %, documents as a share of the fixed design's:")
         print(header)
-        deltas = [(f"{p} points", p / 100) for p in (0, 1, 2, 4)] + [(f"2 x detectable ({200 * mde:.1f})", 2 * mde)]
+        deltas = differences(mde)
         if budget == 4000:
             deltas = [("0 points", 0.0), ("the margin (1 point)", MARGIN), ("minus the margin", -MARGIN)]
         for seed, (label, delta) in enumerate(deltas):
