@@ -122,13 +122,14 @@ class METRICS:
         """A sequential run's documents of one leaf task: `sequential/docs/arc_easy`."""
         return f"{METRICS.SEQUENTIAL_DOCS}/{task}"
 
-    SEQUENTIAL_TASK_FIGURES = ("delta", "ci_low", "ci_high", "p_value", "equivalence_p", "looks", "docs")
+    SEQUENTIAL_TASK_FIGURES = ("delta", "ci_low", "ci_high", "p_value", "equivalence_p", "looks", "docs", "futile")
 
     @staticmethod
     def sequential_task(task: str, figure: str) -> str:
         """eval.sequential.per_task: a requested task's own comparison, `sequential/task/mmlu/p_value`;
         `figure` one of SEQUENTIAL_TASK_FIGURES, as the run's average ones (its interval at
-        1 - alpha/(comparisons × tasks); docs: all its leaves' documents)."""
+        1 - alpha/(comparisons × tasks); docs: all its leaves' documents; futile: the predicted
+        probability of a decision it stopped for futility at, logged only then)."""
         return f"sequential/task/{task}/{figure}"
 
     @staticmethod

@@ -140,7 +140,7 @@ def log_sequential(run: Run, decision: Decision) -> dict[str, float]:
         run.set_tag(TAGS.sequential_task(task), own.verdict)
         figures = {"delta": 100 * own.looks[-1].delta, "ci_low": own.interval[0], "ci_high": own.interval[1],
                    "p_value": own.p_value, "equivalence_p": own.equivalence_p, "looks": len(own.looks),
-                   "docs": own.documents}
+                   "docs": own.documents, **({} if own.futile is None else {"futile": own.futile})}
         metrics.update({METRICS.sequential_task(task, figure): value for figure, value in figures.items()})
     return metrics
 

@@ -204,7 +204,8 @@ def _sequential_tasks(report: Report, fmt: str) -> list[str]:
     frame = report.sequential_tasks
     if not len(frame):
         return []
-    rows = [{"Configuration": r.label, "task": display_name(r.task), "stopped": f"{r.stopped}, look {r.looks:.0f}",
+    rows = [{"Configuration": r.label, "task": display_name(r.task),
+             "stopped": f"{r.stopped}, look {r.looks:.0f}" + ("" if math.isnan(r.futile) else ", futility"),
              "documents": f"{r.docs:,.0f}",
              "Δ pts [repeated interval]": f"{r.delta:+.1f} {interval(r.ci_low, r.ci_high, lambda v: f'{v:+.1f}')}",
              "decided at α": f"{ALPHA:g}/{r.comparisons}", "p (repeated)": p_value(r.p_value),
@@ -212,8 +213,8 @@ def _sequential_tasks(report: Report, fmt: str) -> list[str]:
              "verdict": r.verdict} for r in frame.itertuples()]
     note = ("With eval.sequential.per_task each task was also decided on its own documents, at α/(m·T) for m runs "
             "of T tasks, so Holm across these rows keeps every decided stop. A task was evaluated while the average "
-            "was undecided, then only until it was decided itself; \"look\" is the one that decided it, or the "
-            "budget's last.")
+            "was undecided, then only until it was settled itself; \"look\" is the one that decided it, at which it "
+            "stopped for futility (\"futility\"), or the budget's last.")
     return [_heading("Sequential comparisons per task", fmt, 3), table(pd.DataFrame(rows), fmt), "", note, ""]
 
 

@@ -60,8 +60,8 @@ def sequential_table(study: Study) -> pd.DataFrame:
     return frame[COLUMNS]
 
 
-TASK_COLUMNS = ["label", "task", "stopped", "looks", "docs", "delta", "ci_low", "ci_high", "comparisons", "p_value",
-                "p_adjusted", "equivalence_p", "equivalence_adjusted", "verdict"]
+TASK_COLUMNS = ["label", "task", "stopped", "looks", "docs", "futile", "delta", "ci_low", "ci_high", "comparisons",
+                "p_value", "p_adjusted", "equivalence_p", "equivalence_adjusted", "verdict"]
 
 
 def sequential_task_table(study: Study) -> pd.DataFrame:

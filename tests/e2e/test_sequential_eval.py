@@ -73,6 +73,7 @@ def test_a_per_task_sequential_run_logs_each_tasks_verdict_and_the_report_states
         assert metrics[METRICS.sequential_task(task, "looks")] == len(own["looks"]) <= LOOKS
         assert metrics[METRICS.sequential_task(task, "docs")] == own["documents"] > 0
         assert metrics[METRICS.sequential_task(task, "ci_low")] <= metrics[METRICS.sequential_task(task, "delta")]
+        assert metrics.get(METRICS.sequential_task(task, "futile")) == own["futile"]  # logged when it stopped so
     assert sum(own["documents"] for own in tasks.values()) == sum(record["documents"].values()) \
         == metrics[METRICS.SEQUENTIAL_DOCS]
     report = qexp_cli("--format", "json", cwd=tmp_path, cache_dir=cache_dir, module="qexp.compare")

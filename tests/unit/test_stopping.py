@@ -271,6 +271,7 @@ def test_the_reports_per_task_verdicts_survive_holm_across_every_run_and_task():
         "GPTQ-8": row({"a": ("worse", -6.0, 0.002, 1.0), "b": ("undecided", -1.0, 0.3, 0.5)}),
         "AWQ-8": row({"a": ("worse", -3.0, 0.015, 1.0), "b": ("equivalent", 0.1, 0.9, 0.001)}),
     }, orient="index")
+    runs.loc["GPTQ-8", METRICS.sequential_task("b", "futile")] = 0.02  # stopped for futility
     study = Study(runs=runs, docs={}, tasks=["a", "b"])
     table = sequential_task_table(study)
     assert list(zip(table["label"], table["task"])) == [("GPTQ-8", "a"), ("GPTQ-8", "b"), ("AWQ-8", "a"), ("AWQ-8", "b")]
@@ -279,9 +280,10 @@ def test_the_reports_per_task_verdicts_survive_holm_across_every_run_and_task():
     # Each decided stop was below alpha/4, so Holm keeps it (0.015 -> 0.045); the undecided one stays so.
     assert list(table["verdict"]) == ["worse", "not shown to differ", "worse", "equivalent"]
     text = "\n".join(_sequential_tasks(SimpleNamespace(sequential_tasks=table), "markdown"))
-    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| AWQ-8")]
-    assert "Sequential comparisons per task" in text and cells[1][:4] == ["AWQ-8", "b", "equivalent, look 4", "200"]
-    assert cells[1][-1] == "equivalent" and cells[1][5] == "0.05/4"
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| ")]
+    assert "Sequential comparisons per task" in text and cells[4][:4] == ["AWQ-8", "b", "equivalent, look 4", "200"]
+    assert cells[4][-1] == "equivalent" and cells[4][5] == "0.05/4"
+    assert cells[2][:3] == ["GPTQ-8", "b", "undecided, look 4, futility"]
 
 
 def test_an_undecided_run_stops_for_futility_once_a_decision_by_the_budget_is_unlikely(tmp_path):
