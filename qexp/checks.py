@@ -124,6 +124,11 @@ def _sequential(cfg: DictConfig) -> None:
     looks = cfg.eval.sequential.looks
     _at_least(cfg, "eval.sequential.looks", 0, "Set eval.sequential.looks to 0 (fixed size) or a number of "
               "chunks, e.g. 10.")
+    futility = cfg.eval.sequential.futility
+    if isinstance(futility, bool) or not isinstance(futility, (int, float)) or not 0 <= futility < 1:
+        raise config_error("eval.sequential.futility", futility, "Expected a probability in [0, 1)",
+                           "Set eval.sequential.futility to e.g. 0.05, or 0 to spend the whole budget on "
+                           "every undecided comparison.")
     if not looks:
         if cfg.eval.sequential.per_task:
             raise config_error("eval.sequential.per_task", "true", "Deciding each task needs a sequential evaluation",
@@ -141,11 +146,6 @@ def _sequential(cfg: DictConfig) -> None:
                            "documents of a task follow the dataset's order", "Add eval.order=shuffled.")
     _at_least(cfg, "eval.sequential.comparisons", 1, "Set eval.sequential.comparisons to the number of quantized "
               "runs the study compares with the baseline, or null (the sweep's).")
-    futility = cfg.eval.sequential.futility
-    if isinstance(futility, bool) or not isinstance(futility, (int, float)) or not 0 <= futility < 1:
-        raise config_error("eval.sequential.futility", futility, "Expected a probability in [0, 1)",
-                           "Set eval.sequential.futility to e.g. 0.05, or 0 to spend the whole budget on "
-                           "every undecided comparison.")
     margin = cfg.eval.sequential.margin
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin > 0:
         raise config_error("eval.sequential.margin", margin, "Expected a positive number of points",

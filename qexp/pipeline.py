@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from . import baseline, progress, quantization, records, stopping
+from . import baseline, progress, quantization, records, shuffled, stopping
 from .console import library_output
 from .contract import ARTIFACTS, METRICS, TAGS
 from .errors import QexpError
@@ -195,7 +195,7 @@ def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path, 
     decision = None
     with memory.phase("eval"):
         if cfg.eval.order == "shuffled":
-            evaluation, decision = stopping.evaluate_shuffled(
+            evaluation, decision = shuffled.evaluate_shuffled(
                 spec, _model(spec, checkpoint), _model(base, Path(base.model_path)) if base else None)
         else:
             with progress.phase(spec.run_name, "evaluating", "requests", not cfg.verbose) as live:
@@ -213,10 +213,10 @@ def _evaluate(spec: RunSpec, checkpoint: Path, memory: PhaseMemory, kept: Path, 
     return evaluation, seconds, decision
 
 
-def _model(spec: RunSpec, checkpoint: Path) -> stopping.Model:
+def _model(spec: RunSpec, checkpoint: Path) -> shuffled.Model:
     """A checkpoint with its answers cache and the folder of its chunks for these evaluation settings."""
     responses = _responses(spec, checkpoint)
-    return stopping.Model(checkpoint, responses, spec.cache_dir / "sequential" / responses.name / spec.eval_hash)
+    return shuffled.Model(checkpoint, responses, spec.cache_dir / "sequential" / responses.name / spec.eval_hash)
 
 
 def _speed_log(spec: RunSpec) -> Path:

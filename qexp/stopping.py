@@ -17,9 +17,10 @@ as soon as its comparison with the baseline is decided.
   error rates hold; the cost is a little power (docs/report.md, "Sequential").
 - **Per task, if asked** (`eval.sequential.per_task`). Each requested task is also decided on its own
   documents, at alpha / (comparisons × tasks), so Holm across the study's runs and tasks keeps it. A
-  task is evaluated while the average is undecided (its documents are the average's too, so the
-  average's design holds) and after that only until it is decided itself; the run ends when the
-  average and every task are decided, or at the budget. The cost: the undecided tasks' documents.
+  task is evaluated while the average is unsettled (its documents are the average's too, so the
+  average's design holds) and after that only until it is settled itself (decided, or stopped for
+  futility); the run ends when the average and every task are settled, or at the budget. The cost:
+  the unsettled tasks' documents.
 - **Shared chunks, no waiting on runs.** Each model's chunk outcomes are files under
   `<cache_dir>/sequential/<the model's answers key>/<eval_hash>/`. A run that needs a chunk of the
   baseline that is not there yet evaluates it itself, under the baseline's lock: a job waits for another
@@ -27,8 +28,6 @@ as soon as its comparison with the baseline is decided.
 - **Resume.** A chunk's file is written once it is complete, and every answer is committed to the answers
   cache as it is computed: a killed run resumes at its last chunk, and documents a finished fixed-size
   evaluation of the same model already answered cost nothing.
-- **The result.** Once stopped, lm-eval runs once more on every document used (all answers from the
-  cache), so the run logs lm-eval's own results and per-document samples, as a fixed-size run does.
 """
 
 from __future__ import annotations
@@ -46,11 +45,10 @@ import numpy as np
 
 from .compare.sequential import Look, Verdict, decide, futile, repeated_equivalence_p, repeated_p
 from .compare.stats import ALPHA, weighted_mean_differences
-from .evaluation import QEXP_TASKS, EvalResult
+from .evaluation import EvalResult
 from .files import write_atomic
 
-__all__ = ["order", "budget", "chunks", "Outcomes", "ChunkSource", "Decision", "look", "run_looks", "Model",
-           "evaluate_shuffled"]
+__all__ = ["order", "budget", "chunks", "Outcomes", "ChunkSource", "Decision", "TaskDecision", "look", "run_looks"]
 
 log = logging.getLogger("qexp")
 
@@ -295,66 +293,3 @@ def _waiting_for(verdict: Verdict | None, stopped: float | None, unsettled: list
                 f"[{100 * verdict.ci_low:+.1f}, {100 * verdict.ci_high:+.1f}]; stops once it excludes 0 "
                 f"or lies within ±{margin:g}")
     return f"the average {verdict.decided or 'stopped for futility'}; deciding {', '.join(unsettled)}"
-
-
-# ----------------------------------------------------------------------------- a run's evaluation
-@dataclass(frozen=True)
-class Model:
-    """A model to evaluate: its checkpoint, its answers cache (`pipeline._responses`), its chunks' folder."""
-
-    path: Path
-    responses: Path
-    folder: Path
-
-
-def evaluate_shuffled(spec, mine: Model, base: Model | None) -> tuple[EvalResult, Decision | None]:
-    """`spec`'s evaluation with eval.order=shuffled: the seeded sample of eval.limit documents per task,
-    in eval.sequential.looks chunks (one chunk for a fixed size), then lm-eval once on the documents
-    used. With a `base`line (a quantized run of a sequential study) it stops at the look that decides.
-    Returns the evaluation and, for a sequential one, how it ended."""
-    from . import progress
-    from .evaluation import evaluate, load_model, load_tasks
-
-    cfg = spec.cfg
-    objects, requested = load_tasks(spec.plan, spec.cache_dir)
-    sizes = {name: len(task.eval_docs) for name, task in objects.items()}
-    leaves = {task: n for task, n in sizes.items() if task not in QEXP_TASKS}
-    planned = cfg.eval.sequential.looks
-    parts = chunks(leaves, cfg.eval.limit, max(planned, 1), cfg.seed)
-    settings = dict(dtype=cfg.eval.dtype, device=spec.device, num_fewshot=cfg.eval.num_fewshot, limit=None,
-                    batch_size=cfg.eval.batch_size, seed=cfg.seed, cache_dir=spec.cache_dir)
-    loaded: dict[Path, object] = {}
-    label, look_at = ["evaluating"], [0]
-
-    def run(model: Model, documents: dict[str, list[int]] | None, what: str) -> EvalResult:
-        if model.path not in loaded:
-            loaded[model.path] = load_model(model.path, dtype=settings["dtype"], device=settings["device"],
-                                            batch_size=settings["batch_size"])
-        final = what == "final"  # lm-eval's own results (standard errors included) of everything used
-        with progress.phase(spec.run_name, "evaluating the documents used, together" if final else what,
-                            "requests", not cfg.verbose):
-            return evaluate(model.path, spec.plan, **settings, responses=model.responses, documents=documents,
-                            tasks=None if final else [objects[task] for task in sorted(documents)],
-                            model=loaded[model.path], **({} if final else {"bootstrap_iters": 0}))
-
-    def announce(k: int, waiting_for: str) -> None:
-        look_at[0], label[0] = k, f"evaluating chunk {k + 1}/{len(parts)}" if planned else "evaluating"
-        if waiting_for:
-            label[0] += f" ({waiting_for})"
-
-    own = ChunkSource(mine.folder, lambda documents: run(mine, documents, label[0]))
-    other = None if base is None or not planned else ChunkSource(
-        base.folder, lambda documents: run(base, documents, f"evaluating the baseline's chunk {look_at[0] + 1}/{len(parts)}"))
-    groups = {task: members for task, members in requested.items() if task not in QEXP_TASKS}
-    decision, used = run_looks(parts, own, other, groups, float(cfg.eval.sequential.margin), announce, spec.run_name,
-                               cfg.eval.sequential.comparisons or 1, bool(cfg.eval.sequential.per_task),
-                               float(cfg.eval.sequential.futility))
-    documents = {task: sorted(i for part in used for i in part.get(task, [])) for task in leaves}
-    documents.update({task: list(range(n if cfg.eval.limit is None else min(cfg.eval.limit, n)))
-                      for task, n in sizes.items() if task in QEXP_TASKS})
-    with own.lock():  # the chunks' answers come from the cache (the held-out task's are computed now)
-        result = run(mine, {task: docs for task, docs in documents.items() if docs}, "final")
-    if decision.verdict:
-        log.info("%s: %s; %d of %d documents", spec.run_name, decision.reason, sum(decision.documents.values()),
-                 sum(decision.budget.values()))
-    return result, decision if planned else None

@@ -244,8 +244,9 @@ def simulate(delta: float, disagree: float, tasks: int, budget: int, chunks: int
     """Sequential comparisons of two runs that truly differ by `delta` on every task, disagreeing on
     a share `disagree` of the documents: `tasks` tasks of `budget` documents each, looked at after
     each of `chunks` equal chunks, judged by the report's own average test and by `decide`, and
-    stopped undecided by `futile` at `futility` (0: never). `per_task`: each task is also decided on its own, at alpha / `tasks`, as `qexp.stopping` does:
-    a task's evaluation goes on until both it and the average are decided."""
+    stopped undecided by `futile` at `futility` (0: never). `per_task`: each task is also decided on
+    its own, at alpha / `tasks`, as `qexp.stopping` does: a task's evaluation goes on until both it
+    and the average are settled."""
     from .stats import weighted_mean_differences
 
     rng = np.random.default_rng(seed)

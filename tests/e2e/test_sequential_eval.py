@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qexp import evaluation, stopping
+from qexp import evaluation, shuffled, stopping
 from qexp.compare.stats import holm
 from qexp.contract import ARTIFACTS, METRICS, TAGS
 from qexp.evaluation import load_tasks
@@ -94,7 +94,7 @@ def _baseline(root: Path, overrides=SEQUENTIAL):
     session's cache may hold another test's chunks of the same model)."""
     spec = prepare(compose_config("quant=none", *overrides))
     shared = _model(spec, Path(spec.model_path))
-    return spec, stopping.Model(shared.path, root / "responses" / shared.responses.name,
+    return spec, shuffled.Model(shared.path, root / "responses" / shared.responses.name,
                                 root / "chunks" / shared.folder.name)
 
 
@@ -110,12 +110,12 @@ def test_a_killed_sequential_evaluation_resumes_at_its_last_chunk(tmp_path, monk
 
     monkeypatch.setattr(evaluation, "evaluate", dies_in_the_second_chunk)
     with pytest.raises(Died):
-        stopping.evaluate_shuffled(spec, model, None)
+        shuffled.evaluate_shuffled(spec, model, None)
     assert [p.name for p in sorted(model.folder.glob("chunk-*.json"))] == ["chunk-000.json"]
     first = calls[0]
     calls.clear()
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: (calls.append(k["documents"]), real(*a, **k))[1])
-    result, decision = stopping.evaluate_shuffled(spec, model, None)
+    result, decision = shuffled.evaluate_shuffled(spec, model, None)
     assert first not in calls  # chunk 1 was read from its file, not evaluated again
     assert len(calls) == LOOKS - 1 + 1  # chunks 2 and 3, then lm-eval once on everything used
     assert decision.verdict == "" and sum(decision.documents.values()) == sum(decision.budget.values())
@@ -130,12 +130,12 @@ def test_a_fixed_size_evaluation_of_the_same_documents_is_reused(tmp_path, monke
     fixed_spec, fixed = _baseline(tmp_path, SHUFFLED)
     spec, model = _baseline(tmp_path)
     assert fixed.responses == model.responses and fixed.folder != model.folder  # one answers cache, own chunks
-    whole, _ = stopping.evaluate_shuffled(fixed_spec, fixed, None)
+    whole, _ = shuffled.evaluate_shuffled(fixed_spec, fixed, None)
     asked: list[int] = []
     loglikelihood = HFLM.loglikelihood
     monkeypatch.setattr(HFLM, "loglikelihood", lambda self, requests, *a, **k: (
         asked.append(len(requests)), loglikelihood(self, requests, *a, **k))[1])
-    again, decision = stopping.evaluate_shuffled(spec, model, None)
+    again, decision = shuffled.evaluate_shuffled(spec, model, None)
     assert sum(asked) == 0
     for task, records in whole.samples.items():
         assert [r.get("acc") for r in again.samples[task]] == [r.get("acc") for r in records]

@@ -154,7 +154,8 @@ FLOORS = {
                  "qexp.quantization", "qexp.task_plan", "qexp.mirrors", "qexp.evaluation", "qexp.schema",
                  "qexp.speed", "qexp.perf", "qexp.checks", "qexp.cli"],
     "report": ["qexp.compare"],
-    "job": ["qexp.spec", "qexp.stopping", "qexp.records", "qexp.summary", "qexp.baseline", "qexp.callbacks", "qexp.pipeline"],
+    "job": ["qexp.spec", "qexp.stopping", "qexp.shuffled", "qexp.records", "qexp.summary", "qexp.baseline",
+            "qexp.callbacks", "qexp.pipeline"],
     "tools": ["qexp.job", "qexp.__main__", "qexp.cleanup", "qexp.compare.__main__", "qexp.compare.plan",
               "qexp.reference"],
 }

@@ -107,8 +107,8 @@ def _same(shown: str, given: str) -> bool:
     (["eval.order=shuffled", "eval.sequential.looks=100", "eval.limit=8"], "eval.sequential.looks"),
     (["eval.order=shuffled", "eval.sequential.looks=4", "eval.sequential.margin=0"], "eval.sequential.margin"),
     (["eval.order=shuffled", "eval.sequential.looks=4", "eval.sequential.comparisons=0"], "eval.sequential.comparisons"),
-    (["eval.sequential.per_task=true"], "eval.sequential.per_task"),
-    (["eval.order=shuffled", "eval.sequential.looks=4", "eval.sequential.futility=1"], "eval.sequential.futility"),  # no looks: nothing to decide per task
+    (["eval.sequential.per_task=true"], "eval.sequential.per_task"),  # no looks: nothing to decide per task
+    (["eval.sequential.futility=1"], "eval.sequential.futility"),  # refused even without looks
     (["eval.backend=tgi"], "eval.backend"),
     (["eval.vllm.w4a8=maybe"], "eval.vllm.w4a8"),
     (["eval.backend=vllm", "eval.order=shuffled", "eval.sequential.looks=4", "eval.limit=8"], "eval.backend"),
