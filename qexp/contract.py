@@ -108,6 +108,7 @@ class METRICS:
     SEQUENTIAL_EQUIVALENCE_P = "sequential/equivalence_p"  # the same for equivalence within ±margin
     SEQUENTIAL_MARGIN = "sequential/margin"  # that margin, points
     SEQUENTIAL_COMPARISONS = "sequential/comparisons"  # the study's comparisons sharing alpha (eval.sequential.comparisons)
+    SEQUENTIAL_FUTILE = "sequential/futile"  # stopped for futility: the predicted probability of a decision then
     SPEED_LOAD_SECONDS = "speed/load_seconds"
     SPEED_PEAK_MEMORY_MB = "speed/peak_memory_mb"  # all of vLLM's processes: PSS on a CPU, GPU memory on a GPU
 

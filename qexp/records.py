@@ -135,7 +135,8 @@ def log_sequential(run: Run, decision: Decision) -> dict[str, float]:
                         METRICS.SEQUENTIAL_P: decision.p_value,
                         METRICS.SEQUENTIAL_EQUIVALENCE_P: decision.equivalence_p,
                         METRICS.SEQUENTIAL_MARGIN: decision.margin,
-                        METRICS.SEQUENTIAL_COMPARISONS: decision.comparisons})
+                        METRICS.SEQUENTIAL_COMPARISONS: decision.comparisons,
+                        **({} if decision.futile is None else {METRICS.SEQUENTIAL_FUTILE: decision.futile})})
     for task, own in decision.tasks.items():  # eval.sequential.per_task
         run.set_tag(TAGS.sequential_task(task), own.verdict)
         figures = {"delta": 100 * own.looks[-1].delta, "ci_low": own.interval[0], "ci_high": own.interval[1],

@@ -232,11 +232,12 @@ def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSo
     looks: list[Look] = []
     verdict: Verdict | None = None
     stopped: float | None = None  # the average stopped for futility: its predicted probability of a decision
+    average_settled = False  # decided, or stopped for futility: its looks are over
     alpha = ALPHA / comparisons
     tasks: dict[str, list[Look]] = {}  # per_task: each task with the metric -> its looks
     settled: dict[str, tuple[Verdict, float | None]] = {}  # per_task: each task's verdict once settled, and its futility
     for k, chunk in enumerate(parts):
-        if looks and (verdict.decided or stopped is not None):  # per task, after the average: the unsettled tasks
+        if average_settled:  # per task, after the average: only the unsettled tasks
             chunk = {leaf: docs for leaf, docs in chunk.items()
                      if any(leaf in groups[task] and task not in settled for task in tasks)}
         announce(k, _waiting_for(verdict, stopped, [t for t in tasks if t not in settled], margin))
@@ -246,10 +247,11 @@ def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSo
             continue
         theirs.append(base.get(k, parts[k]))  # the baseline's whole chunk: the same file for every run
         fraction = (k + 1) / len(parts)
-        if not looks or not (verdict.decided or stopped is not None):
+        if not average_settled:
             looks.append(look(mine, theirs, groups, fraction))
             verdict = decide(looks, margin / 100, alpha)
             stopped = _futile(looks, verdict, len(parts), margin, alpha, futility)
+            average_settled = bool(verdict.decided) or stopped is not None
             log.info("%s: look %d/%d: %+.2f pts, repeated interval [%+.2f, %+.2f]%s", name, k + 1, len(parts),
                      100 * looks[-1].delta, 100 * verdict.ci_low, 100 * verdict.ci_high,
                      f": {verdict.decided}" if verdict.decided else
@@ -263,7 +265,7 @@ def run_looks(parts: list[dict[str, list[int]]], own: ChunkSource, base: ChunkSo
                 hopeless = _futile(tasks[task], task_verdict, len(parts), margin, alpha / len(tasks), futility)
                 if task_verdict.decided or k == len(parts) - 1 or hopeless is not None:
                     settled[task] = (task_verdict, hopeless)
-        if (verdict.decided or stopped is not None) and all(task in settled for task in tasks):
+        if average_settled and all(task in settled for task in tasks):
             break
     documents = {task: sum(len(p.get(task, [])) for p in used) for task in {t for p in parts for t in p}}
     whole = {task: sum(len(p.get(task, [])) for p in parts) for task in documents}

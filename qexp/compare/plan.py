@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..cli import add_study_args, refusing, store_parser
 from ..contract import METRICS
-from .cells import table
+from .cells import detectable, docs_needed, table
 from .data import Study, load_study
 from .flags import add_settings_args, settings_from
 from .paired import (
@@ -139,8 +139,8 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
         return "\n".join(out) + "\n"
     rows = [{"comparison": r.family, "A": r.a, "B": r.b, "pilot docs/task": str(r.docs_per_task),
              "disagree %": "" if pd.isna(r.disagreement) else f"{100 * r.disagreement:.1f}",
-             "detectable now ≥ pts": "" if pd.isna(r.mde) else f"{100 * r.mde:.1f}",
-             f"docs/task for {100 * s.difference:g} pts": _count(r.docs_needed)}
+             "detectable now ≥ pts": detectable(r.mde),
+             f"docs/task for {100 * s.difference:g} pts": docs_needed(r.docs_needed, True)}
             for r in plan.average.itertuples()]
     out += ["On the average over tasks (what the ranking tests):", table(pd.DataFrame(rows), fmt), ""]
     rows = []
@@ -148,11 +148,10 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
         tested = part[part["n"] > 0]
         rows.append({"comparison": family, "task": display_name(task), "pairs": str(len(tested)),
                      "disagree % (median)": "" if tested.empty else f"{100 * tested['disagreement'].median():.1f}",
-                     "detectable now ≥ pts (median)": "" if tested["mde"].isna().all()
-                     else f"{100 * tested['mde'].median():.1f}",
+                     "detectable now ≥ pts (median)": detectable(tested["mde"].median()),
                      f"docs for {100 * s.difference:g} pts (largest)":
-                     "" if tested.empty else _count(None if tested["docs_needed"].isna().any()
-                                                    else tested["docs_needed"].max())})
+                     docs_needed(None if tested["docs_needed"].isna().any() else tested["docs_needed"].max(),
+                                 not tested.empty)})
     out += ["Per task (the exact McNemar test of each table):", table(pd.DataFrame(rows), fmt), ""]
     pairs = int(((plan.average["family"] == plan.family) & plan.average["delta"].notna()).sum())
     if plan.limit is None:
@@ -179,10 +178,6 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
                 f"({REPLICATES} simulated studies each; documents as a share of the fixed study's):",
                 table(pd.DataFrame(rows), fmt), f"The quantized runs would use about {100 * total:.0f}% of the fixed study's documents."]
     return "\n".join(out) + "\n"
-
-
-def _count(needed) -> str:
-    return f">{MAX_DOCS:,}" if needed is None or pd.isna(needed) else f"{int(needed):,}"
 
 
 @refusing

@@ -50,6 +50,8 @@ def test_a_sequential_sweep_logs_each_runs_verdict_and_documents_and_the_report_
         assert {s["doc_id"] for s in used} <= set(budget["arc_easy"])  # the baseline's documents: they pair
         assert metrics[METRICS.SEQUENTIAL_LOW] <= metrics[METRICS.SEQUENTIAL_DELTA] <= metrics[METRICS.SEQUENTIAL_HIGH]
         assert metrics[METRICS.SEQUENTIAL_COMPARISONS] == 2  # the sweep's quantized jobs share alpha
+        assert metrics.get(METRICS.SEQUENTIAL_FUTILE) == record["futile"]  # logged when it stopped for futility
+        assert (record["futile"] is not None) == ("futility" in tags[TAGS.SEQUENTIAL_REASON])
     report = qexp_cli("--format", "json", cwd=tmp_path, cache_dir=cache_dir, module="qexp.compare")
     assert report.returncode == 0, report.stderr[-3000:]
     table = {row["label"]: row for row in json.loads(report.stdout)["sequential"]}
