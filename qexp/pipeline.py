@@ -134,7 +134,7 @@ def execute(spec: RunSpec, store: Store, sweep_id: str, log_file: Path | None = 
         try:
             for path in (log_file, libraries_log, _speed_log(spec), _served_log(spec)):
                 if path and Path(path).is_file():
-                    run.log_path(Path(path), ARTIFACTS.LOGS)
+                    run.log_file_as_now(Path(path), ARTIFACTS.LOGS)
         finally:
             run.end(status, killed_reason)
 

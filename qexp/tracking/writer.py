@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -80,6 +81,17 @@ class Run:
             self._client.log_artifacts(self.run_id, str(path), artifact_dir)
         else:
             self._client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def log_file_as_now(self, path: Path, artifact_dir: str) -> None:
+        """A file that may still grow (a log being written) as it is now, from a copy that holds still.
+
+        Uploaded in place, a file that grows during the upload sends more bytes than the length it
+        declared: the server reads the rest as a malformed next request and answers it 400, and the
+        next upload on that connection can read that answer as its own."""
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / Path(path).name
+            shutil.copyfile(path, copy)
+            self.log_path(copy, artifact_dir)
 
     def log_dataset(self, name: str, source: str, digest: str, context: str, profile: dict | None = None) -> None:
         """An MLflow dataset input (the run's Dataset column): runs that share `digest` share the dataset."""
