@@ -17,7 +17,7 @@ from ..contract import METRICS
 from .costs import pareto_front, shown_better
 from .data import Study
 
-__all__ = ["batch_sizes", "same_path", "speed_table", "speed_fronts", "ratio", "speed_missing", "speed_words",
+__all__ = ["batch_sizes", "same_path", "speed_table", "speed_fronts", "speed_ratio", "speed_missing", "speed_words",
            "speed_recommendations"]
 
 def batch_sizes(study: Study) -> list[int]:
@@ -25,7 +25,7 @@ def batch_sizes(study: Study) -> list[int]:
     return sorted({b for c in study.runs.columns if (b := METRICS.batch_of(str(c))) is not None})
 
 
-def ratio(study: Study, label: str, column: str) -> tuple[float, float, float]:
+def speed_ratio(study: Study, label: str, column: str) -> tuple[float, float, float]:
     """Metric `column` (a `speed/*` name of `qexp.contract.METRICS`) of run `label` over the baseline's:
     (ratio, low, high), NaN where either run lacks it. low/high: the range over repetitions (see the module's
     docstring), from the `_min` and `_max` figures logged beside a median."""
@@ -79,11 +79,11 @@ def speed_table(study: Study) -> pd.DataFrame:
             figure = METRICS.tokens_per_second(b, prefix=False)
             for end in ("", "min", "max"):
                 row[f"tps_b{b}_{end}".rstrip("_")] = run.get(METRICS.speed(figure, end), math.nan)
-            value, low, high = ratio(study, label, METRICS.tokens_per_second(b))
+            value, low, high = speed_ratio(study, label, METRICS.tokens_per_second(b))
             row.update({f"x_b{b}": value, f"x_b{b}_low": low, f"x_b{b}_high": high,
                         f"differs_b{b}": bool(low > 1 or high < 1)})
         row["memory_mb"] = run.get(METRICS.SPEED_PEAK_MEMORY_MB, math.nan)
-        row["x_memory"] = ratio(study, label, METRICS.SPEED_PEAK_MEMORY_MB)[0]
+        row["x_memory"] = speed_ratio(study, label, METRICS.SPEED_PEAK_MEMORY_MB)[0]
         rows.append(row)
     return pd.DataFrame(rows).set_index("label")
 
