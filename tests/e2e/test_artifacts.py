@@ -40,11 +40,10 @@ def test_a_log_growing_during_its_upload_is_logged_as_it_was_and_the_next_upload
         finally:
             done.set()
             writer.join()
-        logged = client.download_artifacts(run.run_id, "logs", str(tmp_path / "down"))
+        client.download_artifacts(run.run_id, "logs", str(tmp_path / "down"))
     finally:
         stop_mlflow_server(server)
     uploaded = (tmp_path / "down" / "logs" / "job.log").read_bytes()
     assert len(uploaded) >= before and job_log.read_bytes().startswith(uploaded)
     assert (tmp_path / "down" / "logs" / "libraries.log").read_text() == "what the libraries printed\n"
-    assert logged.endswith("logs")
     assert "Invalid HTTP request received" not in server_log.read_text()
