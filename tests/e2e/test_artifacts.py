@@ -4,6 +4,7 @@ server reads no stray bytes as a next request and the next upload gets its own a
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from mlflow import MlflowClient
@@ -31,6 +32,7 @@ def test_a_log_growing_during_its_upload_is_logged_as_it_was_and_the_next_upload
                 while not done.is_set():
                     out.write("a line logged during the upload\n" * 100)
                     out.flush()
+                    time.sleep(0.001)  # ~3 MB/s: growing throughout the upload, not filling the disk
 
         writer = threading.Thread(target=keep_logging)
         writer.start()
@@ -47,3 +49,4 @@ def test_a_log_growing_during_its_upload_is_logged_as_it_was_and_the_next_upload
     assert len(uploaded) >= before and job_log.read_bytes().startswith(uploaded)
     assert (tmp_path / "down" / "logs" / "libraries.log").read_text() == "what the libraries printed\n"
     assert "Invalid HTTP request received" not in server_log.read_text()
+    assert job_log.stat().st_size > len(uploaded)  # it did grow after the upload began
