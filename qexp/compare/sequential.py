@@ -144,8 +144,13 @@ def _crossed(looks: list[Look], alpha: float) -> bool:
     return any(look.se > 0 and abs(look.delta) / look.se >= c for look, c in zip(looks, limits))
 
 
+def _equivalence_boundaries(fractions: tuple[float, ...], alpha: float) -> tuple[float, ...]:
+    """The boundaries of equivalence at `alpha`: two one-sided tests, each at alpha, are the 1 - 2 alpha interval."""
+    return boundaries(fractions, min(2 * alpha, 0.9999))
+
+
 def _inside(looks: list[Look], margin: float, alpha: float) -> bool:
-    limits = boundaries(tuple(look.fraction for look in looks), min(2 * alpha, 0.9999))
+    limits = _equivalence_boundaries(tuple(look.fraction for look in looks), alpha)
     return any(look.se > 0 and abs(look.delta) + c * look.se < margin for look, c in zip(looks, limits))
 
 
@@ -181,7 +186,7 @@ def decide(looks: list[Look], margin: float, alpha: float = ALPHA) -> Verdict:
     Nothing is decided while the runs have not disagreed on a document (a standard error of 0)."""
     last = looks[-1]
     fractions = tuple(look.fraction for look in looks)
-    c, c_eq = boundaries(fractions, alpha)[-1], boundaries(fractions, min(2 * alpha, 0.9999))[-1]
+    c, c_eq = boundaries(fractions, alpha)[-1], _equivalence_boundaries(fractions, alpha)[-1]
     ci = (last.delta - c * last.se, last.delta + c * last.se)
     eq = (last.delta - c_eq * last.se, last.delta + c_eq * last.se)
     if not last.se > 0:  # no disagreement seen yet: a zero-width interval is no evidence either way
@@ -206,7 +211,7 @@ def predictive_power(looks: list[Look], planned: int, margin: float, alpha: floa
     if t >= 1 or not last.se > 0:
         return 1.0
     fractions = tuple((k + 1) / planned for k in range(planned))
-    c, c_eq = boundaries(fractions, alpha)[-1], boundaries(fractions, min(2 * alpha, 0.9999))[-1]
+    c, c_eq = boundaries(fractions, alpha)[-1], _equivalence_boundaries(fractions, alpha)[-1]
     se_end = last.se * math.sqrt(t)
     spread = math.sqrt((1 - t) * se_end**2 + (1 - t) ** 2 * last.se**2)
     differs = ndtr((-c * se_end - last.delta) / spread) + 1 - ndtr((c * se_end - last.delta) / spread)

@@ -72,13 +72,13 @@ def sequential_task_table(study: Study) -> pd.DataFrame:
     rows = []
     for label in sequential_labels(study):
         run = study.runs.loc[label]
-        verdicts = run.get("sequential_tasks") if "sequential_tasks" in study.runs else None
-        for task, stopped in sorted((verdicts or {}).items()):
-            figure = lambda name: float(run.get(METRICS.sequential_task(task, name), np.nan))  # noqa: E731
-            comparisons = run.get(METRICS.SEQUENTIAL_COMPARISONS)
-            rows.append({"label": label, "task": task, "stopped": stopped,
-                         "comparisons": int(1 if pd.isna(comparisons) else comparisons) * len(verdicts),
-                         **{name: figure(name) for name in METRICS.SEQUENTIAL_TASK_FIGURES}})
+        verdicts = (run.get("sequential_tasks") if "sequential_tasks" in study.runs else None) or {}
+        comparisons = run.get(METRICS.SEQUENTIAL_COMPARISONS)
+        shared = int(1 if pd.isna(comparisons) else comparisons) * len(verdicts)  # alpha / (runs x tasks)
+        for task, stopped in sorted(verdicts.items()):
+            rows.append({"label": label, "task": task, "stopped": stopped, "comparisons": shared,
+                         **{name: float(run.get(METRICS.sequential_task(task, name), np.nan))
+                            for name in METRICS.SEQUENTIAL_TASK_FIGURES}})
     if not rows:
         return pd.DataFrame(columns=TASK_COLUMNS)
     frame = pd.DataFrame(rows)
